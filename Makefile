@@ -1,0 +1,53 @@
+# composenet — set-up and checks. Every target installs what it needs itself
+# (Debian packages, then a venv from pyproject.toml), so a fresh Debian 12 machine
+# only needs `make test` or `make demo`, as root.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEB_PACKAGES := nftables iproute2 python3 python3-venv python3-pip conntrack dnsperf dnsmasq-base procps iputils-ping
+STAMP := $(VENV)/.installed
+
+.PHONY: deps venv test test-unit test-integration lint golden demo bench clean
+
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml
+	$(MAKE) deps
+	test -x $(PY) || /usr/bin/python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check composenet tests bench
+	$(VENV)/bin/mypy composenet
+
+test-unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit tests/golden
+
+test-integration: $(STAMP)
+	$(PY) -m pytest -q tests/integration
+
+# The test command of the README and of .ci/run: lint, then every test tier.
+test: deps $(STAMP) lint
+	$(PY) -m pytest -q tests
+
+golden: $(STAMP)
+	$(PY) -m pytest -q tests/golden --update-goldens
+
+demo: deps $(STAMP)
+	$(PY) examples/demo.py
+
+bench: deps $(STAMP)
+	$(PY) bench/up_down.py
+	$(PY) bench/dns.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+from composenet.cli import main
+
+main()

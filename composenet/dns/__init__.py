@@ -1,0 +1,42 @@
+"""composenet's DNS: one resolver daemon per project, one listener per network.
+
+The daemon (``python -m composenet.dns.server CONFIG``) runs in the host namespace and binds
+UDP and TCP port 53 on each network's gateway address; each service's resolv.conf names the
+gateway of its first network. It identifies the asker by the query's source address and answers
+with Docker's name semantics, scoped to the networks the asker shares with the target.
+
+Config file (JSON, written by the planner; the daemon re-reads it on SIGHUP and swaps its
+tables atomically, binding new listeners and closing removed ones; no query is dropped)::
+
+    {
+      "project": "split",
+      "ttl": 5,                       # TTL of local answers (seconds)
+      "pidfile": "/run/composenet/split/dns.pid",
+      "upstreams": ["198.51.100.53"], # default upstream servers (host resolv.conf)
+      "listeners": [                  # one per network with a resolver
+        {"network": "split_frontend", "address": "172.18.0.1", "port": 53, "internal": false},
+        {"network": "split_backend", "address": "172.19.0.1", "port": 53, "internal": true}
+      ],
+      "containers": [
+        {
+          "name": "split-web-1",           # container name (resolvable)
+          "service": "web",                # service name (resolvable; all replicas)
+          "hostname": "web-host",          # resolvable when set; null otherwise
+          "register": true,                # false: network_mode service:X sharers (not in DNS)
+          "upstreams": ["198.51.100.53"],  # the service's `dns:` or the default
+          "links": [["db-alias", "db"]],   # (alias, target service): only this container sees it
+          "endpoints": [
+            {"network": "split_frontend", "ipv4": "172.18.0.2", "ipv6": null,
+             "aliases": ["www"], "internal": false}
+          ]
+        }
+      ]
+    }
+
+Names (case-insensitive, trailing dot optional) visible to a container are those of every
+endpoint on a network it shares: service name, container name, hostname, aliases, each also as
+``<name>.<network>``; plus its own links. The answer is the target's address on the shared
+network. Project names the asker cannot see: NXDOMAIN, never forwarded. Other names are
+forwarded to the asker's upstreams, except from a container whose networks are all internal
+(REFUSED at once).
+"""

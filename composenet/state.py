@@ -1,0 +1,81 @@
+"""DesiredState and ObservedState: sets of resources keyed by ``Resource.key``, plus the facts
+about the host that the planner needs as constraints. Pure data; JSON round-trip for golden
+files (tests/golden/<case>/observed.json).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from composenet.resources import Resource, resource_from_json
+
+
+@dataclass
+class ObservedState:
+    """What the kernel has. ``resources`` holds only objects composenet owns for this project
+    (selected by label); everything else is a constraint.
+
+    - host_routes / host_addresses: CIDRs of foreign routes (every routing table of the host
+      namespace, default routes excluded) and addresses, for automatic subnet allocation;
+    - foreign_subnets: subnets of other composenet projects' networks;
+    - foreign_links: names of links that exist but are not ours (name clashes);
+    - ports_in_use: "proto/port" taken on the host by others (listeners, other projects' DNAT);
+    - offline: True when built by ``--offline`` (empty kernel, no host routes).
+    """
+
+    resources: dict[str, Resource] = field(default_factory=dict)
+    host_routes: tuple[str, ...] = ()
+    host_addresses: tuple[str, ...] = ()
+    foreign_subnets: tuple[str, ...] = ()
+    foreign_links: tuple[str, ...] = ()
+    ports_in_use: tuple[str, ...] = ()
+    offline: bool = False
+
+    def add(self, r: Resource) -> None:
+        self.resources[r.key] = r
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "resources": [self.resources[k].to_json() for k in sorted(self.resources)],
+            "host_routes": list(self.host_routes),
+            "host_addresses": list(self.host_addresses),
+            "foreign_subnets": list(self.foreign_subnets),
+            "foreign_links": list(self.foreign_links),
+            "ports_in_use": list(self.ports_in_use),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ObservedState:
+        st = cls(
+            host_routes=tuple(d.get("host_routes", ())),
+            host_addresses=tuple(d.get("host_addresses", ())),
+            foreign_subnets=tuple(d.get("foreign_subnets", ())),
+            foreign_links=tuple(d.get("foreign_links", ())),
+            ports_in_use=tuple(d.get("ports_in_use", ())),
+        )
+        for rd in d.get("resources", ()):
+            st.add(resource_from_json(rd))
+        return st
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n"
+
+
+@dataclass
+class DesiredState:
+    """What the compose file wants, as resources, plus what the renderer shows."""
+
+    project: str
+    resources: dict[str, Resource] = field(default_factory=dict)
+    # For the plan's header and exposure table: plain data computed by desire().
+    networks: list[dict[str, Any]] = field(default_factory=list)  # name, subnet, gateway, bridge, ...
+    containers: list[dict[str, Any]] = field(default_factory=list)  # name, service, ns, addresses
+    exposure: list[dict[str, Any]] = field(default_factory=list)  # host_ip, port, proto, target, scope
+    warnings: list[str] = field(default_factory=list)
+
+    def add(self, r: Resource) -> None:
+        if r.key in self.resources and self.resources[r.key] != r:
+            raise ValueError(f"two different resources with key {r.key}")
+        self.resources[r.key] = r
