@@ -117,6 +117,141 @@ def validate() -> None:
     typer.echo(f"{project.name}: valid ({len(project.services)} services, {len(project.networks)} networks)")
 
 
+def _context(project_name: str):
+    from composenet.handlers import Context
+
+    run_dir = os.environ.get("COMPOSENET_RUN_DIR", "/run/composenet")
+    return Context(project=project_name, run_dir=run_dir, resolv_conf=G.resolv_conf or "/etc/resolv.conf")
+
+
+def _project_context(require_file: bool = False):
+    """(ctx, project name, Project or None). Without a loadable compose file, `-p NAME` is
+    enough for commands that work from kernel labels alone (down, ps, port, logs)."""
+    from composenet.errors import InputError
+
+    try:
+        project = _load()
+    except InputError:
+        if require_file or not G.opts.project_name:
+            raise
+        from composenet.project import normalize_project_name
+
+        name = normalize_project_name(G.opts.project_name)
+        return _context(name), name, None
+    return _context(project.name), project.name, project
+
+
+def _echo_err(text: str) -> None:
+    typer.echo(text, err=True)
+
+
+@app.command()
+def plan(
+    format: Annotated[Format, typer.Option("--format", help="text (for review) or json (schemas/plan.schema.json).")] = Format.text,
+    detailed_exitcode: Annotated[
+        bool, typer.Option("--detailed-exitcode", help="Exit 0 when there is nothing to do, 1 on error, 2 when there are changes.")
+    ] = False,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Plan against an empty kernel and no host routes (golden files, review anywhere).")
+    ] = False,
+    observed_file: Annotated[
+        str | None, typer.Option("--observed", help="Plan against a recorded observed state (JSON) instead of this kernel.")
+    ] = None,
+    out: Annotated[str | None, typer.Option("--out", help="Also save the plan as JSON, for `up --plan FILE`.")] = None,
+    show_ruleset: Annotated[bool, typer.Option("--show-ruleset", help="Append the nftables ruleset `up` would load.")] = False,
+) -> None:
+    """Show what `up` would change in this kernel, without changing anything (a dry run).
+
+    Changes are grouped by network and service with + (create), ~ (update in place),
+    -/+ (replace) and - (remove), each with its reason; then the exposure table (which host
+    address:port reaches which service) and a summary line."""
+    import json as _json
+
+    from composenet.pipeline import check_ruleset, make_plan, read_upstreams
+    from composenet.render import render_json, render_text
+    from composenet.state import ObservedState
+
+    project = _load()
+    upstreams = read_upstreams(G.resolv_conf)
+    ctx = _context(project.name)
+    if observed_file:
+        with open(observed_file) as f:
+            observed = ObservedState.from_json(_json.load(f))
+    elif offline:
+        observed = ObservedState(offline=True)
+    else:
+        from composenet import kernel
+        from composenet.observe import observe_project
+
+        kernel.check_mount_namespace()
+        observed = observe_project(ctx)
+    planned = make_plan(project, project.name, observed, upstreams, ctx.run_dir)
+    if planned.ruleset and not offline and not observed_file:
+        err = check_ruleset(planned.ruleset)
+        if err:
+            fail(f"nft rejected the generated ruleset:\n{err}")
+    if format == Format.json:
+        typer.echo(render_json(planned.plan, planned.ruleset), nl=False)
+    else:
+        typer.echo(render_text(planned.plan, planned.ruleset if show_ruleset else None), nl=False)
+    if out:
+        with open(out, "w") as f:
+            f.write(render_json(planned.plan, planned.ruleset))
+    if detailed_exitcode and not planned.plan.empty:
+        raise typer.Exit(2)
+
+
+@app.command()
+def up(
+    plan_file: Annotated[
+        str | None, typer.Option("--plan", help="Apply this saved plan (`plan --out`), only if the kernel still matches it.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only warnings and errors.")] = False,
+) -> None:
+    """Build the stack in the kernel: namespaces, bridges, veths, addresses, routes, nftables,
+    DNS resolvers, then start the service commands. Running it again changes only what differs."""
+    import json as _json
+
+    from composenet.pipeline import read_upstreams, run_apply
+
+    project = _load()
+    saved = None
+    if plan_file:
+        with open(plan_file) as f:
+            saved = _json.load(f)
+        if saved.get("project") != project.name:
+            fail(f"the saved plan is for project {saved.get('project')!r}, not {project.name!r}")
+    ctx = _context(project.name)
+    try:
+        planned = run_apply(ctx, project, project.name, read_upstreams(G.resolv_conf), _echo_err, quiet, saved)
+    finally:
+        ctx.close()
+    if not planned.plan.empty and not quiet:
+        from composenet.render import counts
+
+        n = counts(planned.plan)
+        typer.echo(f'Project "{project.name}" is up: {n["add"]} added, {n["change"]} changed, '
+                   f'{n["replace"]} replaced, {n["remove"]} removed.')
+
+
+@app.command()
+def down(
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only warnings and errors.")] = False,
+) -> None:
+    """Remove everything the project owns in the kernel: processes, resolver, nftables table,
+    veths, bridges, namespaces, /etc/netns files and runtime files. Works from kernel labels
+    alone, so `composenet -p NAME down` works even when the compose file changed or is gone."""
+    from composenet.pipeline import read_upstreams, run_apply
+
+    ctx, name, _project = _project_context()
+    try:
+        planned = run_apply(ctx, None, name, read_upstreams(G.resolv_conf), _echo_err, quiet)
+    finally:
+        ctx.close()
+    if not planned.plan.empty and not quiet:
+        typer.echo(f'Project "{name}" is down: {len(planned.plan.steps)} step(s).')
+
+
 def main() -> None:
     """Entry point: run the app; never show a Python traceback unless COMPOSENET_DEBUG is set."""
     from composenet.errors import ComposenetError

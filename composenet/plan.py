@@ -17,7 +17,7 @@ from composenet.errors import PlanError
 from composenet.resources import Resource
 
 
-class Action(str, Enum):
+class Action(Enum):
     create = "create"
     update = "update"
     replace = "replace"

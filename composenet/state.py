@@ -5,6 +5,7 @@ files (tests/golden/<case>/observed.json).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,8 @@ class ObservedState:
     foreign_links: tuple[str, ...] = ()
     ports_in_use: tuple[str, ...] = ()
     offline: bool = False
+    # key -> digest of what the last successful apply wrote (diff.digest); labels drift only.
+    applied: dict[str, str] = field(default_factory=dict)
 
     def add(self, r: Resource) -> None:
         self.resources[r.key] = r
@@ -44,6 +47,7 @@ class ObservedState:
             "foreign_subnets": list(self.foreign_subnets),
             "foreign_links": list(self.foreign_links),
             "ports_in_use": list(self.ports_in_use),
+            "applied": dict(sorted(self.applied.items())),
         }
 
     @classmethod
@@ -54,10 +58,17 @@ class ObservedState:
             foreign_subnets=tuple(d.get("foreign_subnets", ())),
             foreign_links=tuple(d.get("foreign_links", ())),
             ports_in_use=tuple(d.get("ports_in_use", ())),
+            applied=dict(d.get("applied", {})),
         )
         for rd in d.get("resources", ()):
             st.add(resource_from_json(rd))
         return st
+
+    def digest(self) -> str:
+        """Digest of the owned resources (not host facts): a saved plan applies only if the
+        kernel still matches what it was made against."""
+        text = json.dumps([self.resources[k].to_json() for k in sorted(self.resources)], sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n"

@@ -1,0 +1,146 @@
+"""The pipeline in one place: plan, up and down share one code path up to ``apply``.
+
+``make_plan`` is pure (desired x observed -> Plan); ``run_up`` / ``run_down`` add the I/O:
+lock, observe, check, apply, record what was applied, re-observe and verify.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from composenet.desired import Upstreams, desire, parse_resolv_conf
+from composenet.diff import diff, digest, implied_deletes
+from composenet.errors import ComposenetError, PlanError
+from composenet.handlers import Context
+from composenet.model import Project
+from composenet.plan import Plan, order
+from composenet.render import describe, render_text
+from composenet.resources import NftTable, Sysctl
+from composenet.state import DesiredState, ObservedState
+
+Echo = Callable[[str], None]
+
+
+def read_upstreams(path: str | None) -> Upstreams:
+    """Upstream resolvers: the given file (--resolv-conf / COMPOSENET_RESOLV_CONF), else
+    /etc/resolv.conf; on a systemd-resolved host (only 127.0.0.53), its real upstream list."""
+    path = path or "/etc/resolv.conf"
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return Upstreams()
+    up = parse_resolv_conf(text)
+    if up.servers and all(s.startswith("127.0.0.53") for s in up.servers):
+        try:
+            with open("/run/systemd/resolve/resolv.conf") as f:
+                real = parse_resolv_conf(f.read())
+            if real.servers:
+                return Upstreams(real.servers, up.search, up.options, text)
+        except OSError:
+            pass
+    return up
+
+
+@dataclass
+class Planned:
+    plan: Plan
+    desired: DesiredState
+    observed: ObservedState
+    ruleset: str | None
+
+
+def make_plan(project: Project | None, project_name: str, observed: ObservedState, upstreams: Upstreams,
+              run_dir: str = "/run/composenet") -> Planned:
+    """Pure: the plan that takes ``observed`` to what ``project`` wants (None: to nothing)."""
+    if project is not None:
+        desired = desire(project, observed, upstreams, run_dir)
+    else:
+        desired = DesiredState(project=project_name)
+    changes = diff(desired, observed)
+    steps = order(changes, set(desired.resources))
+    plan = Plan(project_name, steps, desired.networks, desired.containers, desired.exposure,
+                list(desired.warnings), observed_digest=observed.digest())
+    if project is None:
+        plan.kept = sorted(f"{describe(r)} (host setting, left as is)" for r in observed.resources.values()
+                           if isinstance(r, Sysctl) and not r.ns and not r.ifname)
+    ruleset = next((r.ruleset for r in desired.resources.values() if isinstance(r, NftTable)), None)
+    return Planned(plan, desired, observed, ruleset)
+
+
+def check_ruleset(ruleset: str) -> str | None:
+    """``nft -c -f -``: the kernel's parser checks the ruleset without loading it. None if fine
+    or if nft is not available (plan on a machine without nftables)."""
+    if shutil.which("nft") is None or os.geteuid() != 0:
+        return None
+    r = subprocess.run(["nft", "-c", "-f", "-"], input=ruleset, capture_output=True, text=True, timeout=30)
+    return None if r.returncode == 0 else (r.stderr.strip() or "nft -c failed")
+
+
+def record_applied(ctx: Context, desired: DesiredState) -> None:
+    os.makedirs(ctx.project_dir, exist_ok=True)
+    data = {k: digest(r) for k, r in sorted(desired.resources.items())}
+    tmp = os.path.join(ctx.project_dir, ".applied.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+    os.replace(tmp, os.path.join(ctx.project_dir, "applied.json"))
+
+
+def run_apply(ctx: Context, project: Project | None, project_name: str, upstreams: Upstreams, echo: Echo,
+              quiet: bool = False, saved_plan: dict | None = None) -> Planned:
+    """Observe, plan, check, apply, record, verify. Used by `up` (project) and `down` (None)."""
+    from composenet import kernel, runtime
+    from composenet.apply import apply
+    from composenet.observe import observe_project
+
+    kernel.check_mount_namespace()
+    with runtime.project_lock(ctx):
+        observed = observe_project(ctx)
+        planned = make_plan(project, project_name, observed, upstreams, ctx.run_dir)
+        if saved_plan is not None and saved_plan.get("observed_digest") != planned.plan.observed_digest:
+            raise PlanError(
+                "the kernel changed since the saved plan was made; it was not applied",
+                hint="run `composenet plan --out FILE` again and review it",
+            )
+        if saved_plan is not None:
+            want = [(s["action"], s["key"]) for s in saved_plan.get("steps", [])]
+            have = [(s.change.action.value, s.change.key) for s in planned.plan.steps]
+            if want != have:
+                raise PlanError("the saved plan no longer matches the compose file and the kernel; it was not applied",
+                                hint="run `composenet plan --out FILE` again and review it")
+        for w in planned.plan.warnings:
+            echo(f"warning: {w}")
+        if planned.plan.empty:
+            if not quiet:
+                echo("No changes. Kernel state matches the compose file.")
+            return planned
+        if planned.ruleset is not None and any(c.kind == "nft" and c.after is not None for c in planned.plan.changes):
+            err = check_ruleset(planned.ruleset)
+            if err:
+                raise ComposenetError(f"nft rejected the generated ruleset; nothing was changed:\n{err}")
+        total = len(planned.plan.steps)
+
+        def progress(n: int, total: int, text: str) -> None:
+            if not quiet:
+                echo(f"[{n}/{total}] {text}")
+
+        apply(ctx, planned.plan, implied_deletes(planned.plan.changes), progress)
+        if project is not None:
+            record_applied(ctx, planned.desired)
+        # Verify: re-observe; the plan must now be empty.
+        after = observe_project(ctx)
+        again = make_plan(project, project_name, after, upstreams, ctx.run_dir)
+        if project is None:
+            runtime.remove_project_dir(ctx)
+        if not again.plan.empty:
+            text = render_text(again.plan)
+            raise ComposenetError(
+                f"applied {total} step(s), but the kernel still differs from the compose file:\n{text}",
+                hint="run `composenet plan` to see what differs",
+            )
+        return planned

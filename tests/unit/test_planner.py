@@ -1,0 +1,245 @@
+"""Planner core: IPAM, diff, ordering, rendering — pure functions, no kernel."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import replace
+
+import pytest
+
+from composenet import ipam
+from composenet.desired import Upstreams, desire, parse_resolv_conf
+from composenet.diff import diff, digest, implied_deletes
+from composenet.errors import PlanError
+from composenet.model import Attachment, IpamConfig, Network, Port, Project, Service
+from composenet.pipeline import make_plan
+from composenet.plan import Action, Change, Reason, order
+from composenet.render import NO_CHANGES, render_text
+from composenet.resources import Address, Bridge, Netns, NftTable, Process, Veth, bridge_ifname, nft_table_name
+from composenet.ruleset import PortMap, build
+from composenet.state import ObservedState
+
+UP = Upstreams(("192.0.2.53",))
+
+
+def split_project(extra: tuple[Service, ...] = ()) -> Project:
+    return Project(
+        name="split", working_dir="/",
+        networks=(Network("backend", "split_backend", internal=True), Network("frontend", "split_frontend")),
+        services=tuple(sorted((
+            Service("web", networks=(Attachment("frontend"), Attachment("backend")), ports=(Port(80, "8080"),),
+                    command=("serve",)),
+            Service("api", networks=(Attachment("backend"),), replicas=3),
+            Service("fe", networks=(Attachment("frontend"),)),
+        ) + extra, key=lambda s: s.name)),
+    )
+
+
+def observed_after(desired) -> ObservedState:
+    st = ObservedState()
+    for r in desired.resources.values():
+        if isinstance(r, NftTable):
+            r = replace(r, ruleset="")
+        st.add(r)
+        st.applied[r.key] = digest(r)
+    return st
+
+
+# ---- IPAM ---------------------------------------------------------------------------------
+
+def test_auto_subnet_skips_host_routes_and_other_projects():
+    got = ipam.allocate_subnet([], ["172.17.0.0/16", "172.18.5.0/24", "10.0.0.0/8"])
+    assert str(got) == "172.19.0.0/16"
+
+
+def test_auto_subnet_falls_back_to_192_168_in_slash_20():
+    taken = [f"172.{i}.0.0/16" for i in range(17, 32)]
+    assert str(ipam.allocate_subnet(taken, ["192.168.0.0/24"])) == "192.168.16.0/20"
+
+
+def test_default_route_does_not_block_pools():
+    assert str(ipam.allocate_subnet([], ["0.0.0.0/0"])) == "172.17.0.0/16"
+
+
+def test_pool_starts_at_ip_range_and_skips_gateway_and_aux():
+    pool = ipam.Pool(ipaddress.ip_network("10.201.2.0/24"), "10.201.2.254", "10.201.2.128/25", ["10.201.2.128"])
+    assert pool.next() == "10.201.2.129"
+    assert pool.next() == "10.201.2.130"
+    assert not pool.claim("10.201.2.254")
+    assert not pool.claim("10.9.9.9")
+
+
+def test_pool_exhaustion_is_an_error():
+    pool = ipam.Pool(ipaddress.ip_network("10.0.0.0/30"), "10.0.0.1")
+    assert pool.next() == "10.0.0.2"
+    with pytest.raises(PlanError):
+        pool.next()
+
+
+def test_docker_mac():
+    assert ipam.mac_for("10.201.1.10", "x") == "02:42:0a:c9:01:0a"
+
+
+def test_ipam_deterministic_and_stable_when_a_network_is_added():
+    p = split_project()
+    d1 = desire(p, ObservedState(), UP)
+    assert d1.networks == desire(p, ObservedState(), UP).networks
+    # Add a network whose key sorts first: the existing ones keep their subnets.
+    p2 = replace(p, networks=(Network("aaa", "split_aaa"),) + p.networks)
+    d2 = desire(p2, observed_after(d1), UP)
+    sub = {n["name"]: n["subnet"] for n in d2.networks}
+    old = {n["name"]: n["subnet"] for n in d1.networks}
+    assert sub["split_frontend"] == old["split_frontend"] and sub["split_backend"] == old["split_backend"]
+    assert sub["split_aaa"] not in old.values()
+
+
+def test_endpoints_keep_addresses_when_a_service_is_added():
+    p = split_project()
+    d1 = desire(p, ObservedState(), UP)
+    p2 = split_project((Service("aaa", networks=(Attachment("frontend"),)),))
+    d2 = desire(p2, observed_after(d1), UP)
+    old = {a.key for a in d1.resources.values() if isinstance(a, Address)}
+    new = {a.key for a in d2.resources.values() if isinstance(a, Address)}
+    assert old <= new
+
+
+def test_static_address_and_gateway():
+    p = Project(name="n", working_dir="/", networks=(
+        Network("net2", "n_net2", ipam=(IpamConfig("10.201.2.0/24", "10.201.2.128/25", "10.201.2.254"),)),),
+        services=(Service("a", networks=(Attachment("net2", ipv4_address="10.201.2.5"),)),
+                  Service("b", networks=(Attachment("net2"),))))
+    d = desire(p, ObservedState(), UP)
+    addrs = {a.ns: a.cidr for a in d.resources.values() if isinstance(a, Address) and a.ns}
+    assert addrs == {"n-a-1": "10.201.2.5/24", "n-b-1": "10.201.2.128/24"}
+    assert Address("", bridge_ifname("n", "n_net2"), "10.201.2.254/24").key in d.resources
+
+
+# ---- diff ---------------------------------------------------------------------------------
+
+def test_up_twice_is_empty():
+    d = desire(split_project(), ObservedState(), UP)
+    assert diff(d, observed_after(d)) == []
+
+
+def test_orphans_are_deleted_and_sysctls_kept():
+    d = desire(split_project(), ObservedState(), UP)
+    obs = observed_after(d)
+    from composenet.state import DesiredState
+
+    changes = diff(DesiredState("split"), obs)
+    kinds = {c.kind for c in changes}
+    assert "sysctl" not in kinds and {"netns", "veth", "bridge", "nft"} <= kinds
+    assert all(c.action == Action.delete and c.reason == Reason.orphan for c in changes)
+
+
+def test_rule_deleted_by_hand_is_drift():
+    d = desire(split_project(), ObservedState(), UP)
+    obs = observed_after(d)
+    t = next(r for r in obs.resources.values() if isinstance(r, NftTable))
+    obs.add(replace(t, rules=tuple(x for x in t.rules if "dnat web" not in x)))
+    (c,) = diff(d, obs)
+    assert c.action == Action.update and c.reason == Reason.drift and c.fields == ("rules",)
+
+
+def test_changed_in_file_vs_drift():
+    d = desire(split_project(), ObservedState(), UP)
+    obs = observed_after(d)
+    br = next(r for r in obs.resources.values() if isinstance(r, Bridge))
+    obs.add(replace(br, mtu=1400))
+    (c,) = diff(d, obs)
+    assert c.action == Action.update and c.reason == Reason.drift
+    obs.applied.clear()
+    (c,) = diff(d, obs)
+    assert c.reason == Reason.changed
+
+
+def test_veth_moved_to_another_bridge_is_replaced():
+    d = desire(split_project(), ObservedState(), UP)
+    obs = observed_after(d)
+    v = next(r for r in obs.resources.values() if isinstance(r, Veth))
+    obs.add(replace(v, bridge="cnb-other"))
+    (c,) = diff(d, obs)
+    assert c.action == Action.replace
+
+
+def test_dead_process_is_recreated():
+    d = desire(split_project(), ObservedState(), UP)
+    obs = observed_after(d)
+    proc = next(r for r in obs.resources.values() if isinstance(r, Process))
+    del obs.resources[proc.key]
+    (c,) = diff(d, obs)
+    assert c.action == Action.create and c.reason == Reason.dead
+
+
+def test_implied_deletes_inside_deleted_namespace():
+    ns = Netns("p-a-1", "p", "a")
+    addr = Address("p-a-1", "eth0", "10.0.0.2/24")
+    changes = [Change(Action.delete, r.key, r, None, Reason.orphan) for r in (ns, addr)]
+    assert implied_deletes(changes) == {addr.key}
+
+
+# ---- ordering ------------------------------------------------------------------------------
+
+def test_order_creates_by_dependency_and_deletes_reversed():
+    d = desire(split_project(), ObservedState(), UP)
+    steps = order(diff(d, ObservedState()), set(d.resources))
+    pos = {s.change.key: s.index for s in steps}
+    for s in steps:
+        for dep in s.change.resource.deps():
+            if dep in pos:
+                assert pos[dep] < s.index, (dep, s.change.key)
+    kinds = [s.change.kind for s in steps]
+    assert kinds.index("process") > kinds.index("nft") > max(i for i, k in enumerate(kinds) if k == "veth")
+    from composenet.state import DesiredState
+
+    down = order(diff(DesiredState("split"), observed_after(d)), set())
+    dpos = {s.change.key: s.index for s in down}
+    for s in down:
+        for dep in s.change.resource.deps():
+            if dep in dpos:
+                assert dpos[dep] > s.index
+
+
+def test_cycle_names_the_objects():
+    a = Process("a", "a", "", ("x",), after=("b",))
+    b = Process("b", "b", "", ("x",), after=("a",))
+    changes = [Change(Action.create, r.key, None, r, Reason.missing) for r in (a, b)]
+    with pytest.raises(PlanError, match="process:a, process:b"):
+        order(changes, {a.key, b.key})
+
+
+# ---- rendering -------------------------------------------------------------------------------
+
+def test_no_changes_sentence():
+    d = desire(split_project(), ObservedState(), UP)
+    planned = make_plan(split_project(), "split", observed_after(d), UP)
+    text = render_text(planned.plan)
+    assert text.rstrip().endswith(NO_CHANGES)
+    assert NO_CHANGES == "No changes. Kernel state matches the compose file."
+
+
+def test_plan_text_is_byte_identical_and_has_summary():
+    a = render_text(make_plan(split_project(), "split", ObservedState(), UP).plan)
+    b = render_text(make_plan(split_project(), "split", ObservedState(), UP).plan)
+    assert a == b
+    assert a.rstrip().splitlines()[-1].startswith("Plan: ")
+    assert "Exposure:" in a and "*:8080/tcp" in a
+
+
+# ---- ruleset ---------------------------------------------------------------------------------
+
+def test_ruleset_identities_one_per_rule_and_chain():
+    text, idents = build("composenet_t", [], [PortMap("web", None, 8080, "tcp", ("10.0.0.2",), 80)])
+    rules = [line for line in text.splitlines() if "comment" in line]
+    assert len(rules) == sum(1 for i in idents if not i.startswith("chain "))
+    assert "published: cn:dnat web *:8080/tcp -> 10.0.0.2:80" in idents
+
+
+def test_table_name_is_an_nft_identifier():
+    assert nft_table_name("my-app") != nft_table_name("my_app")
+    assert all(c.isalnum() or c == "_" for c in nft_table_name("a.b-c"))
+
+
+def test_resolv_conf_parsing():
+    up = parse_resolv_conf("# x\nnameserver 198.51.100.53\nsearch a b\noptions ndots:2\n")
+    assert up.servers == ("198.51.100.53",) and up.search == ("a", "b") and up.options == ("ndots:2",)
