@@ -10,9 +10,11 @@ tables atomically, binding new listeners and closing removed ones; no query is d
 
     {
       "project": "split",
-      "ttl": 5,                       # TTL of local answers (seconds)
+      "ttl": 5,                       # TTL of local answers (seconds; optional, default 5)
+      "forward_timeout": 2.0,         # per upstream attempt, seconds (optional, default 2.0)
       "pidfile": "/run/composenet/split/dns.pid",
-      "upstreams": ["198.51.100.53"], # default upstream servers (host resolv.conf)
+      "upstreams": ["198.51.100.53"], # default upstream servers (host resolv.conf);
+                                      # IP, IP:PORT or [IPv6]:PORT
       "listeners": [                  # one per network with a resolver
         {"network": "split_frontend", "address": "172.18.0.1", "port": 53, "internal": false},
         {"network": "split_backend", "address": "172.19.0.1", "port": 53, "internal": true}

@@ -1,0 +1,787 @@
+"""composenet's resolver daemon: ``python -m composenet.dns.server CONFIG``.
+
+Owns the sockets and the event loop: UDP and TCP listeners on every listener address of the
+config, forwarding to upstream servers (UDP, TCP for TCP askers and truncated answers, per-attempt
+timeout and failover), the forwarding cache, reload on SIGHUP, the pidfile and shutdown on
+SIGTERM. Name semantics and answer bytes live in ``zone.py`` (pure); this module must not
+decide what a name means, and must never crash on input from the network.
+
+Life cycle (what the executor relies on):
+
+* start: detached (``start_new_session``), stdout/stderr to a log file. The pidfile named in the
+  config is written (atomically, ``<pid>\\n``) only once every listener is bound: it is the
+  readiness signal. A config error or a failed bind exits 1 before that, with one clear line
+  on stderr and no pidfile.
+* SIGHUP: re-read the config, build new tables and swap them at once; bind new listeners,
+  close removed ones. A config that does not load keeps the previous one (logged). Queries
+  waiting in socket buffers and forwards in flight are kept. A listener that cannot be bound
+  yet (address not configured) is logged and retried every few seconds.
+* SIGTERM / SIGINT: close everything, remove the pidfile, exit 0.
+
+Bounds (memory stays bounded whatever the network sends): pending forwards (``MAX_PENDING``),
+cache entries and cached response size, TCP client connections (``MAX_TCP_CLIENTS``, oldest
+evicted), TCP query length, TCP output buffer, TCP idle time (a client must complete a query
+within ``TCP_IDLE`` seconds: slowloris connections are closed), upstream TCP connections.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import os
+import random
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from composenet.dns.zone import (
+    RCODE_NOTIMP,
+    RCODE_REFUSED,
+    RCODE_SERVFAIL,
+    ConfigError,
+    Listener,
+    Zone,
+    build_zone,
+    edns_payload,
+    fit_udp,
+    load_config,
+    parse_upstream,
+    question_end,
+    respond,
+    skip_name,
+)
+
+MAX_PENDING = 4096  # forwarded queries waiting for an upstream
+MAX_UPSTREAM_TCP = 64  # concurrent TCP connections to upstreams
+CACHE_ENTRIES = 4096
+CACHE_MAX_RESPONSE = 4096  # bytes; larger answers are not cached
+CACHE_MAX_TTL = 3600
+NEGATIVE_MAX_TTL = 300
+MAX_TCP_CLIENTS = 128
+TCP_IDLE = 10.0  # seconds to send a complete query (slowloris bound)
+TCP_MAX_QUERY = 16384  # a TCP query longer than this is not a query: close
+TCP_MAX_OUTBUF = 256 * 1024
+UDP_BATCH = 256  # packets read from one socket per wake-up (fairness between listeners)
+RETRY_BIND = 3.0  # seconds between attempts to bind a listener that failed on reload
+RCVBUF = 4 << 20
+
+_FLAG_TC = 0x02  # in byte 2 of the header
+
+
+def log(message: str) -> None:
+    sys.stderr.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} composenet-dns[{os.getpid()}]: {message}\n")
+    sys.stderr.flush()
+
+
+# -- state records -----------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class TcpClient:
+    sock: socket.socket
+    listener: str  # listener address
+    source: str
+    deadline: float
+    inbuf: bytearray = field(default_factory=bytearray)
+    outbuf: bytearray = field(default_factory=bytearray)
+    closed: bool = False
+
+
+@dataclass(eq=False)
+class Pending:
+    """A forwarded query: who asked, what, which upstream attempt is running."""
+
+    client_id: bytes  # the asker's query ID
+    query: bytes  # the query as sent upstream (our ID)
+    end: int  # offset past the question
+    cache_key: bytes
+    upstreams: tuple[tuple[str, int], ...]
+    udp_sock: socket.socket | None  # UDP asker: the listener socket to answer from
+    udp_addr: tuple | None
+    tcp_client: TcpClient | None
+    index: int = 0  # current upstream
+    via_tcp: bool = False  # current attempt is over TCP
+    truncated: bytes | None = None  # UDP answer with TC=1, kept as fallback for a UDP asker
+    deadline: float = 0.0
+    upstream_conn: UpstreamTcp | None = None
+
+
+@dataclass(eq=False)
+class UpstreamTcp:
+    sock: socket.socket
+    qid: int
+    outbuf: bytearray
+    inbuf: bytearray = field(default_factory=bytearray)
+    connected: bool = False
+
+
+@dataclass
+class CacheEntry:
+    expires: float
+    stored: float
+    response: bytes
+    ttl_offsets: tuple[int, ...]
+
+
+# -- response inspection (no dnslib: this runs for every forwarded answer) ---------------------
+
+
+def cache_ttl(resp: bytes, end: int) -> tuple[int, tuple[int, ...]] | None:
+    """(TTL to cache ``resp`` for, offsets of every TTL field) or None when not cacheable.
+
+    Positive answers: the smallest TTL of the answer and authority records (capped). Negative
+    ones (NXDOMAIN, or NOERROR without answers): the SOA's min(TTL, minimum), capped at
+    ``NEGATIVE_MAX_TTL``; without an SOA they are not cached. Truncated or failed answers are
+    never cached."""
+    if resp[2] & _FLAG_TC:
+        return None
+    rcode = resp[3] & 0x0F
+    if rcode not in (0, 3):
+        return None
+    try:
+        qd, an, ns, ar = struct.unpack_from("!HHHH", resp, 4)
+        if qd != 1:
+            return None
+        i = end
+        offsets = []
+        min_ttl: int | None = None
+        soa_ttl: int | None = None
+        for section, count in enumerate((an, ns, ar)):
+            for _ in range(count):
+                i = skip_name(resp, i)
+                rtype, _rclass, ttl, rdlen = struct.unpack_from("!HHIH", resp, i)
+                if i + 10 + rdlen > len(resp):
+                    return None
+                if rtype != 41:  # OPT's "TTL" holds flags
+                    offsets.append(i + 4)
+                    if section < 2:
+                        min_ttl = ttl if min_ttl is None else min(min_ttl, ttl)
+                    if section == 1 and rtype == 6 and rdlen >= 4:
+                        minimum = struct.unpack_from("!I", resp, i + 10 + rdlen - 4)[0]
+                        soa_ttl = min(ttl, minimum)
+                i += 10 + rdlen
+    except (struct.error, IndexError):
+        return None
+    if rcode == 3 or an == 0:
+        if soa_ttl is None:
+            return None
+        ttl = min(soa_ttl, NEGATIVE_MAX_TTL)
+    else:
+        if min_ttl is None:
+            return None
+        ttl = min(min_ttl, CACHE_MAX_TTL)
+    if ttl <= 0:
+        return None
+    return ttl, tuple(offsets)
+
+
+def cache_key(data: bytes, end: int) -> bytes:
+    """Lower-cased question + CD bit + the asker's EDNS presence, payload size and DO bit."""
+    edns = edns_payload(data, end)
+    extra = b"\x00\x00\x00\x00" if edns is None else struct.pack("!BHB", 1, edns[0], edns[1])
+    return data[12:end].lower() + bytes([data[3] & 0x10]) + extra
+
+
+# -- the daemon --------------------------------------------------------------------------------
+
+
+class Server:
+    def __init__(self, config_path: str):
+        self.config_path = config_path
+        self.zone: Zone = self._load()
+        self.pidfile = self.zone.pidfile
+        self.sel = selectors.DefaultSelector()
+        self.udp: dict[tuple[str, int], socket.socket] = {}
+        self.tcp: dict[tuple[str, int], socket.socket] = {}
+        self.unbound: dict[tuple[str, int], Listener] = {}
+        self.next_bind_retry = 0.0
+        self.upstream_udp: dict[tuple[str, int], socket.socket] = {}
+        self.pending: collections.OrderedDict[int, Pending] = collections.OrderedDict()
+        self.upstream_tcp = 0
+        self.cache: dict[bytes, CacheEntry] = {}
+        self.clients: collections.OrderedDict[TcpClient, None] = collections.OrderedDict()
+        self.running = True
+        self.reload_requested = False
+        self.wake_r, self.wake_w = socket.socketpair()
+        self.stats: collections.Counter[str] = collections.Counter()
+
+    def _load(self) -> Zone:
+        zone = build_zone(load_config(self.config_path), self.config_path)
+        for w in zone.warnings:
+            log(f"warning: {w}")
+        return zone
+
+    # -- listeners -----------------------------------------------------------------------------
+
+    def _bind(self, lst: Listener) -> None:
+        """Bind UDP and TCP on one listener; raises OSError (nothing left half-bound)."""
+        family = socket.AF_INET if lst.family == 4 else socket.AF_INET6
+        key = (lst.address, lst.port)
+        u = socket.socket(family, socket.SOCK_DGRAM)
+        t = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            u.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+            u.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, RCVBUF)
+            u.bind(key)
+            u.setblocking(False)
+            t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            t.bind(key)
+            t.listen(128)
+            t.setblocking(False)
+        except OSError:
+            u.close()
+            t.close()
+            raise
+        self.udp[key] = u
+        self.tcp[key] = t
+        self.sel.register(u, selectors.EVENT_READ, ("udp", lst.address))
+        self.sel.register(t, selectors.EVENT_READ, ("accept", lst.address))
+
+    def _unbind(self, key: tuple[str, int]) -> None:
+        for table in (self.udp, self.tcp):
+            s = table.pop(key, None)
+            if s is not None:
+                self.sel.unregister(s)
+                s.close()
+
+    def start(self) -> None:
+        for lst in self.zone.listeners:
+            try:
+                self._bind(lst)
+            except OSError as e:
+                raise ConfigError(f"cannot listen on {lst.address}:{lst.port} (network {lst.network}): "
+                                  f"{e.strerror}", hint="is the network's bridge up with its gateway address?"
+                                  ) from None
+        self.wake_r.setblocking(False)
+        self.wake_w.setblocking(False)
+        self.sel.register(self.wake_r, selectors.EVENT_READ, ("wake", ""))
+        signal.set_wakeup_fd(self.wake_w.fileno(), warn_on_full_buffer=False)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, self._on_term)
+        self._write_pidfile()
+        log(f"ready: project {self.zone.project}, listening on "
+            + ", ".join(f"{a}:{p}" for a, p in sorted(self.udp)))
+
+    def _write_pidfile(self) -> None:
+        path = Path(self.pidfile)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+        tmp.write_text(f"{os.getpid()}\n")
+        os.replace(tmp, path)
+
+    def _remove_pidfile(self) -> None:
+        try:
+            if Path(self.pidfile).read_text().strip() == str(os.getpid()):
+                os.unlink(self.pidfile)
+        except OSError:
+            pass
+
+    def _on_hup(self, signum, frame) -> None:
+        self.reload_requested = True
+
+    def _on_term(self, signum, frame) -> None:
+        self.running = False
+
+    def reload(self) -> None:
+        self.reload_requested = False
+        try:
+            zone = self._load()
+        except ConfigError as e:
+            log(f"reload failed, keeping the previous configuration: {e}")
+            return
+        self.zone = zone  # one assignment: every later packet sees the new tables
+        wanted = {(lst.address, lst.port): lst for lst in zone.listeners}
+        for key in list(self.udp):
+            if key not in wanted:
+                self._unbind(key)
+        self.unbound = {k: lst for k, lst in wanted.items() if k not in self.udp}
+        self._bind_missing()
+        self._drop_unused_upstreams()
+        log(f"reloaded: {len(zone.containers)} containers, listening on "
+            + ", ".join(f"{a}:{p}" for a, p in sorted(self.udp)))
+
+    def _bind_missing(self) -> None:
+        for key, lst in list(self.unbound.items()):
+            try:
+                self._bind(lst)
+                del self.unbound[key]
+                log(f"listening on {lst.address}:{lst.port} (network {lst.network})")
+            except OSError as e:
+                log(f"cannot listen on {lst.address}:{lst.port} (network {lst.network}): {e.strerror}; "
+                    f"retrying every {RETRY_BIND:.0f} s")
+        self.next_bind_retry = time.monotonic() + RETRY_BIND
+
+    def _drop_unused_upstreams(self) -> None:
+        used = {parse_upstream(u) for u in self.zone.upstreams}
+        for v in list(self.zone.views.values()) + list(self.zone.listener_views.values()):
+            used.update(parse_upstream(u) for u in v.upstreams)
+        used.update(up for p in self.pending.values() for up in p.upstreams)
+        for key in list(self.upstream_udp):
+            if key not in used:
+                s = self.upstream_udp.pop(key)
+                self.sel.unregister(s)
+                s.close()
+
+    # -- main loop -----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        sel = self.sel
+        while self.running:
+            timeout = self._timeout()
+            try:
+                events = sel.select(timeout)
+            except InterruptedError:
+                events = []
+            for key, mask in events:
+                kind, arg = key.data
+                try:
+                    if kind == "udp":
+                        self._serve_udp(key.fileobj, arg)  # type: ignore[arg-type]
+                    elif kind == "upstream":
+                        self._upstream_udp_read(key.fileobj, arg)  # type: ignore[arg-type]
+                    elif kind == "accept":
+                        self._accept(key.fileobj, arg)  # type: ignore[arg-type]
+                    elif kind == "client":
+                        self._client_io(arg, mask)
+                    elif kind == "uptcp":
+                        self._upstream_tcp_io(arg, mask)
+                    elif kind == "wake":
+                        self._drain_wake()
+                except Exception as e:  # noqa: BLE001 -- one bad event must never stop the resolver
+                    self.stats["internal-error"] += 1
+                    if self.stats["internal-error"] <= 20:
+                        log(f"internal error handling {kind} event: {e!r}")
+            if self.reload_requested:
+                self.reload()
+            now = time.monotonic()
+            self._expire(now)
+            if self.unbound and now >= self.next_bind_retry:
+                self._bind_missing()
+        self.shutdown()
+
+    def _timeout(self) -> float:
+        timeout = 1.0
+        now = time.monotonic()
+        if self.pending:
+            first = next(iter(self.pending.values()))
+            timeout = min(timeout, max(0.0, first.deadline - now))
+        if self.clients:
+            first_client = next(iter(self.clients))
+            timeout = min(timeout, max(0.0, first_client.deadline - now))
+        return timeout
+
+    def _drain_wake(self) -> None:
+        try:
+            while self.wake_r.recv(512):
+                pass
+        except OSError:
+            pass
+
+    def shutdown(self) -> None:
+        for key in list(self.udp):
+            self._unbind(key)
+        for c in list(self.clients):
+            self._close_client(c)
+        for p in list(self.pending.values()):
+            self._close_upstream_tcp(p)
+        for s in self.upstream_udp.values():
+            s.close()
+        self._remove_pidfile()
+        log("stopped")
+
+    # -- UDP askers (the hot path) -------------------------------------------------------------
+
+    def _serve_udp(self, sock: socket.socket, listener: str) -> None:
+        zone = self.zone
+        views = zone.views
+        default = zone.listener_views.get(listener)
+        if default is None:  # listener removed by a reload while this event was queued
+            return
+        recvfrom = sock.recvfrom
+        sendto = sock.sendto
+        get = views.get
+        for _ in range(UDP_BATCH):
+            try:
+                data, addr = recvfrom(4096)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue
+            view = get(addr[0], default)
+            r = respond(view, data)
+            if r is None:
+                continue
+            if r.__class__ is int:
+                self._forward(view, data, r, sock, addr, None)  # type: ignore[arg-type]
+                continue
+            if len(r) > 512:  # type: ignore[arg-type]
+                r = fit_udp(data, question_end(data), r)  # type: ignore[arg-type]
+            try:
+                sendto(r, addr)  # type: ignore[arg-type]
+            except OSError:
+                self.stats["send-error"] += 1
+
+    # -- TCP askers ----------------------------------------------------------------------------
+
+    def _accept(self, lsock: socket.socket, listener: str) -> None:
+        for _ in range(64):
+            try:
+                conn, addr = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            if len(self.clients) >= MAX_TCP_CLIENTS:
+                # Evict the oldest connection rather than refusing: idle or slow clients
+                # cannot lock out new ones.
+                self._close_client(next(iter(self.clients)))
+            conn.setblocking(False)
+            c = TcpClient(conn, listener, addr[0], time.monotonic() + TCP_IDLE)
+            self.clients[c] = None
+            self.sel.register(conn, selectors.EVENT_READ, ("client", c))
+
+    def _close_client(self, c: TcpClient) -> None:
+        if c.closed:
+            return
+        c.closed = True
+        self.clients.pop(c, None)
+        try:
+            self.sel.unregister(c.sock)
+        except (KeyError, ValueError):
+            pass
+        c.sock.close()
+
+    def _client_io(self, c: TcpClient, mask: int) -> None:
+        if c.closed:
+            return
+        if mask & selectors.EVENT_WRITE:
+            self._client_flush(c)
+        if not mask & selectors.EVENT_READ or c.closed:
+            return
+        try:
+            chunk = c.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close_client(c)
+            return
+        if not chunk:
+            self._close_client(c)
+            return
+        c.inbuf += chunk
+        while len(c.inbuf) >= 2 and not c.closed:
+            length = struct.unpack_from("!H", c.inbuf)[0]
+            if length > TCP_MAX_QUERY or length < 12:
+                self._close_client(c)
+                return
+            if len(c.inbuf) < 2 + length:
+                break
+            data = bytes(c.inbuf[2 : 2 + length])
+            del c.inbuf[: 2 + length]
+            # A complete query: the client may keep the connection for another TCP_IDLE.
+            c.deadline = time.monotonic() + TCP_IDLE
+            self.clients.move_to_end(c)
+            zone = self.zone
+            view = zone.views.get(c.source) or zone.listener_views.get(c.listener)
+            if view is None:
+                self._close_client(c)
+                return
+            r = respond(view, data)
+            if r is None:
+                continue
+            if isinstance(r, int):
+                self._forward(view, data, r, None, None, c)
+            else:
+                self._client_send(c, r)
+
+    def _client_send(self, c: TcpClient, response: bytes) -> None:
+        if c.closed:
+            return
+        if len(c.outbuf) + len(response) > TCP_MAX_OUTBUF:
+            self._close_client(c)  # the client does not read its answers
+            return
+        was_empty = not c.outbuf
+        c.outbuf += struct.pack("!H", len(response)) + response
+        if was_empty:
+            self._client_flush(c)
+
+    def _client_flush(self, c: TcpClient) -> None:
+        try:
+            sent = c.sock.send(c.outbuf)
+            del c.outbuf[:sent]
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            self._close_client(c)
+            return
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if c.outbuf else 0)
+        try:
+            self.sel.modify(c.sock, events, ("client", c))
+        except (KeyError, ValueError):
+            pass
+
+    # -- forwarding ----------------------------------------------------------------------------
+
+    def _forward(self, view, data: bytes, end: int, sock: socket.socket | None, addr: tuple | None,
+                 client: TcpClient | None) -> None:
+        now = time.monotonic()
+        # Askers with different upstreams (a service's `dns:`) must not share cached answers.
+        key = cache_key(data, end) + ",".join(view.upstreams).encode()
+        hit = self.cache.get(key)
+        if hit is not None:
+            if hit.expires > now:
+                self.stats["cache-hit"] += 1
+                self._deliver(self._from_cache(hit, data, end, now), data, end, sock, addr, client)
+                return
+            del self.cache[key]
+        if not view.upstreams or len(self.pending) >= MAX_PENDING:
+            self._deliver(self._error(data, end, RCODE_SERVFAIL), data, end, sock, addr, client)
+            return
+        qid = random.getrandbits(16)
+        for _ in range(64):
+            if qid not in self.pending:
+                break
+            qid = random.getrandbits(16)
+        else:
+            self._deliver(self._error(data, end, RCODE_SERVFAIL), data, end, sock, addr, client)
+            return
+        try:
+            upstreams = tuple(parse_upstream(u) for u in view.upstreams)
+        except ValueError:
+            upstreams = ()
+        p = Pending(client_id=data[:2], query=struct.pack("!H", qid) + data[2:], end=end, cache_key=key,
+                    upstreams=upstreams, udp_sock=sock, udp_addr=addr, tcp_client=client)
+        self.pending[qid] = p
+        self.stats["forwarded"] += 1
+        self._attempt(qid, p, tcp=client is not None)
+
+    def _attempt(self, qid: int, p: Pending, tcp: bool) -> None:
+        """Send ``p`` to its current upstream; on an immediate error, fail over."""
+        self._close_upstream_tcp(p)
+        p.via_tcp = tcp
+        p.deadline = time.monotonic() + self.zone.forward_timeout
+        self.pending.move_to_end(qid)
+        up = p.upstreams[p.index]
+        try:
+            if tcp:
+                self._upstream_tcp_open(qid, p, up)
+            else:
+                self._upstream_socket(up).send(p.query)
+        except OSError:
+            self._failover(qid, p)
+
+    def _failover(self, qid: int, p: Pending) -> None:
+        self._close_upstream_tcp(p)
+        if p.index + 1 < len(p.upstreams):
+            p.index += 1
+            self._attempt(qid, p, tcp=p.tcp_client is not None)
+            return
+        del self.pending[qid]
+        self.stats["servfail"] += 1
+        if p.truncated is not None:
+            resp = p.truncated
+        else:
+            resp = self._error(p.query, p.end, RCODE_SERVFAIL)
+        self._deliver(p.client_id + resp[2:], p.query, p.end, p.udp_sock, p.udp_addr, p.tcp_client)
+
+    def _error(self, data: bytes, end: int, rcode: int) -> bytes:
+        flags = 0x8080 | (data[2] & 0x79) << 8 | rcode
+        return data[:2] + struct.pack("!HHHHH", flags, 1, 0, 0, 0) + data[12:end]
+
+    def _deliver(self, resp: bytes, query: bytes, end: int, sock: socket.socket | None, addr: tuple | None,
+                 client: TcpClient | None) -> None:
+        if client is not None:
+            self._client_send(client, resp)
+        elif sock is not None and addr is not None:
+            resp = fit_udp(query, end, resp)
+            try:
+                sock.sendto(resp, addr)
+            except OSError:
+                self.stats["send-error"] += 1
+
+    def _upstream_socket(self, up: tuple[str, int]) -> socket.socket:
+        s = self.upstream_udp.get(up)
+        if s is None:
+            family = socket.AF_INET6 if ":" in up[0] else socket.AF_INET
+            s = socket.socket(family, socket.SOCK_DGRAM)
+            s.setblocking(False)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+            # Connected: the kernel filters answers from anyone else, and ICMP "port
+            # unreachable" surfaces as ECONNREFUSED, so a dead upstream fails over at once.
+            s.connect(up)
+            self.upstream_udp[up] = s
+            self.sel.register(s, selectors.EVENT_READ, ("upstream", up))
+        return s
+
+    def _upstream_udp_read(self, s: socket.socket, up: tuple[str, int]) -> None:
+        for _ in range(UDP_BATCH):
+            try:
+                resp = s.recv(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionRefusedError:
+                for qid, p in list(self.pending.items()):
+                    if not p.via_tcp and p.upstreams[p.index] == up:
+                        self._failover(qid, p)
+                continue
+            except OSError:
+                return
+            self._upstream_answer(resp, up, via_tcp=False)
+
+    def _upstream_answer(self, resp: bytes, up: tuple[str, int], via_tcp: bool) -> None:
+        if len(resp) < 12 or not resp[2] & 0x80:
+            return
+        qid = struct.unpack_from("!H", resp)[0]
+        p = self.pending.get(qid)
+        if p is None or p.via_tcp != via_tcp or p.upstreams[p.index] != up:
+            return
+        if resp[4:6] != b"\x00\x01" or resp[12 : p.end] != p.query[12 : p.end]:
+            return  # not the answer to our question: ignore (spoofing or a confused server)
+        rcode = resp[3] & 0x0F
+        if rcode in (RCODE_SERVFAIL, RCODE_REFUSED, RCODE_NOTIMP) and p.index + 1 < len(p.upstreams):
+            self._failover(qid, p)
+            return
+        if resp[2] & _FLAG_TC and not via_tcp:
+            # Truncated over UDP: ask the same upstream over TCP; a UDP asker gets the full
+            # answer if it fits its payload size, else this truncated one (it retries over TCP).
+            p.truncated = resp
+            self._attempt(qid, p, tcp=True)
+            return
+        del self.pending[qid]
+        self._close_upstream_tcp(p)
+        self._store(p, resp)
+        if p.tcp_client is None and p.truncated is not None and len(resp) > 512:
+            edns = edns_payload(p.query, p.end)
+            if len(resp) > (edns[0] if edns else 512):
+                resp = p.truncated
+        self._deliver(p.client_id + resp[2:], p.query, p.end, p.udp_sock, p.udp_addr, p.tcp_client)
+
+    def _upstream_tcp_open(self, qid: int, p: Pending, up: tuple[str, int]) -> None:
+        if self.upstream_tcp >= MAX_UPSTREAM_TCP:
+            raise OSError(errno.EMFILE, "too many upstream TCP connections")
+        family = socket.AF_INET6 if ":" in up[0] else socket.AF_INET
+        s = socket.socket(family, socket.SOCK_STREAM)
+        s.setblocking(False)
+        err = s.connect_ex(up)
+        if err not in (0, errno.EINPROGRESS):
+            s.close()
+            raise OSError(err, os.strerror(err))
+        conn = UpstreamTcp(s, qid, bytearray(struct.pack("!H", len(p.query)) + p.query))
+        p.upstream_conn = conn
+        self.upstream_tcp += 1
+        self.sel.register(s, selectors.EVENT_WRITE, ("uptcp", conn))
+
+    def _close_upstream_tcp(self, p: Pending) -> None:
+        conn = p.upstream_conn
+        if conn is None:
+            return
+        p.upstream_conn = None
+        self.upstream_tcp -= 1
+        try:
+            self.sel.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        conn.sock.close()
+
+    def _upstream_tcp_io(self, conn: UpstreamTcp, mask: int) -> None:
+        p = self.pending.get(conn.qid)
+        if p is None or p.upstream_conn is not conn:
+            return
+        up = p.upstreams[p.index]
+        try:
+            if mask & selectors.EVENT_WRITE:
+                err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    raise OSError(err, os.strerror(err))
+                sent = conn.sock.send(conn.outbuf)
+                del conn.outbuf[:sent]
+                if not conn.outbuf:
+                    self.sel.modify(conn.sock, selectors.EVENT_READ, ("uptcp", conn))
+                return
+            chunk = conn.sock.recv(65536)
+            if not chunk:
+                raise OSError(errno.ECONNRESET, "upstream closed the connection")
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._failover(conn.qid, p)
+            return
+        conn.inbuf += chunk
+        if len(conn.inbuf) >= 2:
+            length = struct.unpack_from("!H", conn.inbuf)[0]
+            if len(conn.inbuf) >= 2 + length:
+                resp = bytes(conn.inbuf[2 : 2 + length])
+                self._upstream_answer(resp, up, via_tcp=True)
+                if conn.qid in self.pending and self.pending[conn.qid] is p and p.upstream_conn is conn:
+                    self._failover(conn.qid, p)  # a non-matching answer: try the next upstream
+
+    # -- cache ---------------------------------------------------------------------------------
+
+    def _store(self, p: Pending, resp: bytes) -> None:
+        if len(resp) > CACHE_MAX_RESPONSE:
+            return
+        found = cache_ttl(resp, p.end)
+        if found is None:
+            return
+        ttl, offsets = found
+        if len(self.cache) >= CACHE_ENTRIES:
+            self.cache.pop(next(iter(self.cache)))  # oldest inserted first
+        now = time.monotonic()
+        self.cache[p.cache_key] = CacheEntry(now + ttl, now, resp, offsets)
+
+    def _from_cache(self, hit: CacheEntry, data: bytes, end: int, now: float) -> bytes:
+        out = bytearray(hit.response)
+        out[0:2] = data[0:2]
+        out[2] = (out[2] & 0xFE) | (data[2] & 0x01)  # the asker's RD
+        out[12:end] = data[12:end]  # the asker's own spelling of the name (0x20 clients)
+        elapsed = int(now - hit.stored)
+        for off in hit.ttl_offsets:
+            ttl = struct.unpack_from("!I", out, off)[0]
+            struct.pack_into("!I", out, off, max(0, ttl - elapsed))
+        return bytes(out)
+
+    # -- timers --------------------------------------------------------------------------------
+
+    def _expire(self, now: float) -> None:
+        for _ in range(MAX_PENDING):
+            if not self.pending:
+                break
+            qid, p = next(iter(self.pending.items()))
+            if p.deadline > now:
+                break
+            self._failover(qid, p)
+        for _ in range(MAX_TCP_CLIENTS):
+            if not self.clients:
+                break
+            c = next(iter(self.clients))
+            if c.deadline > now:
+                break
+            self._close_client(c)
+        if len(self.cache) > CACHE_ENTRIES // 2 and random.random() < 0.01:
+            for k in [k for k, e in self.cache.items() if e.expires <= now]:
+                del self.cache[k]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        sys.stderr.write("usage: python -m composenet.dns.server CONFIG\n")
+        return 2
+    try:
+        server = Server(args[0])
+        server.start()
+    except ConfigError as e:
+        sys.stderr.write(f"composenet-dns: {e}\n")
+        return 1
+    server.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

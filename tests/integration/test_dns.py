@@ -1,0 +1,571 @@
+"""The resolver daemon with real sockets in real namespaces (root).
+
+Each topology (``tests/integration/dnstopo.py``) builds a "host" namespace with one bridge per
+network (the daemon runs there, via nsenter --net, on the gateway addresses), one namespace per
+container, and an "outside" namespace with a fake upstream that records every query it gets.
+Queries are sent from inside the container namespaces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from dnslib import EDNS0, RCODE, DNSRecord
+
+from tests.integration.dnstopo import (
+    UPSTREAM,
+    WEB_ADDR,
+    Topo,
+    container,
+    endpoint,
+    naming_config,
+    ns_socket,
+    sh,
+    split_config,
+)
+
+SPLIT_SUBNETS = {"split_frontend": "172.18.0.1/16", "split_backend": "172.19.0.1/16"}
+NAMING_SUBNETS = {"naming_net1": "10.201.1.1/24", "naming_net2": "10.201.2.254/24"}
+FE_DNS, BE_DNS = "172.18.0.1", "172.19.0.1"
+N1_DNS, N2_DNS = "10.201.1.1", "10.201.2.254"
+
+
+def _topo(tmp: Path, config: dict, subnets: dict, subnets6: dict | None = None, upstream: bool = True):
+    t = Topo(tmp, config, subnets, subnets6)
+    try:
+        t.setup()
+        if upstream:
+            t.start_upstream()
+        t.start_resolver()
+    except BaseException:
+        t.teardown()
+        raise
+    return t
+
+
+def _finish(t: Topo) -> None:
+    t.teardown()
+    assert t.leftovers() == []
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory):
+    t = _topo(tmp_path_factory.mktemp("split"), split_config(), SPLIT_SUBNETS)
+    yield t
+    _finish(t)
+
+
+@pytest.fixture(scope="module")
+def naming(tmp_path_factory):
+    t = _topo(tmp_path_factory.mktemp("naming"), naming_config(), NAMING_SUBNETS)
+    yield t
+    _finish(t)
+
+
+def addrs(r: DNSRecord) -> list[str]:
+    return [str(rr.rdata) for rr in r.rr]
+
+
+def outcome(r: DNSRecord) -> object:
+    """NXDOMAIN / REFUSED / NOERROR-empty as a word, else the sorted addresses."""
+    if r.header.rcode != RCODE.NOERROR:
+        return RCODE.get(r.header.rcode)
+    return sorted(addrs(r)) or "EMPTY"
+
+
+API = ["172.19.0.3", "172.19.0.4", "172.19.0.5"]
+
+# DOCKER-BEHAVIOUR.md (a), with composenet's improvements: names a container cannot see are
+# NXDOMAIN locally (never forwarded) and internal-only containers get REFUSED at once.
+SPLIT_MATRIX = [
+    ("split-web-1", FE_DNS, {
+        "web": ["172.18.0.2"], "api": API, "db": ["172.19.0.6"], "fe": ["172.18.0.3"],
+        "split-web-1": ["172.18.0.2"], "web-host": ["172.18.0.2"], "web.split_frontend": ["172.18.0.2"],
+        "web.split_backend": ["172.19.0.2"], "split-api-2": ["172.19.0.4"], "foo.example": [WEB_ADDR],
+        "nosuchname": "NXDOMAIN"}),
+    ("split-fe-1", FE_DNS, {
+        "web": ["172.18.0.2"], "api": "NXDOMAIN", "db": "NXDOMAIN", "fe": ["172.18.0.3"],
+        "split-web-1": ["172.18.0.2"], "web-host": ["172.18.0.2"], "web.split_frontend": ["172.18.0.2"],
+        "web.split_backend": "NXDOMAIN", "split-api-2": "NXDOMAIN", "fe.split_backend": "NXDOMAIN",
+        "foo.example": [WEB_ADDR], "nosuchname": "NXDOMAIN"}),
+    ("split-api-1", BE_DNS, {
+        "web": ["172.19.0.2"], "api": API, "db": ["172.19.0.6"], "fe": "NXDOMAIN",
+        "split-web-1": ["172.19.0.2"], "web-host": ["172.19.0.2"], "web.split_frontend": "NXDOMAIN",
+        "web.split_backend": ["172.19.0.2"], "foo.example": "REFUSED", "nosuchname": "REFUSED"}),
+    ("split-db-1", BE_DNS, {
+        "web": ["172.19.0.2"], "api": API, "db": ["172.19.0.6"], "fe": "NXDOMAIN",
+        "foo.example": "REFUSED"}),
+]
+
+
+@pytest.mark.parametrize("asker,server,expected", SPLIT_MATRIX, ids=[row[0] for row in SPLIT_MATRIX])
+def test_split_scoping_matrix(split, asker, server, expected):
+    got = {name: outcome(split.query(split.ns[asker], name, server=server)) for name in expected}
+    want = {name: sorted(v) if isinstance(v, list) else v for name, v in expected.items()}
+    assert got == want
+
+
+def test_split_local_answer_flags_and_ttl(split):
+    r = split.query(split.ns["split-fe-1"], "web")
+    assert (r.header.qr, r.header.aa, r.header.rd, r.header.ra) == (1, 0, 1, 1)
+    assert [rr.ttl for rr in r.rr] == [5]
+    assert str(r.q.qname) == "web."
+
+
+def test_split_scaled_service_all_records_in_shuffled_order(split):
+    orders = set()
+    for _ in range(40):
+        r = split.query(split.ns["split-web-1"], "api")
+        assert sorted(addrs(r)) == API
+        orders.add(tuple(addrs(r)))
+    assert len(orders) > 1  # 40 draws among 6 orders: all equal has probability 6**-39
+
+
+def test_split_case_trailing_dot_and_types(split):
+    web = split.ns["split-web-1"]
+    assert addrs(split.query(web, "WeB.Split_FrontEnd.")) == ["172.18.0.2"]
+    raw = bytes(DNSRecord.question("API", "A").pack())
+    r = DNSRecord.parse(split.raw(web, raw))
+    assert str(r.q.qname) == "API."  # the question comes back as asked (0x20 clients)
+    for qtype in ("AAAA", "MX", "TXT", "SRV"):
+        r = split.query(web, "web", qtype)
+        assert (r.header.rcode, r.rr) == (RCODE.NOERROR, []), qtype
+    r = split.query(web, "api", "ANY")
+    assert sorted(addrs(r)) == API
+
+
+def test_split_ptr(split):
+    web, fe = split.ns["split-web-1"], split.ns["split-fe-1"]
+    r = split.query(fe, "2.0.18.172.in-addr.arpa", "PTR")
+    assert [str(rr.rdata) for rr in r.rr] == ["split-web-1.split_frontend."]
+    r = split.query(web, "4.0.19.172.in-addr.arpa", "PTR")
+    assert [str(rr.rdata) for rr in r.rr] == ["split-api-2.split_backend."]
+    # fe does not share backend: a backend address is a project name it cannot see
+    assert split.query(fe, "4.0.19.172.in-addr.arpa", "PTR").header.rcode == RCODE.NXDOMAIN
+
+
+def test_split_tcp(split):
+    web = split.ns["split-web-1"]
+    r = split.query(web, "api", tcp=True)
+    assert sorted(addrs(r)) == API
+    r = split.query(web, "tcp-forward.example", tcp=True)
+    assert addrs(r) == [WEB_ADDR]
+    seen = [q for q in split.upstream_queries() if q["name"] == "tcp-forward.example."]
+    assert [q["proto"] for q in seen] == ["tcp"]
+
+
+def test_split_project_names_never_reach_upstream(split):
+    """Every name of the project, asked from every container: none is forwarded."""
+    names = set()
+    for c in split.config["containers"]:
+        for ep in c["endpoints"]:
+            for n in [c["service"], c["name"], c["hostname"], *ep["aliases"]]:
+                if n:
+                    names |= {n, f"{n}.split_frontend", f"{n}.split_backend"}
+    for c in split.config["containers"]:
+        for ep in c["endpoints"]:
+            names.add(".".join(reversed(ep["ipv4"].split("."))) + ".in-addr.arpa")
+    names |= {"split_frontend", "split_backend"}
+    for asker in split.ns.values():
+        for name in sorted(names):
+            for qtype in ("A", "AAAA", "PTR"):
+                r = split.query(asker, name, qtype)
+                assert r.header.rcode in (RCODE.NOERROR, RCODE.NXDOMAIN), (asker, name, qtype)
+    leaked = {q["name"].rstrip(".") for q in split.upstream_queries()} & {n.lower() for n in names}
+    assert leaked == set()
+
+
+def test_split_internal_only_refused_and_not_forwarded(split):
+    api = split.ns["split-api-2"]
+    for qtype in ("A", "AAAA", "MX"):
+        r = split.query(api, "internal-probe.example", qtype)
+        assert r.header.rcode == RCODE.REFUSED
+    r = split.query(api, "internal-probe.example", tcp=True)
+    assert r.header.rcode == RCODE.REFUSED
+    assert not [q for q in split.upstream_queries() if q["name"] == "internal-probe.example."]
+    # web is on the internal backend too, but also on frontend: it may forward
+    assert addrs(split.query(split.ns["split-web-1"], "internal-probe.example", server=BE_DNS)) == [WEB_ADDR]
+
+
+def test_split_forward_cache_and_negative_cache(split):
+    fe = split.ns["split-fe-1"]
+    first = split.query(fe, "cache-me.example")
+    second = split.query(fe, "CACHE-me.example")
+    assert addrs(first) == addrs(second) == [WEB_ADDR]
+    assert str(second.q.qname) == "CACHE-me.example."
+    assert 0 < second.rr[0].ttl <= 60
+    for _ in range(3):
+        assert split.query(fe, "nxcache.example").header.rcode == RCODE.NXDOMAIN
+    counts = [q["name"] for q in split.upstream_queries()]
+    assert counts.count("cache-me.example.") == 1
+    assert counts.count("nxcache.example.") == 1
+
+
+def test_split_truncated_upstream_answer_is_retried_over_tcp(split):
+    web = split.ns["split-web-1"]
+    r = split.query(web, "big.example")  # plain UDP, 512 bytes: the full answer does not fit
+    assert r.header.tc == 1
+    r = split.query(web, "big.example", tcp=True)
+    assert len(r.rr) == 40
+    q = DNSRecord.question("big.example", "A")
+    q.add_ar(EDNS0(udp_len=4096))
+    r = DNSRecord.parse(split.raw(web, bytes(q.pack())))  # EDNS 4096: the TCP answer fits
+    assert (r.header.tc, len(r.rr)) == (0, 40)
+    protos = [q["proto"] for q in split.upstream_queries() if q["name"] == "big.example."]
+    assert "udp" in protos and "tcp" in protos
+
+
+def test_split_servfail_from_upstream(split):
+    assert split.query(split.ns["split-fe-1"], "servfail.example").header.rcode == RCODE.SERVFAIL
+
+
+def test_split_unknown_source_answered_as_member_of_listener_network(split):
+    assert addrs(split.query(split.host, "web", server=FE_DNS)) == ["172.18.0.2"]
+    assert split.query(split.host, "api", server=FE_DNS).header.rcode == RCODE.NXDOMAIN
+    assert sorted(addrs(split.query(split.host, "api", server=BE_DNS))) == API
+    assert split.query(split.host, "host-probe.example", server=BE_DNS).header.rcode == RCODE.REFUSED
+
+
+# -- naming: aliases, links, hostname, container_name, failover ---------------------------------
+
+NAMING_MATRIX = [
+    ("alpha-box", N1_DNS, {
+        "alpha": ["10.201.1.10"], "alpha-box": ["10.201.1.10"], "alpha-host": ["10.201.1.10"],
+        "alpha-alias": ["10.201.1.10"], "shared-alias": ["10.201.1.10", "10.201.1.20"],
+        "alpha-net2-only": ["10.201.2.129"], "alpha-link": "NXDOMAIN", "beta": ["10.201.1.20"],
+        "beta-host": ["10.201.1.20"], "naming-beta-1": ["10.201.1.20"], "gamma": ["10.201.2.128"],
+        "naming-gamma-1": ["10.201.2.128"], "alpha.naming_net1": ["10.201.1.10"],
+        "alpha-box.naming_net2": ["10.201.2.129"]}),
+    ("naming-beta-1", N1_DNS, {
+        "alpha": ["10.201.1.10"], "alpha-box": ["10.201.1.10"], "alpha-host": ["10.201.1.10"],
+        "alpha-alias": ["10.201.1.10"], "shared-alias": ["10.201.1.10", "10.201.1.20"],
+        "alpha-net2-only": "NXDOMAIN", "alpha-link": ["10.201.1.10"], "beta": ["10.201.1.20"],
+        "beta-host": ["10.201.1.20"], "naming-beta-1": ["10.201.1.20"], "gamma": "NXDOMAIN",
+        "naming-gamma-1": "NXDOMAIN", "alpha.naming_net1": ["10.201.1.10"], "alpha-box.naming_net2": "NXDOMAIN"}),
+    ("naming-gamma-1", N2_DNS, {
+        "alpha": ["10.201.2.129"], "alpha-box": ["10.201.2.129"], "alpha-host": ["10.201.2.129"],
+        "alpha-alias": "NXDOMAIN", "shared-alias": "NXDOMAIN", "alpha-net2-only": ["10.201.2.129"],
+        "alpha-link": "NXDOMAIN", "beta": "NXDOMAIN", "beta-host": "NXDOMAIN", "naming-beta-1": "NXDOMAIN",
+        "gamma": ["10.201.2.128"], "naming-gamma-1": ["10.201.2.128"], "alpha.naming_net1": "NXDOMAIN",
+        "alpha-box.naming_net2": ["10.201.2.129"]}),
+]
+
+
+@pytest.mark.parametrize("asker,server,expected", NAMING_MATRIX, ids=[row[0] for row in NAMING_MATRIX])
+def test_naming_matrix(naming, asker, server, expected):
+    got = {name: outcome(naming.query(naming.ns[asker], name, server=server)) for name in expected}
+    want = {name: sorted(v) if isinstance(v, list) else v for name, v in expected.items()}
+    assert got == want
+    assert not {q["name"].rstrip(".") for q in naming.upstream_queries()} & set(expected)
+
+
+def test_naming_upstream_failover(naming):
+    # gamma: first upstream's port is closed (ICMP), the second answers
+    assert addrs(naming.query(naming.ns["naming-gamma-1"], "gamma-up.example", server=N2_DNS)) == [WEB_ADDR]
+    # beta: first upstream never answers (forward_timeout 0.5 s), the second answers
+    assert addrs(naming.query(naming.ns["naming-beta-1"], "beta-up.example")) == [WEB_ADDR]
+    got = [q["name"] for q in naming.upstream_queries()]
+    assert got.count("gamma-up.example.") == 1 and got.count("beta-up.example.") == 1
+
+
+def test_servfail_when_every_upstream_fails(tmp_path):
+    cfg = naming_config()
+    cfg["upstreams"] = ["198.51.100.54", "198.51.100.61:5353"]
+    for c in cfg["containers"]:
+        c["upstreams"] = None
+    t = _topo(tmp_path, cfg, NAMING_SUBNETS, upstream=False)
+    try:
+        r = t.query(t.ns["alpha-box"], "nobody.example")
+        assert r.header.rcode == RCODE.SERVFAIL
+        r = t.query(t.ns["alpha-box"], "nobody.example", tcp=True)
+        assert r.header.rcode == RCODE.SERVFAIL
+        assert addrs(t.query(t.ns["alpha-box"], "alpha")) == ["10.201.1.10"]
+    finally:
+        _finish(t)
+
+
+# -- IPv6 ---------------------------------------------------------------------------------------
+
+
+def test_ipv6_aaaa_ptr_and_ipv6_listener(tmp_path):
+    net = "six_net"
+    cfg = {
+        "project": "six", "ttl": 5, "pidfile": "x", "upstreams": [UPSTREAM],
+        "listeners": [{"network": net, "address": "10.210.0.1", "port": 53, "internal": False},
+                      {"network": net, "address": "fd00:210::1", "port": 53, "internal": False}],
+        "containers": [
+            container("six-a-1", "a", [endpoint(net, "10.210.0.2", ipv6="fd00:210::2")]),
+            container("six-b-1", "b", [endpoint(net, "10.210.0.3", ipv6="fd00:210::3")]),
+        ],
+    }
+    t = _topo(tmp_path, cfg, {net: "10.210.0.1/24"}, {net: "fd00:210::1/64"})
+    try:
+        b = t.ns["six-b-1"]
+        for server in ("10.210.0.1", "fd00:210::1"):
+            assert addrs(t.query(b, "a", "AAAA", server=server)) == ["fd00:210::2"]
+            assert addrs(t.query(b, "a", "A", server=server)) == ["10.210.0.2"]
+            assert sorted(addrs(t.query(b, "a", "ANY", server=server))) == ["10.210.0.2", "fd00:210::2"]
+        ptr = t.query(b, "2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1.2.0.0.0.d.f.ip6.arpa", "PTR")
+        assert [str(rr.rdata) for rr in ptr.rr] == ["six-a-1.six_net."]
+        assert addrs(t.query(b, "v6.example", "AAAA", server="fd00:210::1")) == ["2001:db8::10"]
+    finally:
+        _finish(t)
+
+
+# -- robustness ---------------------------------------------------------------------------------
+
+
+def _garbage(rng: random.Random, valid: bytes) -> bytes:
+    kind = rng.randrange(8)
+    if kind == 0:
+        return rng.randbytes(rng.randrange(0, 64))
+    if kind == 1:
+        return valid[: rng.randrange(0, len(valid))]  # truncated
+    if kind == 2:
+        b = bytearray(valid)
+        for _ in range(rng.randrange(1, 6)):
+            b[rng.randrange(len(b))] = rng.randrange(256)
+        return bytes(b)
+    if kind == 3:
+        return valid[:4] + struct.pack("!HHHH", 0, 0, 0, 0)  # zero questions
+    if kind == 4:
+        return valid[:12] + b"\xc0\x0c" + b"\x00\x01\x00\x01"  # compression loop in the question
+    if kind == 5:
+        return valid[:4] + struct.pack("!HHHH", 65535, 65535, 65535, 65535) + valid[12:]
+    if kind == 6:
+        return valid[:12] + b"\x3f" + b"a" * 63 + b"\x3f" + b"b" * 200  # labels running off the end
+    return valid + rng.randbytes(rng.randrange(1, 600))  # trailing junk
+
+
+def test_fuzzed_packets_never_stop_the_resolver(split):
+    web = split.ns["split-web-1"]
+    rng = random.Random(5)
+    valid = bytes(DNSRecord.question("api", "A").pack())
+    s = ns_socket(web)
+    try:
+        for i in range(3000):
+            s.sendto(_garbage(rng, valid), (FE_DNS, 53))
+            if i % 500 == 0:
+                assert sorted(addrs(split.query(web, "api"))) == API
+    finally:
+        s.close()
+    # a response (QR=1) sent to the resolver gets no answer: on a fresh socket, the first packet
+    # back is the answer to the query sent after it
+    s = ns_socket(web)
+    try:
+        s.settimeout(3)
+        resp = bytearray(valid)
+        resp[2] |= 0x80
+        s.sendto(bytes(resp), (FE_DNS, 53))
+        q = DNSRecord.question("fe", "A")
+        s.sendto(bytes(q.pack()), (FE_DNS, 53))
+        first = DNSRecord.parse(s.recv(65535))
+        assert first.header.id == q.header.id and addrs(first) == ["172.18.0.3"]
+    finally:
+        s.close()
+    # malformed but answerable: FORMERR, NOTIMP
+    zero = split.raw(web, valid[:4] + b"\x00" * 8)
+    assert zero[3] & 0x0F == RCODE.FORMERR
+    notify = bytearray(valid)
+    notify[2] = 4 << 3  # opcode NOTIFY
+    assert split.raw(web, bytes(notify))[3] & 0x0F == RCODE.NOTIMP
+    assert split.resolver.poll() is None
+    assert sorted(addrs(split.query(web, "api", tcp=True))) == API
+
+
+def test_tcp_abuse_never_stops_the_resolver(split):
+    fe = split.ns["split-fe-1"]
+    held = []
+    try:
+        # slowloris: more idle half-queries than the resolver keeps; it evicts the oldest
+        for _ in range(160):
+            s = ns_socket(fe, kind=socket.SOCK_STREAM)
+            s.settimeout(3)
+            s.connect((FE_DNS, 53))
+            s.send(b"\x00")
+            held.append(s)
+        assert addrs(split.query(fe, "web", tcp=True)) == ["172.18.0.2"]
+        # a huge length prefix is closed at once, not buffered
+        s = ns_socket(fe, kind=socket.SOCK_STREAM)
+        s.settimeout(3)
+        s.connect((FE_DNS, 53))
+        s.sendall(b"\xff\xff" + b"x" * 1000)
+        assert s.recv(10) == b""
+        s.close()
+        # pipelined queries on one connection, answered in order for local names
+        s = ns_socket(fe, kind=socket.SOCK_STREAM)
+        s.settimeout(3)
+        s.connect((FE_DNS, 53))
+        qs = [DNSRecord.question(n, "A") for n in ("web", "fe", "split-web-1")]
+        s.sendall(b"".join(struct.pack("!H", len(q.pack())) + bytes(q.pack()) for q in qs))
+        got = []
+        for _ in qs:
+            n = struct.unpack("!H", _recv(s, 2))[0]
+            got.append(addrs(DNSRecord.parse(_recv(s, n))))
+        s.close()
+        assert got == [["172.18.0.2"], ["172.18.0.3"], ["172.18.0.2"]]
+    finally:
+        for s in held:
+            s.close()
+    assert split.resolver.poll() is None
+    assert addrs(split.query(fe, "web")) == ["172.18.0.2"]
+
+
+def _recv(s: socket.socket, n: int) -> bytes:
+    buf = b""
+    for _ in range(1000):
+        if len(buf) == n:
+            break
+        chunk = s.recv(n - len(buf))
+        assert chunk
+        buf += chunk
+    return buf
+
+
+def test_udp_flood_of_forwarded_names_keeps_local_answers(split):
+    """Thousands of distinct forwarded names at once: pending table bounded, locals still answered."""
+    fe = split.ns["split-fe-1"]
+    s = ns_socket(fe)
+    try:
+        for i in range(6000):
+            s.sendto(bytes(DNSRecord.question(f"flood{i}.nx", "A").pack()), (FE_DNS, 53))
+        assert addrs(split.query(fe, "web")) == ["172.18.0.2"]
+    finally:
+        s.close()
+    assert split.resolver.poll() is None
+
+
+# -- life cycle: readiness, bind errors, reload, stop -------------------------------------------
+
+
+def test_bind_failure_exits_nonzero_without_pidfile(tmp_path):
+    cfg = split_config()
+    cfg["listeners"].append({"network": "split_frontend", "address": "172.18.9.9", "port": 53, "internal": False})
+    t = Topo(tmp_path, cfg, SPLIT_SUBNETS)
+    try:
+        t.setup()
+        p = t.start_resolver(wait=False)
+        assert p.wait(timeout=20) == 1
+        err = t.resolver_log.read_text()
+        assert "cannot listen on 172.18.9.9:53" in err and "Traceback" not in err
+        assert not Path(t.config["pidfile"]).exists()
+        (tmp_path / "bad.json").write_text('{"project": "x",\n  "listeners": [}')
+        out = subprocess.run([sys.executable, "-m", "composenet.dns.server", str(tmp_path / "bad.json")],
+                             capture_output=True, text=True, timeout=20)
+        assert out.returncode == 1
+        assert "bad.json:2:" in out.stderr and "invalid JSON" in out.stderr and "Traceback" not in out.stderr
+    finally:
+        _finish(t)
+
+
+def test_sigterm_removes_pidfile_and_exits_zero(tmp_path):
+    t = _topo(tmp_path, split_config(), SPLIT_SUBNETS, upstream=False)
+    try:
+        pidfile = Path(t.config["pidfile"])
+        assert int(pidfile.read_text()) == t.resolver.pid
+        os.kill(t.resolver.pid, signal.SIGTERM)
+        assert t.resolver.wait(timeout=10) == 0
+        assert not pidfile.exists()
+    finally:
+        _finish(t)
+
+
+def test_reload_without_losses(tmp_path):
+    """A client queries without pause while the config is rewritten and reloaded several times:
+    every query is answered, each reload's changes show, new listeners open, removed ones close."""
+    base = split_config()
+    late_net = "split_late"
+    subnets = dict(SPLIT_SUBNETS, **{late_net: "172.20.0.1/16"})
+    t = _topo(tmp_path, base, subnets)
+    try:
+        # a namespace for the container that only exists in the odd configs
+        late_ns = f"cnd{t.tag}late"
+        sh("ip", "netns", "add", late_ns)
+        t.ns["split-late-1"] = late_ns
+        t.ip(late_ns, "link set lo up")
+        t.attach(late_ns, "vlate", "eth0", endpoint(late_net, "172.20.0.2"))
+
+        with_late = json.loads(json.dumps(base))
+        with_late["listeners"].append({"network": late_net, "address": "172.20.0.1", "port": 53, "internal": False})
+        with_late["containers"].append(container("split-late-1", "late", [endpoint(late_net, "172.20.0.2")]))
+        with_late["containers"][0]["endpoints"].append(endpoint(late_net, "172.20.0.3"))  # web joins too
+
+        fe = t.ns["split-fe-1"]
+        stop = threading.Event()
+        results: list[object] = []
+
+        def client() -> None:
+            s = ns_socket(fe)
+            s.settimeout(2)
+            try:
+                for i in range(200000):
+                    if stop.is_set():
+                        break
+                    q = DNSRecord.question("web" if i % 2 else "split-web-1", "A")
+                    s.sendto(bytes(q.pack()), (FE_DNS, 53))
+                    try:
+                        while True:
+                            r = DNSRecord.parse(s.recv(4096))
+                            if r.header.id == q.header.id:
+                                break
+                        results.append(addrs(r))
+                    except TimeoutError:
+                        results.append("timeout")
+            finally:
+                s.close()
+
+        th = threading.Thread(target=client)
+        th.start()
+        try:
+            pid = t.resolver.pid
+            web = t.ns["split-web-1"]
+            for n in range(6):
+                cfg = with_late if n % 2 == 0 else base
+                t.write_config(cfg)
+                os.kill(pid, signal.SIGHUP)
+                want = ["172.20.0.2"] if cfg is with_late else "NXDOMAIN"
+                for _ in range(250):  # the reload is asynchronous: wait until it shows
+                    if outcome(t.query(web, "late")) == want:
+                        break
+                    time.sleep(0.02)
+                assert outcome(t.query(web, "late")) == want
+                try:
+                    r = t.query(late_ns, "web", server="172.20.0.1", timeout=1)
+                    late_answer: object = addrs(r)
+                except ConnectionRefusedError:  # ICMP port unreachable: nothing listens
+                    late_answer = "closed"
+                if cfg is with_late:
+                    # the new listener serves the new network: web's address there
+                    assert late_answer == ["172.20.0.3"]
+                else:
+                    assert late_answer == "closed"
+                time.sleep(0.1)
+        finally:
+            stop.set()
+            th.join(30)
+        assert len(results) > 100
+        assert results.count("timeout") == 0
+        assert all(r == ["172.18.0.2"] for r in results)
+        # a broken config on reload keeps the previous one
+        t.config_path.write_text("{broken")
+        os.kill(t.resolver.pid, signal.SIGHUP)
+        for _ in range(200):
+            if "reload failed" in t.resolver_log.read_text():
+                break
+            time.sleep(0.02)
+        assert "reload failed" in t.resolver_log.read_text()
+        assert addrs(t.query(fe, "web")) == ["172.18.0.2"]
+        assert t.resolver.poll() is None
+    finally:
+        _finish(t)
