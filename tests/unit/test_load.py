@@ -1,0 +1,242 @@
+"""YAML as Compose reads it, positions, hostile input, files/env/name selection, networks forms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from composenet.errors import InputError
+from composenet.load import YamlProblem, locate, parse_text, plain
+from composenet.model import Attachment, IpamConfig, Network
+from composenet.project import normalize_project_name
+
+from .helpers import errors, load, load_text, write
+
+
+def test_yaml_12_resolver():
+    d = parse_text("f", "a: [22:22, on, off, yes, no, 0755, 0o17, 0x1F, 1e3, ~, null, True, 2001-01-01]\n")
+    assert plain(d)["a"] == ["22:22", "on", "off", "yes", "no", 755, 15, 31, 1000.0, None, None, True, "2001-01-01"]
+
+
+def test_anchors_merge_keys_and_positions():
+    d = parse_text("f.yaml", "x-a: &a {p: 1, q: 2}\nx-b: &b {q: 3, r: 4}\ns:\n  <<: [*a, *b]\n  q: 9\n")
+    assert plain(d["s"]) == {"p": 1, "q": 9, "r": 4}
+    assert str(locate(d, ("s", "q"))) == "f.yaml:5:6"
+    assert str(locate(d, ("s", "r"))) == "f.yaml:2:19"  # where the merged value was written
+
+
+@pytest.mark.parametrize("text,msg", [
+    ("a: [" * 200 + "]" * 200, "nested deeper than"),
+    ("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdefg", "bcdefgh", strict=True)), "too large"),
+    ("a: 1\na: 2\n", "duplicate key 'a'"),
+    ("a: b: c\n", "invalid YAML"),
+    ("\x00\x01\x02", "not a text file"),
+    ("? [a]\n: b\n", "mapping key must be a plain value"),
+    ("<<: [1]\n", "merge key"),
+])
+def test_hostile_yaml_is_a_located_problem(text: str, msg: str):
+    with pytest.raises(YamlProblem) as ei:
+        parse_text("f.yaml", text)
+    assert msg in str(ei.value.problem)
+    assert ei.value.problem.file == "f.yaml" and ei.value.problem.line
+
+
+@pytest.mark.parametrize("data,msg", [
+    (b"\xff\xfe\x00\xd8", "not valid UTF-16"), (b"services:\n  a: \xe9\n", "compose.yaml:2:6: not UTF-8"),
+    (b"", "the file is empty"), (b"- a\n", "top level must be a mapping"), (b"services: {}\n" + b"#" * (17 << 20), "too large"),
+    (b"web:\n  image: x\n  net: host\n", "Compose v1 format"),
+])
+def test_bad_files(tmp_path: Path, data: bytes, msg: str):
+    (tmp_path / "compose.yaml").write_bytes(data)
+    with pytest.raises(InputError) as ei:
+        load(tmp_path, "compose.yaml")
+    assert msg in str(ei.value)
+
+
+def test_default_lookup_override_and_compose_file(tmp_path: Path):
+    write(tmp_path, "docker-compose.yml", "services: {old: {}}\n")
+    write(tmp_path, "compose.yaml", "services: {web: {}}\n")
+    write(tmp_path, "compose.override.yml", "services: {extra: {}}\n")
+    p = load(tmp_path)
+    assert [s.name for s in p.services] == ["extra", "web"]
+    assert p.files == (str(tmp_path / "compose.yaml"), str(tmp_path / "compose.override.yml"))
+    p = load(tmp_path, env={"COMPOSE_FILE": "docker-compose.yml:compose.override.yml"})
+    assert [s.name for s in p.services] == ["extra", "old"]
+    with pytest.raises(InputError, match="no compose file found"):
+        load(tmp_path / "..")
+
+
+def test_env_file_precedence(tmp_path: Path):
+    write(tmp_path, ".env", "PORT=8000\nTAG=dotenv\n")
+    write(tmp_path, "other.env", "PORT=9000\n")
+    text = """
+        services:
+          web:
+            ports: ["${PORT}:80"]
+            environment: [TAG, "PLAIN=$${NOT}", FROM_OS]
+            env_file: [vars.env]
+    """
+    write(tmp_path, "vars.env", "TAG=from-file\nFILE_ONLY=1\n")
+    p = load_text(tmp_path, text, env={"FROM_OS": "os"})
+    web = p.service("web")
+    assert web.ports[0].published == "8000"
+    assert dict(web.environment) == {"TAG": "dotenv", "FILE_ONLY": "1", "PLAIN": "${NOT}", "FROM_OS": "os"}
+    assert load_text(tmp_path, text, env={"PORT": "7000"}).service("web").ports[0].published == "7000"
+    assert load_text(tmp_path, text, env_files=("other.env",)).service("web").ports[0].published == "9000"
+
+
+def test_unset_variable_warns(tmp_path: Path):
+    p = load_text(tmp_path, "services:\n  web:\n    hostname: h${NOPE}\n")
+    assert p.service("web").hostname == "h"
+    assert any("compose.yaml:3:15: services.web.hostname: variable NOPE is not set" in w for w in p.warnings)
+
+
+@pytest.mark.parametrize("opts,env,text,want", [
+    ({"project_name": "cli"}, {"COMPOSE_PROJECT_NAME": "envname"}, "name: file\n", "cli"),
+    ({}, {"COMPOSE_PROJECT_NAME": "envname"}, "name: file\n", "envname"),
+    ({}, {"N": "fromvar"}, "name: ${N}\n", "fromvar"),
+    ({}, {}, "", "my_app-1x"),  # directory name, normalised (CS-NAME-04)
+])
+def test_project_name_precedence(tmp_path: Path, opts, env, text, want):
+    d = tmp_path / "My_App-1.x"
+    write(d, "compose.yaml", text + "services: {web: {}}\n")
+    p = load(d, "compose.yaml", env=env, **opts)
+    assert p.name == want
+    assert p.network("default").name == f"{want}_default"
+
+
+def test_invalid_project_names(tmp_path: Path):
+    assert "-p: invalid project name 'Bad.Name'" in errors(tmp_path, "services: {}\n", project_name="Bad.Name")
+    assert "compose.yaml:1:7: name: invalid project name 'My App'" in errors(tmp_path, "name: My App\nservices: {}\n")
+    assert normalize_project_name("-_My.App") == "myapp"
+    with pytest.raises(InputError):
+        normalize_project_name("...")
+
+
+def test_networks_forms_and_default(tmp_path: Path):
+    p = load_text(tmp_path, """
+        name: proj
+        services:
+          a:
+            networks: [front, back]
+          b:
+            networks:
+              back:
+              front:
+                aliases: [x, y]
+                ipv4_address: 10.5.0.10
+                ipv6_address: "fd00::0010"
+                link_local_ips: [169.254.1.1]
+                mac_address: 02-42-AC-11-00-02
+                priority: 10
+                gw_priority: 5
+                interface_name: eth7
+                driver_opts: {mtu: 1400}
+          c: {}
+          d: {network_mode: none}
+        networks:
+          front:
+            driver_opts: {com.docker.network.bridge.name: br-x}
+            enable_ipv6: "true"
+            ipam:
+              config:
+                - subnet: 10.5.0.0/24
+                  aux_addresses: {r: 10.5.0.2}
+                - subnet: fd00::/64
+          back:
+            name: custom
+            internal: true
+            labels: [a=b, c]
+          ext:
+            external: {name: real}
+    """)
+    assert [n.key for n in p.networks] == ["back", "default", "ext", "front"]
+    assert p.network("back") == Network("back", "custom", internal=True, labels=(("a", "b"), ("c", "")),
+                                        pos=p.network("back").pos)
+    assert p.network("ext").external and p.network("ext").name == "real"
+    assert any("CS-NET-15" in w for w in p.warnings)
+    front = p.network("front")
+    assert front.name == "proj_front" and front.enable_ipv6 and front.opt("com.docker.network.bridge.name") == "br-x"
+    assert front.ipam == (IpamConfig("10.5.0.0/24", aux_addresses=(("r", "10.5.0.2"),)), IpamConfig("fd00::/64"))
+    assert [a.network for a in p.service("a").networks] == ["front", "back"]
+    b = p.service("b").networks
+    assert [a.network for a in b] == ["front", "back"]  # priority 10 first
+    assert b[0] == Attachment("front", ("x", "y"), "10.5.0.10", "fd00::10", ("169.254.1.1",), "02:42:ac:11:00:02",
+                              10, 5, "eth7", (("mtu", "1400"),), pos=b[0].pos)
+    assert p.service("c").networks == (Attachment("default", pos=p.service("c").networks[0].pos),)
+    assert p.service("d").networks == () and p.service("d").network_mode == "none"
+
+
+def test_no_implicit_default_when_unused(tmp_path: Path):
+    p = load_text(tmp_path, "services:\n  a: {networks: [n]}\n  b: {network_mode: host}\nnetworks: {n: {}}\n")
+    assert [n.key for n in p.networks] == ["n"]
+
+
+def test_process_keys(tmp_path: Path):
+    p = load_text(tmp_path, """
+        services:
+          web:
+            entrypoint: /bin/sh -c
+            command: 'echo "a b" c'
+            working_dir: /srv
+            user: "1000"
+            stop_grace_period: 1m30s
+            depends_on:
+              db: {condition: service_healthy}
+            links: [cache:c]
+            extra_hosts: ["h1:10.0.0.1", "h2=::1", "h3=[fd00::1]", "h4:::2"]
+            dns: 9.9.9.9
+            dns_search: example.org
+            expose: [80, "90-91/udp"]
+          db:
+            deploy: {replicas: 2}
+          cache: {}
+          side:
+            network_mode: service:db
+            extra_hosts: {m1: 10.0.0.9, m2: [10.0.0.7, 10.0.0.8]}
+            command: [run, "1"]
+    """)
+    web = p.service("web")
+    assert web.argv == ("/bin/sh", "-c", "echo", "a b", "c")
+    assert (web.working_dir, web.user, web.stop_grace_period) == ("/srv", "1000", 90.0)
+    assert web.depends_on == ("db", "cache") and web.links == (("cache", "c"),)
+    assert web.extra_hosts == (("h1", "10.0.0.1"), ("h2", "::1"), ("h3", "fd00::1"), ("h4", "::2"))
+    assert (web.dns, web.dns_search, web.expose) == (("9.9.9.9",), ("example.org",), ("80", "90-91/udp"))
+    assert p.service("db").replicas == 2
+    side = p.service("side")
+    assert side.depends_on == ("db",) and side.networks == ()
+    assert side.extra_hosts == (("m1", "10.0.0.9"), ("m2", "10.0.0.7"), ("m2", "10.0.0.8"))
+    assert side.command == ("run", "1")
+
+
+def test_ignored_and_unknown_keys(tmp_path: Path):
+    p = load_text(tmp_path, """
+        version: "3.8"
+        services:
+          web:
+            image: nginx
+            healthcheck: {test: [CMD, "true"]}
+            deploy: {replicas: 1, resources: {}}
+            colour: blue
+            x-mine: 1
+        volumes: {data: {}}
+        x-top: 1
+        bogus: 2
+    """)
+    assert p.ignored == ("bogus", "services.web.colour", "services.web.deploy.resources", "services.web.healthcheck",
+                         "services.web.image", "volumes")
+    assert any("compose.yaml:1:1: version: `version` is obsolete" in w for w in p.warnings)
+    assert any("services.web.colour: unknown service key 'colour'" in w for w in p.warnings)
+    assert p.document["volumes"] == {"data": {}} and p.document["x-top"] == 1
+
+
+@pytest.mark.parametrize("text", [
+    "services: {web: {ports: [{target: {}}]}}\n", "services: {web: {networks: {a: []}}}\n",
+    "services: {web: {environment: [[1]]}}\n", "services: 5\n", "networks: {n: {ipam: {config: [5]}}}\n",
+    "services: {web: {extends: {service: 5}}}\n", "include: [5]\nservices: {}\n",
+])
+def test_wrong_types_are_problems(tmp_path: Path, text: str):
+    got = errors(tmp_path, text)
+    assert "compose.yaml:1:" in got

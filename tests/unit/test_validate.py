@@ -1,0 +1,242 @@
+"""Each semantic check names FILE:LINE:COL, the key path and, where one applies, the spec rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .helpers import errors, load_text
+
+CASES = [
+    ("undefined network", """
+services:
+  web:
+    networks: [front, nope]
+networks:
+  front: {}
+""", "compose.yaml:3:23: services.web.networks.nope: network 'nope' is not defined [CS-SNET-03]"),
+    ("static address outside subnet", """
+services:
+  web:
+    networks:
+      n: {ipv4_address: 10.9.0.5}
+networks:
+  n: {ipam: {config: [{subnet: 10.1.0.0/24}]}}
+""", "compose.yaml:4:25: services.web.networks.n.ipv4_address: static address 10.9.0.5 is outside the subnet"),
+    ("static address without subnet", """
+services:
+  web:
+    networks:
+      n: {ipv4_address: 10.9.0.5}
+networks:
+  n: {}
+""", "compose.yaml:4:25: services.web.networks.n.ipv4_address: static address 10.9.0.5 needs an IPv4 subnet"),
+    ("static address is the gateway", """
+services:
+  web:
+    networks:
+      n:
+        ipv4_address: 10.1.0.1
+networks:
+  n: {ipam: {config: [{subnet: 10.1.0.0/24, gateway: 10.1.0.1}]}}
+""", "compose.yaml:5:23: services.web.networks.n.ipv4_address: static address 10.1.0.1 is the gateway"),
+    ("duplicate static address", """
+services:
+  a:
+    networks: {n: {ipv4_address: 10.1.0.5}}
+  b:
+    networks: {n: {ipv4_address: 10.1.0.5}}
+networks:
+  n: {ipam: {config: [{subnet: 10.1.0.0/24}]}}
+""", "compose.yaml:5:34: services.b.networks.n.ipv4_address: static address 10.1.0.5 is also given to service 'a'"),
+    ("overlapping subnets", """
+services: {}
+networks:
+  a: {ipam: {config: [{subnet: 10.1.0.0/16}]}}
+  b:
+    ipam:
+      config:
+        - subnet: 10.1.2.0/24
+""", "compose.yaml:7:19: networks.b.ipam.config[0].subnet: subnet 10.1.2.0/24 overlaps 10.1.0.0/16"),
+    ("invalid CIDR", """
+services: {}
+networks:
+  a:
+    ipam:
+      config:
+        - subnet: 10.1.0.1/24
+""", "compose.yaml:6:19: networks.a.ipam.config[0].subnet: invalid subnet '10.1.0.1/24': host bits are set"),
+    ("gateway outside subnet", """
+services: {}
+networks:
+  a:
+    ipam:
+      config:
+        - subnet: 10.1.0.0/24
+          gateway: 10.2.0.1
+""", "compose.yaml:7:20: networks.a.ipam.config[0].gateway: gateway 10.2.0.1 is outside the subnet 10.1.0.0/24"),
+    ("ip_range outside subnet", """
+services: {}
+networks:
+  a:
+    ipam:
+      config:
+        - subnet: 10.1.0.0/24
+          ip_range: 10.1.1.0/25
+""", "compose.yaml:7:21: networks.a.ipam.config[0].ip_range: ip_range 10.1.1.0/25 is outside the subnet"),
+    ("port out of range", """
+services:
+  web:
+    ports: ["80:65536"]
+""", "compose.yaml:3:13: services.web.ports[0]: container port 65536 is out of range"),
+    ("mismatched ranges", """
+services:
+  web:
+    ports:
+      - "8000-8002:80-81"
+""", "compose.yaml:4:9: services.web.ports[0]: host range 8000-8002 and container range 80-81 have different lengths"),
+    ("unknown protocol", """
+services:
+  web:
+    ports: ["53:53/icmp"]
+""", "compose.yaml:3:13: services.web.ports[0]: unknown protocol 'icmp' [CS-PORT-03]"),
+    ("same host port twice", """
+services:
+  a:
+    ports: ["8080:80"]
+  b:
+    ports: ["127.0.0.1:8080:81"]
+""", "compose.yaml:5:13: services.b.ports[0]: host port 127.0.0.1:8080/tcp is already published by services.a.ports[0]"),
+    ("network_mode with networks", """
+services:
+  web:
+    network_mode: host
+    networks: [default]
+""", "compose.yaml:4:5: services.web.networks: networks cannot be combined with network_mode host [CS-NM-06]"),
+    ("service:X unknown", """
+services:
+  side:
+    network_mode: service:nope
+""", "compose.yaml:3:19: services.side.network_mode: network_mode service 'nope' is not defined [CS-NM-08]"),
+    ("service:X cycle", """
+services:
+  a:
+    network_mode: service:b
+  b:
+    network_mode: service:a
+""", "compose.yaml:3:19: services.a.network_mode: dependency cycle: a -> b -> a"),
+    ("link to unknown service", """
+services:
+  web:
+    links: [db:database]
+""", "compose.yaml:3:13: services.web.links[0]: linked service 'db' is not defined"),
+    ("duplicate container_name", """
+services:
+  a: {container_name: box}
+  b: {container_name: box}
+""", "compose.yaml:3:23: services.b.container_name: container_name 'box' is already used by service 'a'"),
+    ("container_name with replicas", """
+services:
+  a:
+    container_name: box
+    scale: 2
+""", "compose.yaml:3:21: services.a.container_name: a service with container_name cannot have 2 replicas"),
+    ("service name not a DNS name", """
+services:
+  -bad-: {}
+""", "compose.yaml:2:3: services.-bad-: service name '-bad-' is not a valid DNS name"),
+    ("alias not a DNS name", """
+services:
+  web:
+    networks:
+      default:
+        aliases: [ok, "no way"]
+""", "compose.yaml:5:18: services.web.networks.default.aliases: alias 'no way' is not a valid DNS name"),
+    ("hostname not RFC 1123", """
+services:
+  web: {hostname: under_score}
+""", "compose.yaml:2:19: services.web.hostname: hostname 'under_score' is not a valid RFC 1123 host name"),
+    ("external network with attributes", """
+services: {}
+networks:
+  ext:
+    external: true
+    driver: bridge
+""", "compose.yaml:5:5: networks.ext.driver: driver is not allowed on an external network: only `name` is [CS-NET-13]"),
+    ("ports with network_mode host", """
+services:
+  web:
+    network_mode: host
+    ports: ["80:80"]
+""", "compose.yaml:4:5: services.web.ports: ports cannot be published with network_mode host [CS-NM-07]"),
+    ("scale and replicas disagree", """
+services:
+  web:
+    scale: 2
+    deploy: {replicas: 3}
+""", "compose.yaml:3:12: services.web.scale: scale 2 and deploy.replicas 3 disagree [CS-REP-01]"),
+    ("schema: wrong type", """
+services:
+  web:
+    ports: "80:80"
+""", "compose.yaml:3:12: services.web.ports: must be a list, not a string"),
+    ("schema: unknown attachment key", """
+services:
+  web:
+    networks:
+      default: {alias: [x]}
+""", "compose.yaml:4:17: services.web.networks.default.alias: unknown key 'alias'"),
+    ("required variable", """
+services:
+  web:
+    image: "${TAG:?set TAG}"
+""", "compose.yaml:3:12: services.web.image: invalid interpolation in '${TAG:?set TAG}': required variable TAG is missing a value: set TAG"),
+]
+
+
+@pytest.mark.parametrize("name,text,want", CASES, ids=[c[0] for c in CASES])
+def test_semantic_error(tmp_path: Path, name: str, text: str, want: str):
+    got = errors(tmp_path, text)
+    assert want in got, got
+
+
+def test_all_problems_in_one_run(tmp_path: Path):
+    got = errors(tmp_path, """
+        services:
+          a:
+            networks: [nope]
+            ports: ["99999"]
+          b:
+            links: [ghost]
+    """)
+    assert got.count("\n") == 2, got
+    assert "services.a.networks.nope" in got and "services.a.ports[0]" in got and "services.b.links[0]" in got
+
+
+def test_internal_only_ports_warn_and_stay_in_model(tmp_path: Path):
+    p = load_text(tmp_path, """
+        services:
+          db:
+            networks: [back]
+            ports: ["5432:5432"]
+        networks:
+          back: {internal: true}
+    """)
+    assert [w for w in p.warnings if "compose.yaml:4:5: services.db.ports: the service is only on internal" in w]
+    assert p.service("db").ports[0].target == 5432
+
+
+def test_profiles_disabled_reference_is_an_error(tmp_path: Path):
+    text = """
+        services:
+          web:
+            links: [debug]
+          debug:
+            profiles: [dev]
+    """
+    assert "linked service 'debug' is disabled by its profiles [CS-PROF-04]" in errors(tmp_path, text)
+    p = load_text(tmp_path, text, profiles=("dev",))
+    assert [s.name for s in p.services] == ["debug", "web"]
+    p = load_text(tmp_path, text, env={"COMPOSE_PROFILES": "x,dev"})
+    assert [s.name for s in p.services] == ["debug", "web"]
