@@ -252,6 +252,74 @@ def down(
         typer.echo(f'Project "{name}" is down: {len(planned.plan.steps)} step(s).')
 
 
+# ---- ps, port, exec, logs (composenet.status): read what runs; never change the project ----
+
+
+@app.command()
+def ps(
+    format: Annotated[Format, typer.Option("--format", help="text (a table) or json.")] = Format.text,
+) -> None:
+    """List the project's containers: service, namespace, addresses per network, published
+    ports and the state of the service's command (running pid / exited / no command)."""
+    from composenet import status
+
+    ctx, _name, _project = _project_context()
+    try:
+        typer.echo(status.ps(ctx, format.value), nl=False)
+    finally:
+        ctx.close()
+
+
+@app.command()
+def port(
+    service: Annotated[str, typer.Argument(help="Service name.")],
+    private_port: Annotated[int, typer.Argument(metavar="PORT", help="Container port.")],
+    protocol: Annotated[str, typer.Option("--protocol", help="tcp, udp or sctp.")] = "tcp",
+    index: Annotated[int | None, typer.Option("--index", help="Replica (default: the first).")] = None,
+) -> None:
+    """Print the host address:port published for a container port (like `docker port`),
+    ephemeral ports included."""
+    from composenet import status
+
+    ctx, _name, _project = _project_context()
+    try:
+        for line in status.port_lines(ctx, service, private_port, protocol, index):
+            typer.echo(line)
+    finally:
+        ctx.close()
+
+
+@app.command(name="exec")
+def exec_(
+    service: Annotated[str, typer.Argument(help="Service name.")],
+    cmd: Annotated[list[str], typer.Argument(metavar="-- CMD [ARGS]...", help="Command to run.")],
+    index: Annotated[int | None, typer.Option("--index", help="Replica (default: the first).")] = None,
+) -> None:
+    """Run a command in a container's namespace, with its resolv.conf, hosts and hostname, in
+    the foreground; exits with the command's status. Example: `composenet exec web -- ip addr`."""
+    from composenet import status
+
+    ctx, _name, _project = _project_context()
+    try:
+        rc = status.exec_in(ctx, service, list(cmd), index)
+    finally:
+        ctx.close()
+    raise typer.Exit(rc)
+
+
+@app.command()
+def logs(
+    service: Annotated[str, typer.Argument(help="Service name.")],
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new output until Ctrl-C.")] = False,
+) -> None:
+    """Print the output of a service's command (every replica; lines prefixed with the
+    container name when there are several)."""
+    from composenet import status
+
+    ctx, _name, _project = _project_context()
+    status.logs(ctx, service, follow)
+
+
 def main() -> None:
     """Entry point: run the app; never show a Python traceback unless COMPOSENET_DEBUG is set."""
     from composenet.errors import ComposenetError

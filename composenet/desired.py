@@ -360,7 +360,8 @@ def desire(project: Project, observed: ObservedState, upstreams: Upstreams, run_
             v6eps = [e for e in c.endpoints if e.ipv6 and e.network.gateway6]
             if v6eps:
                 gw6 = sorted(v6eps, key=lambda e: (-e.gw_priority, e.network.net.internal, e.index))[0]
-                d.add(Route(c.name, "::/0", gw6.network.gateway6, gw6.ifname))
+                # The kernel gives IPv6 routes metric 1024 when none is set; say so, so a re-read matches.
+                d.add(Route(c.name, "::/0", gw6.network.gateway6, gw6.ifname, 1024))
 
     # ---- resolver and per-namespace files ------------------------------------------------
     resolver_nets = [np for np in bridges if np.gateway4 and any(

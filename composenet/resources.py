@@ -249,7 +249,7 @@ class Route(Resource):
     kind: ClassVar[str] = "route"
     rank: ClassVar[int] = 38
     ns: str
-    dst: str  # "default" or "::/0"-style "default6", or a CIDR
+    dst: str  # a CIDR; default routes are "0.0.0.0/0" and "::/0"
     gateway: str | None
     ifname: str
     metric: int = 0

@@ -15,7 +15,7 @@ from composenet.options import LoadOptions
 from composenet.pipeline import make_plan
 from composenet.project import load_project
 from composenet.render import render_json, render_text
-from composenet.resources import NftTable, Resolver
+from composenet.resources import NftTable
 from composenet.state import DesiredState, ObservedState
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,8 +5,15 @@ import pytest
 
 from tests.integration.sandbox import Sandbox
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("nft") is None,
-                                reason="integration tests need root and nft (make test installs nft)")
+
+@pytest.fixture(autouse=True, scope="session")
+def _root_and_tools():
+    # Integration tests never skip: without root or the tools they fail loudly.
+    if os.geteuid() != 0:
+        pytest.fail("integration tests need root (run `make test` as root)", pytrace=False)
+    for tool in ("nft", "ip", "nsenter"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"integration tests need `{tool}`: `make test` installs it", pytrace=False)
 
 
 def pytest_collection_modifyitems(config, items):

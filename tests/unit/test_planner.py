@@ -15,7 +15,16 @@ from composenet.model import Attachment, IpamConfig, Network, Port, Project, Ser
 from composenet.pipeline import make_plan
 from composenet.plan import Action, Change, Reason, order
 from composenet.render import NO_CHANGES, render_text
-from composenet.resources import Address, Bridge, Netns, NftTable, Process, Veth, bridge_ifname, nft_table_name
+from composenet.resources import (
+    Address,
+    Bridge,
+    Netns,
+    NftTable,
+    Process,
+    Veth,
+    bridge_ifname,
+    nft_table_name,
+)
 from composenet.ruleset import PortMap, build
 from composenet.state import ObservedState
 
