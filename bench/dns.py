@@ -1,6 +1,6 @@
 """Benchmark composenet's resolver against dnsmasq on the same path (root; not a test).
 
-    python bench/dns.py [--seconds 10] [--latency-seconds 5]
+    python bench/dns.py [--seconds 5] [--latency-seconds 5] [--rounds 5]
 
 Builds its own namespaces (a "host" ns with a bridge carrying 10.250.0.1 for composenet and
 10.250.0.2 for dnsmasq, and a client ns with a veth on that bridge at 10.250.0.10), runs
@@ -10,7 +10,9 @@ from a hosts file) in the host ns, and runs dnsperf from the client ns against e
 * throughput: ``dnsperf -q 100 -l SECONDS`` (100 queries in flight): qps and mean latency;
 * latency: ``dnsperf -Q 1000 -v`` (1k qps): p50/p99 computed from dnsperf's per-query lines.
 
-Prints both and the ratio composenet/dnsmasq; removes everything it created on exit.
+Each server is measured ``--rounds`` times, alternating which goes first (this machine is
+noisy: one run's ratio swings by tens of percent). Prints every round, the medians and the
+median ratio composenet/dnsmasq; removes everything it created on exit.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from statistics import median
 
 GATEWAY = "10.250.0.1"
 DNSMASQ = "10.250.0.2"
@@ -87,8 +90,9 @@ def percentiles(out: str) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=int, default=10, help="throughput run length per server")
+    ap.add_argument("--seconds", type=int, default=5, help="throughput run length per server")
     ap.add_argument("--latency-seconds", type=int, default=5, help="1k qps latency run length per server")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds per server, alternating; medians are reported")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench: needs root (it creates network namespaces)")
@@ -141,26 +145,54 @@ def main() -> int:
             if parse_summary(check)["completed"] != len(NAMES) or "NOERROR" not in check:
                 raise SystemExit(f"bench: {label} does not answer the bench names:\n{check}")
 
-        results: dict[str, dict] = {}
-        for server, label, proc in ((GATEWAY, "composenet", procs[0]), (DNSMASQ, "dnsmasq", procs[1])):
-            cpu0 = cpu_seconds(proc.pid)
-            thr = parse_summary(dnsperf(client, server, queries, ["-q", "100", "-l", str(args.seconds)]))
-            thr["server_cpu"] = (cpu_seconds(proc.pid) - cpu0) / args.seconds
-            lat_out = dnsperf(client, server, queries, ["-Q", "1000", "-l", str(args.latency_seconds), "-v"])
-            results[label] = {"throughput": thr, "latency_1k": {**parse_summary(lat_out), **percentiles(lat_out)}}
+        servers = {"composenet": (GATEWAY, procs[0]), "dnsmasq": (DNSMASQ, procs[1])}
+        rounds: list[dict[str, dict]] = []
+        for n in range(args.rounds):
+            # Alternate who goes first: drift of this (shared, noisy) machine hits both alike.
+            order = list(servers) if n % 2 == 0 else list(reversed(servers))
+            results: dict[str, dict] = {}
+            for label in order:
+                server, proc = servers[label]
+                cpu0 = cpu_seconds(proc.pid)
+                thr = parse_summary(dnsperf(client, server, queries, ["-q", "100", "-l", str(args.seconds)]))
+                thr["server_cpu"] = (cpu_seconds(proc.pid) - cpu0) / args.seconds
+                results[label] = {"throughput": thr}
+            for label in order:
+                server, _ = servers[label]
+                lat_out = dnsperf(client, server, queries, ["-Q", "1000", "-l", str(args.latency_seconds), "-v"])
+                results[label]["latency_1k"] = {**parse_summary(lat_out), **percentiles(lat_out)}
+            results["ratio"] = {"qps": results["composenet"]["throughput"]["qps"]
+                                / results["dnsmasq"]["throughput"]["qps"]}
+            rounds.append(results)
 
         print(f"DNS benchmark: dnsperf from a client namespace over veth+bridge, {len(NAMES)} local names, "
-              f"{os.cpu_count()} CPUs")
-        print(f"{'server':<12} {'qps (-q 100)':>14} {'lost':>6} {'mean ms':>9} {'CPU':>5} | {'qps (-Q 1000)':>13} "
-              f"{'p50 us':>8} {'p99 us':>8}")
-        for label, r in results.items():
-            t, lt = r["throughput"], r["latency_1k"]
-            print(f"{label:<12} {t['qps']:>14.0f} {t['lost']:>6.0f} {t['mean_s'] * 1e3:>9.3f} {t['server_cpu']:>5.2f} | "
-                  f"{lt['qps']:>13.0f} "
-                  f"{lt['p50_us']:>8.0f} {lt['p99_us']:>8.0f}")
-        ratio = results["composenet"]["throughput"]["qps"] / results["dnsmasq"]["throughput"]["qps"]
-        print(f"ratio composenet/dnsmasq (qps at 100 in flight): {ratio:.2f}x")
-        print(json.dumps(results))
+              f"{os.cpu_count()} CPUs, {args.rounds} rounds of {args.seconds} s (-q 100) + "
+              f"{args.latency_seconds} s (-Q 1000) per server, alternating")
+        header = (f"{'round':<6} {'server':<12} {'qps (-q 100)':>14} {'lost':>6} {'mean ms':>9} {'CPU':>5} | "
+                  f"{'qps (-Q 1000)':>13} {'p50 us':>8} {'p99 us':>8}")
+        print(header)
+        for n, results in enumerate(rounds, 1):
+            for label in servers:
+                t, lt = results[label]["throughput"], results[label]["latency_1k"]
+                print(f"{n:<6} {label:<12} {t['qps']:>14.0f} {t['lost']:>6.0f} {t['mean_s'] * 1e3:>9.3f} "
+                      f"{t['server_cpu']:>5.2f} | {lt['qps']:>13.0f} {lt['p50_us']:>8.0f} {lt['p99_us']:>8.0f}")
+            print(f"{n:<6} ratio composenet/dnsmasq (qps at 100 in flight): {results['ratio']['qps']:.2f}x")
+        summary: dict[str, dict] = {}
+        for label in servers:
+            summary[label] = {
+                "qps": median(r[label]["throughput"]["qps"] for r in rounds),
+                "lost": sum(r[label]["throughput"]["lost"] for r in rounds),
+                "p50_us": median(r[label]["latency_1k"]["p50_us"] for r in rounds),
+                "p99_us": median(r[label]["latency_1k"]["p99_us"] for r in rounds),
+            }
+            s = summary[label]
+            print(f"median {label:<12} {s['qps']:>14.0f} {s['lost']:>6.0f} {'':>9} {'':>5} | {'':>13} "
+                  f"{s['p50_us']:>8.0f} {s['p99_us']:>8.0f}")
+        ratios = [r["ratio"]["qps"] for r in rounds]
+        summary["ratio"] = {"median": median(ratios), "min": min(ratios), "max": max(ratios)}
+        print(f"median ratio composenet/dnsmasq (qps at 100 in flight): {median(ratios):.2f}x "
+              f"(min {min(ratios):.2f}x, max {max(ratios):.2f}x over {len(ratios)} rounds)")
+        print(json.dumps({"rounds": rounds, "median": summary}))
         return 0
     finally:
         for p in procs:

@@ -11,8 +11,10 @@ Why precompute: the hot path must not build dnslib objects per query. Every answ
 give is stored as wire bytes keyed by the lower-cased question section (qname + qtype + qclass),
 so a local answer costs one hand-parsed qname walk, one ``bytes.lower()``, one dict lookup and
 one concatenation (query ID + precomputed flags/counts + the asker's own question bytes + the
-precomputed records). Answer names are compression pointers to the question (``0xC00C``), so
-the records do not depend on the case the asker used.
+precomputed records); a plain lower-case query (one question and nothing else, what stub
+resolvers send) skips the walk and the ``lower()``: its question bytes are the key as they are.
+Answer names are compression pointers to the question (``0xC00C``), so the records do not
+depend on the case the asker used.
 
 Decisions (documented choices):
 
@@ -75,6 +77,7 @@ MAX_PERMUTED = 5  # up to 5 records: every order is precomputed (120 at most)
 RANDOM_ORDERS = 120  # above: this many random orders
 
 _rand = random.random
+_PLAIN_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00\x00"  # header bytes 4..12: QD=1, AN=NS=AR=0
 
 
 class ConfigError(ComposenetError):
@@ -581,6 +584,17 @@ def respond(view: View, data: bytes) -> bytes | int | None:
 
     Returns the response packet (bytes); or an int, the offset just past the question, meaning
     "forward this query upstream"; or None, meaning "drop it" (not a query at all)."""
+    # Fastest path, no walk: a plain query (one question, nothing else; what stub resolvers
+    # send) whose question, exactly as sent, is a table key. Same answer as the path below:
+    # a key is a well-formed question (so ``end`` is the packet's end) and lower-case (names
+    # are encoded lower-cased; no table qtype or qclass byte is an upper-case ASCII letter).
+    if data[4:12] == _PLAIN_COUNTS and not data[2] & 0xF8:
+        entry = view.table.get(data[12:])
+        if entry is not None:
+            orders = entry[2]
+            if len(orders) == 1:
+                return data[:2] + entry[data[2] & 1] + data[12:] + orders[0]  # type: ignore[operator]
+            return data[:2] + entry[data[2] & 1] + data[12:] + orders[int(_rand() * len(orders))]  # type: ignore[operator]
     # Fast path, inlined question walk: one question, QR=0, opcode 0.
     n = len(data)
     if n >= 17 and not data[2] & 0xF8 and not data[4] and data[5] == 1:
