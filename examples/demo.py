@@ -9,6 +9,7 @@ host's network is touched, and no traffic leaves the namespaces created here.
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -19,7 +20,8 @@ COMPOSE = os.path.join(HERE, "webapp", "compose.yaml")
 
 
 def run(cmd: list[str], check: bool = True) -> subprocess.CompletedProcess:
-    print("$ " + " ".join(cmd), flush=True)
+    shown = ["<script>" if "\n" in a else shlex.quote(a) for a in cmd]
+    print("$ " + " ".join(shown), flush=True)
     r = subprocess.run(cmd, text=True, capture_output=True, timeout=120)
     out = (r.stdout + r.stderr).rstrip()
     if out:
@@ -70,17 +72,50 @@ def main() -> int:
             ok = False
             print("  " + (r.stdout + r.stderr).rstrip().replace("\n", "\n  "))
         print("\n== the published port from the host namespace (127.0.0.1:8000 -> web):")
-        run(["nsenter", f"--net=/run/netns/{host}", sys.executable, "-c",
-             "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8000/', timeout=5).status)"],
-            check=False)
-        print("\n== the internal network: db has no way out (its route leads to an isolated bridge)")
-        run(cn + ["plan", "--detailed-exitcode"], check=False)
+        r = run(["nsenter", f"--net=/run/netns/{host}", sys.executable, "-c",
+                 "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8000/', timeout=5).status)"],
+                check=False)
+        ok = ok and r.returncode == 0
+        print("\n== isolation: db sits only on the internal network and cannot reach web's front address")
+        print("   (<script> tries a TCP connection to web's front address with a 1 s timeout)")
+        reach = (
+            "import socket, sys\n"
+            "front = sys.argv[1]\n"
+            "try:\n"
+            "    socket.create_connection((front, 8000), timeout=1).close()\n"
+            "    print(f'db -> {front}:8000 connected: isolation is broken'); sys.exit(1)\n"
+            "except OSError as e:\n"
+            "    print(f'db -> {front}:8000 refused by isolation ({type(e).__name__})')\n"
+        )
+        ps = subprocess.run(cn + ["ps", "--format", "json"], text=True, capture_output=True, timeout=30)
+        front = _front_address(ps.stdout, project)
+        if front is None:
+            print("  `composenet ps` did not show web's front address")
+            ok = False
+        else:
+            r = run(cn + ["exec", "db", "--", sys.executable, "-c", reach, front], check=False)
+            ok = ok and r.returncode == 0
+        print("\n== a second plan is empty: the kernel matches the file (exit code 0)")
+        r = run(cn + ["plan", "--detailed-exitcode"], check=False)
+        ok = ok and r.returncode == 0
         run(cn + ["down"])
         return 0 if ok else 1
     finally:
         subprocess.run(cn + ["down", "-q"], capture_output=True, timeout=120)
         subprocess.run(["ip", "netns", "del", host], capture_output=True)
         os.unlink(resolv.name)
+
+
+def _front_address(ps_json: str, project: str) -> str | None:
+    """web's IPv4 address on the front network, from `composenet ps --format json`."""
+    import json
+
+    for c in json.loads(ps_json or "[]"):
+        if c["service"] == "web":
+            for cidr in c["networks"].get(f"{project}_front", []):
+                if "." in cidr:
+                    return str(cidr.split("/")[0])
+    return None
 
 
 if __name__ == "__main__":
