@@ -13,7 +13,8 @@ What the rules do, and why:
   cannot leave the host).
 - nat_post: egress masquerade per non-internal network (Docker's POSTROUTING MASQUERADE); hairpin
   masquerade when a container reaches a published port of its own network (the reply would
-  otherwise bypass the host, since both are on one L2 segment).
+  otherwise bypass the host, since both are on one L2 segment), one rule per subnet matched on
+  the output bridge and the source subnet, so it holds with or without br_netfilter.
 - filter_fwd: DNATed connections are accepted first (published ports are reachable from other
   networks through a host address, like Docker's default proxy); then internal networks get no
   egress and no ingress; a network never forwards to another composenet network (this project's
@@ -22,8 +23,13 @@ What the rules do, and why:
 - filter_in: a network's resolver (its gateway, port 53) answers only its own network and the
   host itself: never an open resolver.
 
-ICC off (``enable_icc: "false"``) is not a rule: bridged frames never reach inet hooks (no
-br_netfilter), so the bridge ports are marked ``isolated`` instead (see desired.py).
+br_netfilter may be loaded or not (``bridge-nf-call-iptables`` is per namespace): every rule must
+hold both when bridged frames skip the inet hooks and when they traverse them (then forward
+sees iifname = oifname = the bridge, and postrouting sees no input device).
+
+ICC off (``enable_icc: "false"``) is not a rule: without br_netfilter bridged frames never reach
+inet hooks, so the bridge ports are marked ``isolated`` instead (see desired.py), which the
+bridge enforces in either mode.
 """
 
 from __future__ import annotations
@@ -140,8 +146,13 @@ def build(table: str, nets: list[NetRules], ports: list[PortMap]) -> tuple[str, 
             if n.masquerade and not n.internal:
                 add("nat_post", f"{fam} saddr {cidr} oifname != {br} masquerade",
                     f"masquerade {n.network} {cidr} egress")
-        add("nat_post", f"iifname {br} oifname {br} ct status dnat masquerade",
-            f"hairpin {n.network}: published port of the same network")
+        for cidr in n.subnets:
+            # Matched on the source subnet, not on iifname: with br_netfilter loaded a DNATed
+            # frame that goes back out of its own bridge is bridged, and br_netfilter runs
+            # postrouting with no input device, so an iifname match would never hit.
+            fam = _ipfam(cidr.split("/")[0])
+            add("nat_post", f"oifname {br} {fam} saddr {cidr} ct status dnat masquerade",
+                f"hairpin {n.network} {cidr}: published port of the same network")
         add("nat_post", f"oifname {br} ip saddr 127.0.0.0/8 masquerade",
             f"loopback {n.network}: 127.0.0.1 published ports")
     add("filter_fwd", "ct status dnat accept", "published ports (DNAT) pass isolation")

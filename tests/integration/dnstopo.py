@@ -143,8 +143,15 @@ def ns_socket(ns: str, family: int = socket.AF_INET, kind: int = socket.SOCK_DGR
 class Topo:
     """Namespaces, bridges and veths for a resolver config (see module doc)."""
 
-    def __init__(self, tmp: Path, config: dict, subnets: dict[str, str], subnets6: dict[str, str] | None = None):
+    def __init__(self, tmp: Path, config: dict, subnets: dict[str, str], subnets6: dict[str, str] | None = None,
+                 mmsg: bool = True, namespaces_for: set[str] | None = None):
         self.tag = uuid.uuid4().hex[:6]
+        # The resolver's UDP path: recvmmsg/sendmmsg batches (fastio.py) or one recvfrom/sendto
+        # per query (COMPOSENET_DNS_MMSG=0).
+        self.mmsg = mmsg
+        # Containers that get a namespace (default: every registered one); the others exist only
+        # in the resolver's zone (many replicas without the cost of their namespaces).
+        self.namespaces_for = namespaces_for
         self.tmp = tmp
         self.config = json.loads(json.dumps(config))
         self.config["pidfile"] = str(tmp / "run" / "dns.pid")
@@ -188,6 +195,8 @@ class Topo:
         for k, c in enumerate(self.config["containers"]):
             if not c.get("register", True):
                 continue  # shares another container's namespace
+            if self.namespaces_for is not None and c["name"] not in self.namespaces_for:
+                continue
             ns = f"cnd{self.tag}c{k}"
             sh("ip", "netns", "add", ns)
             self.ns[c["name"]] = ns
@@ -250,10 +259,11 @@ class Topo:
 
     def start_resolver(self, wait: bool = True) -> subprocess.Popen:
         self.write_config()
+        env = dict(os.environ, COMPOSENET_DNS_MMSG="1" if self.mmsg else "0")
         p = subprocess.Popen(["nsenter", f"--net=/run/netns/{self.host}", sys.executable, "-m",
                               "composenet.dns.server", str(self.config_path)],
                              stdout=subprocess.DEVNULL, stderr=open(self.resolver_log, "a"),
-                             start_new_session=True)
+                             start_new_session=True, env=env)
         self.procs.append(p)
         self.resolver = p
         if wait:

@@ -41,8 +41,9 @@ FE_DNS, BE_DNS = "172.18.0.1", "172.19.0.1"
 N1_DNS, N2_DNS = "10.201.1.1", "10.201.2.254"
 
 
-def _topo(tmp: Path, config: dict, subnets: dict, subnets6: dict | None = None, upstream: bool = True):
-    t = Topo(tmp, config, subnets, subnets6)
+def _topo(tmp: Path, config: dict, subnets: dict, subnets6: dict | None = None, upstream: bool = True,
+          mmsg: bool = True, namespaces_for: set[str] | None = None):
+    t = Topo(tmp, config, subnets, subnets6, mmsg=mmsg, namespaces_for=namespaces_for)
     try:
         t.setup()
         if upstream:
@@ -59,16 +60,30 @@ def _finish(t: Topo) -> None:
     assert t.leftovers() == []
 
 
+def _resolver_env(t: Topo) -> str | None:
+    """COMPOSENET_DNS_MMSG as the running resolver sees it."""
+    env = Path(f"/proc/{t.resolver_pid()}/environ").read_bytes().split(b"\0")
+    return next((e.split(b"=", 1)[1].decode() for e in env if e.startswith(b"COMPOSENET_DNS_MMSG=")), None)
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["mmsg", "plain"])
+def mmsg(request) -> bool:
+    """Both UDP paths of the resolver: recvmmsg/sendmmsg batches (fastio.py), and one
+    recvfrom/sendto per query (COMPOSENET_DNS_MMSG=0). Every test taking it runs on both."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def split(tmp_path_factory):
-    t = _topo(tmp_path_factory.mktemp("split"), split_config(), SPLIT_SUBNETS)
+def split(tmp_path_factory, mmsg):
+    t = _topo(tmp_path_factory.mktemp("split"), split_config(), SPLIT_SUBNETS, mmsg=mmsg)
+    assert _resolver_env(t) == ("1" if mmsg else "0")
     yield t
     _finish(t)
 
 
 @pytest.fixture(scope="module")
-def naming(tmp_path_factory):
-    t = _topo(tmp_path_factory.mktemp("naming"), naming_config(), NAMING_SUBNETS)
+def naming(tmp_path_factory, mmsg):
+    t = _topo(tmp_path_factory.mktemp("naming"), naming_config(), NAMING_SUBNETS, mmsg=mmsg)
     yield t
     _finish(t)
 
@@ -279,12 +294,12 @@ def test_naming_upstream_failover(naming):
     assert got.count("gamma-up.example.") == 1 and got.count("beta-up.example.") == 1
 
 
-def test_servfail_when_every_upstream_fails(tmp_path):
+def test_servfail_when_every_upstream_fails(tmp_path, mmsg):
     cfg = naming_config()
     cfg["upstreams"] = ["198.51.100.54", "198.51.100.61:5353"]
     for c in cfg["containers"]:
         c["upstreams"] = None
-    t = _topo(tmp_path, cfg, NAMING_SUBNETS, upstream=False)
+    t = _topo(tmp_path, cfg, NAMING_SUBNETS, upstream=False, mmsg=mmsg)
     try:
         r = t.query(t.ns["alpha-box"], "nobody.example")
         assert r.header.rcode == RCODE.SERVFAIL
@@ -298,7 +313,7 @@ def test_servfail_when_every_upstream_fails(tmp_path):
 # -- IPv6 ---------------------------------------------------------------------------------------
 
 
-def test_ipv6_aaaa_ptr_and_ipv6_listener(tmp_path):
+def test_ipv6_aaaa_ptr_and_ipv6_listener(tmp_path, mmsg):
     net = "six_net"
     cfg = {
         "project": "six", "ttl": 5, "pidfile": "x", "upstreams": [UPSTREAM],
@@ -309,7 +324,7 @@ def test_ipv6_aaaa_ptr_and_ipv6_listener(tmp_path):
             container("six-b-1", "b", [endpoint(net, "10.210.0.3", ipv6="fd00:210::3")]),
         ],
     }
-    t = _topo(tmp_path, cfg, {net: "10.210.0.1/24"}, {net: "fd00:210::1/64"})
+    t = _topo(tmp_path, cfg, {net: "10.210.0.1/24"}, {net: "fd00:210::1/64"}, mmsg=mmsg)
     try:
         b = t.ns["six-b-1"]
         for server in ("10.210.0.1", "fd00:210::1"):
@@ -481,13 +496,13 @@ def test_sigterm_removes_pidfile_and_exits_zero(tmp_path):
         _finish(t)
 
 
-def test_reload_without_losses(tmp_path):
+def test_reload_without_losses(tmp_path, mmsg):
     """A client queries without pause while the config is rewritten and reloaded several times:
     every query is answered, each reload's changes show, new listeners open, removed ones close."""
     base = split_config()
     late_net = "split_late"
     subnets = dict(SPLIT_SUBNETS, **{late_net: "172.20.0.1/16"})
-    t = _topo(tmp_path, base, subnets)
+    t = _topo(tmp_path, base, subnets, mmsg=mmsg)
     try:
         # a namespace for the container that only exists in the odd configs
         late_ns = f"cnd{t.tag}late"
@@ -566,6 +581,126 @@ def test_reload_without_losses(tmp_path):
             time.sleep(0.02)
         assert "reload failed" in t.resolver_log.read_text()
         assert addrs(t.query(fe, "web")) == ["172.18.0.2"]
+        assert t.resolver.poll() is None
+    finally:
+        _finish(t)
+
+
+# -- the two UDP paths --------------------------------------------------------------------------
+
+BIG_REPLICAS = 300  # A records of "big": ~4.8 KB, more than a recvmmsg slot (4096 bytes)
+
+
+def _equivalence_queries() -> list[bytes]:
+    """Queries (IDs set per send) whose answers must not depend on the UDP path: local names,
+    types, case, PTR, forwarded and refused names, answers over 512 and over 4096 bytes, a
+    datagram longer than the read size, and malformed packets (some get no answer at all)."""
+    def q(name: str, qtype: str = "A", edns: int | None = None) -> bytes:
+        r = DNSRecord.question(name, qtype)
+        if edns:
+            r.add_ar(EDNS0(udp_len=edns))
+        return bytes(r.pack())
+
+    valid = q("web")
+    notify = bytearray(valid)
+    notify[2] = 4 << 3
+    return [
+        q("web"), q("WeB.split_frontend."), q("api"), q("db"), q("fe"), q("split-web-1"), q("web-host"),
+        q("web", "AAAA"), q("api", "ANY"), q("web", "MX"), q("2.0.18.172.in-addr.arpa", "PTR"),
+        q("4.0.19.172.in-addr.arpa", "PTR"), q("nosuchname"), q("path.example"), q("servfail.example"),
+        q("big"),                      # no EDNS: TC=1
+        q("big", edns=1232),           # still too big: TC=1
+        q("big", edns=65000),          # the whole answer, larger than a slot
+        q("web", edns=4096),
+        q("fe") + bytes(5000),         # longer than the 4096 bytes read: both paths truncate alike
+        valid[:4] + bytes(8),          # no question: FORMERR
+        bytes(notify),                 # NOTIFY: NOTIMP
+        valid[:7],                     # shorter than a header: dropped
+        valid[:2] + b"\x81\x00" + valid[4:],  # a response: dropped
+    ]
+
+
+def _normalise(data: bytes) -> object:
+    """An answer without its ID and with record order sorted (scaled services are shuffled)."""
+    try:
+        r = DNSRecord.parse(data)
+    except Exception:  # noqa: BLE001 -- not parseable: compare the bytes
+        return data[2:]
+    rrs = sorted((str(rr.rname), rr.rtype, rr.ttl, str(rr.rdata)) for rr in r.rr)
+    return (data[2:4], r.header.q, r.header.a, r.header.auth, r.header.ar, str(r.q.qname) if r.questions else None,
+            rrs)
+
+
+def _burst(t: Topo, askers: list[tuple[str, str]], rounds: int) -> dict[tuple[str, int, int], object]:
+    """Send every query ``rounds`` times from each (namespace, server) at once, without waiting
+    (more datagrams per listener than one recvmmsg reads), then collect the answers by ID until
+    none comes for 0.5 s (bounded). Unanswered queries map to None."""
+    queries = _equivalence_queries()
+    socks = []
+    sent: dict[tuple[int, int], tuple[str, int, int]] = {}
+    try:
+        for a, (ns, server) in enumerate(askers):
+            s = ns_socket(ns)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            s.connect((server, 53))
+            socks.append(s)
+            for rnd in range(rounds):
+                for i, packet in enumerate(queries):
+                    qid = (rnd * len(queries) + i + 1) & 0xFFFF
+                    s.send(struct.pack("!H", qid) + packet[2:])
+                    sent[(a, qid)] = (ns, rnd, i)
+        got: dict[tuple[str, int, int], object] = dict.fromkeys(sent.values())
+        deadline = time.monotonic() + 10
+        for a, s in enumerate(socks):
+            s.settimeout(0.5)
+            for _ in range(len(sent) * 2):
+                if time.monotonic() > deadline:
+                    break
+                try:
+                    data = s.recv(65535)
+                except TimeoutError:
+                    break
+                key = sent.get((a, struct.unpack("!H", data[:2])[0]))
+                if key is not None:
+                    got[key] = _normalise(data)
+        return got
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_mmsg_and_plain_paths_give_the_same_answers(tmp_path):
+    """The same bursts of queries, once against a resolver on the recvmmsg/sendmmsg path and
+    once on the plain loop (COMPOSENET_DNS_MMSG=0): the same answers, and the same silences."""
+    cfg = split_config()
+    fe = "split_frontend"
+    for k in range(BIG_REPLICAS):
+        cfg["containers"].append(container(f"split-big-{k + 1}", "big", [endpoint(fe, f"172.18.{10 + k // 200}.{k % 200 + 2}")]))
+    askers = {"split-fe-1": FE_DNS, "split-web-1": FE_DNS, "split-api-1": BE_DNS}
+    t = _topo(tmp_path, cfg, SPLIT_SUBNETS, namespaces_for=set(askers) | {"split-db-1"})
+    try:
+        pairs = [(t.ns[c], server) for c, server in askers.items()]
+        results = {}
+        for mmsg in (True, False):
+            if not mmsg:
+                t.resolver.terminate()
+                assert t.resolver.wait(timeout=10) == 0
+                t.mmsg = False
+                t.start_resolver()
+            assert _resolver_env(t) == ("1" if mmsg else "0")
+            results[mmsg] = _burst(t, pairs, rounds=3)
+        differ = sorted(k for k in results[True] if results[True][k] != results[False][k])
+        assert not differ, f"{len(differ)} answers differ between the paths, e.g. {differ[:5]}"
+        # and the answers are the right ones, not the same failure twice
+        fe_ns = t.ns["split-fe-1"]
+        r = results[True]
+        n = len(_equivalence_queries())
+        assert all(r[(fe_ns, rnd, i)] is not None for rnd in range(3) for i in range(n - 2))
+        assert all(r[(fe_ns, rnd, i)] is None for rnd in range(3) for i in range(n - 2, n))
+        big_full = r[(fe_ns, 0, 17)]
+        assert isinstance(big_full, tuple) and len(big_full[6]) == BIG_REPLICAS
+        assert r[(fe_ns, 0, 15)][6] == [] and r[(fe_ns, 0, 15)][0][0] & 0x02  # type: ignore[index]
+        assert r[(fe_ns, 0, 0)][6] == [("web.", 1, 5, "172.18.0.2")]  # type: ignore[index]
         assert t.resolver.poll() is None
     finally:
         _finish(t)

@@ -18,6 +18,7 @@ from composenet.render import NO_CHANGES, render_text
 from composenet.resources import (
     Address,
     Bridge,
+    Macvlan,
     Netns,
     NftTable,
     Process,
@@ -187,6 +188,20 @@ def test_implied_deletes_inside_deleted_namespace():
     assert implied_deletes(changes) == {addr.key}
 
 
+def test_implied_deletes_macvlans_but_not_veths_of_deleted_namespaces():
+    """Deleting a namespace destroys the links inside it: its macvlans need no delete of their
+    own. A veth's host end does not: it outlives a namespace someone else holds open, so it
+    is deleted (by the kernel handler, in one batch)."""
+    gone = Netns("p-a-1", "p", "a")
+    veth = Veth("cnv-1", "composenet:p/p-a-1/front", gone.name, "eth0", "cnb-1")
+    mac = Macvlan(gone.name, "eth1", "composenet:p/p-a-1/lan", "eth9")
+    addr = Address(gone.name, "eth1", "192.0.2.2/24")
+    changes = [Change(Action.delete, r.key, r, None, Reason.orphan) for r in (gone, veth, mac, addr)]
+    assert implied_deletes(changes) == {mac.key, addr.key}
+    # Only inside a namespace that is deleted.
+    assert implied_deletes([Change(Action.delete, mac.key, mac, None, Reason.orphan)]) == set()
+
+
 # ---- ordering ------------------------------------------------------------------------------
 
 def test_order_creates_by_dependency_and_deletes_reversed():
@@ -242,6 +257,24 @@ def test_ruleset_identities_one_per_rule_and_chain():
     rules = [line for line in text.splitlines() if "comment" in line]
     assert len(rules) == sum(1 for i in idents if not i.startswith("chain "))
     assert "published: cn:dnat web *:8080/tcp -> 10.0.0.2:80" in idents
+
+
+def test_ruleset_hairpin_per_subnet_without_iifname():
+    """Hairpin masquerade matches the output bridge and the source subnet (one rule per subnet,
+    per family): br_netfilter runs postrouting with no input device, so no iifname."""
+    from composenet.ruleset import NetRules
+
+    net = NetRules("front", "cnb-x", ("10.0.0.0/24", "fd00::/64"), ("10.0.0.1", "fd00::1"))
+    text, idents = build("composenet_t", [net], [])
+    hairpin = [line.strip() for line in text.splitlines() if "cn:hairpin" in line]
+    assert hairpin == [
+        'oifname "cnb-x" ip saddr 10.0.0.0/24 ct status dnat masquerade'
+        ' comment "cn:hairpin front 10.0.0.0/24: published port of the same network"',
+        'oifname "cnb-x" ip6 saddr fd00::/64 ct status dnat masquerade'
+        ' comment "cn:hairpin front fd00::/64: published port of the same network"',
+    ]
+    assert not any("iifname" in line for line in text.splitlines() if "masquerade" in line)
+    assert len(idents) == len(set(idents))
 
 
 def test_table_name_is_an_nft_identifier():
