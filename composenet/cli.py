@@ -134,9 +134,13 @@ def _project_context(require_file: bool = False):
     except InputError:
         if require_file or not G.opts.project_name:
             raise
-        from composenet.project import normalize_project_name
+        from composenet.errors import Problem
+        from composenet.project import _name_problem
 
-        name = normalize_project_name(G.opts.project_name)
+        name = G.opts.project_name
+        err = _name_problem(name)
+        if err:  # Compose refuses an invalid -p instead of normalising it
+            raise InputError([Problem(err, rule="CS-NAME-03")]) from None
         return _context(name), name, None
     return _context(project.name), project.name, project
 
