@@ -40,5 +40,6 @@ endpoint on a network it shares: service name, container name, hostname, aliases
 ``<name>.<network>``; plus its own links. The answer is the target's address on the shared
 network. Project names the asker cannot see: NXDOMAIN, never forwarded. Other names are
 forwarded to the asker's upstreams, except from a container whose networks are all internal
-(REFUSED at once).
+(REFUSED at once). Queries from sources that are neither containers of the config, nor on a
+listener's network, nor the host itself get no answer: it is not an open resolver.
 """

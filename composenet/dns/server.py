@@ -18,6 +18,12 @@ Life cycle (what the executor relies on):
   yet (address not configured) is logged and retried every few seconds.
 * SIGTERM / SIGINT: close everything, remove the pidfile, exit 0.
 
+Not an open resolver: a query whose source is no container of the config is answered only
+when the source is on the subnets of the interface holding the listener's address (read from
+netlink at start, on reload and on a late bind) or is an address of this host; anything else
+(say, routed in from outside) gets no answer at all, over UDP or TCP. The project's nft table
+drops such packets before they arrive; this is the daemon's own guard.
+
 Bounds (memory stays bounded whatever the network sends): pending forwards (``MAX_PENDING``),
 cache entries and cached response size, TCP client connections (``MAX_TCP_CLIENTS``, oldest
 evicted), TCP query length, TCP output buffer, TCP idle time (a client must complete a query
@@ -34,6 +40,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import ipaddress
 import os
 import random
 import selectors
@@ -212,6 +219,51 @@ def raw_view_table(zone: Zone) -> dict[bytes, View]:
     return table
 
 
+NETLINK_ROUTE = 0
+RTM_NEWADDR, RTM_GETADDR = 20, 22
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+IFA_ADDRESS, IFA_LOCAL = 1, 2
+
+
+def interface_addresses() -> list[tuple[int, ipaddress.IPv4Interface | ipaddress.IPv6Interface]]:
+    """(interface index, address/prefix) of every address in this network namespace, from one
+    netlink RTM_GETADDR dump (no subprocess, no third-party import: this runs at start-up and
+    on every reload). Raises OSError when netlink is unavailable."""
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE) as s:
+        s.settimeout(2.0)
+        s.bind((0, 0))
+        s.send(struct.pack("=IHHII", 28, RTM_GETADDR, 0x301, 1, 0) + struct.pack("=BBBBI", 0, 0, 0, 0, 0)
+               + bytes(4))
+        out: list[tuple[int, ipaddress.IPv4Interface | ipaddress.IPv6Interface]] = []
+        for _ in range(10000):  # bounded: a dump ends with NLMSG_DONE
+            data = s.recv(1 << 16)
+            i = 0
+            while i + 16 <= len(data):
+                length, kind = struct.unpack_from("=IH", data, i)
+                if length < 16:
+                    return out
+                if kind == NLMSG_DONE:
+                    return out
+                if kind == NLMSG_ERROR:
+                    raise OSError(errno.EIO, "netlink error on RTM_GETADDR")
+                if kind == RTM_NEWADDR and length >= 24:
+                    family, prefix, _flags, _scope, index = struct.unpack_from("=BBBBI", data, i + 16)
+                    attrs: dict[int, bytes] = {}
+                    j = i + 24
+                    while j + 4 <= i + length:
+                        alen, atype = struct.unpack_from("=HH", data, j)
+                        if alen < 4:
+                            break
+                        attrs[atype] = data[j + 4 : j + alen]
+                        j += (alen + 3) & ~3
+                    raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
+                    if raw is not None and family in (socket.AF_INET, socket.AF_INET6):
+                        text = socket.inet_ntop(family, raw)
+                        out.append((index, ipaddress.ip_interface(f"{text}/{prefix}")))
+                i += (length + 3) & ~3
+        return out
+
+
 def sockaddr_tuple(raw: bytes) -> tuple:
     """A raw ``sockaddr_in``/``sockaddr_in6`` as the address tuple ``socket.sendto`` takes."""
     port = struct.unpack_from("!H", raw, 2)[0]
@@ -252,6 +304,13 @@ class Server:
         # the batched path never formats addresses as text (rebuilt when the zone changes).
         self._raw_zone: Zone | None = None
         self._raw_views: dict[bytes, View] = {}
+        # Not an open resolver: a source that is no container of the zone is answered (as a
+        # member of the listener's network) only when it is on that network's subnets or is an
+        # address of this host; anything else gets nothing. Derived from the interfaces the
+        # listener addresses sit on (``_scan_interfaces``), memoised per (source, listener).
+        self.local_addrs: frozenset[str] = frozenset()
+        self.member_nets: dict[str, tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]] = {}
+        self._strangers: dict[tuple[str, str], View | None] = {}
 
     def _load(self) -> Zone:
         zone = build_zone(load_config(self.config_path), self.config_path)
@@ -310,6 +369,7 @@ class Server:
         signal.signal(signal.SIGHUP, self._on_hup)
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
+        self._scan_interfaces()
         self._write_pidfile()
         log(f"ready: project {self.zone.project}, listening on "
             + ", ".join(f"{a}:{p}" for a, p in sorted(self.udp)))
@@ -348,6 +408,7 @@ class Server:
                 self._unbind(key)
         self.unbound = {k: lst for k, lst in wanted.items() if k not in self.udp}
         self._bind_missing()
+        self._scan_interfaces()
         self._drop_unused_upstreams()
         log(f"reloaded: {len(zone.containers)} containers, listening on "
             + ", ".join(f"{a}:{p}" for a, p in sorted(self.udp)))
@@ -357,11 +418,56 @@ class Server:
             try:
                 self._bind(lst)
                 del self.unbound[key]
+                self._scan_interfaces()
                 log(f"listening on {lst.address}:{lst.port} (network {lst.network})")
             except OSError as e:
                 log(f"cannot listen on {lst.address}:{lst.port} (network {lst.network}): {e.strerror}; "
                     f"retrying every {RETRY_BIND:.0f} s")
         self.next_bind_retry = time.monotonic() + RETRY_BIND
+
+    def _scan_interfaces(self) -> None:
+        """Refresh ``local_addrs`` and ``member_nets`` (start, reload, a late bind)."""
+        self._strangers = {}
+        try:
+            found = interface_addresses()
+        except OSError as e:
+            # Without the interface table, only the host's listener addresses and loopback
+            # are known to be local: every other stranger gets nothing (never open).
+            log(f"cannot read the interface addresses ({e}); answering only project containers")
+            found = []
+        local = {a.ip.compressed for _, a in found}
+        local.update(lst.address for lst in self.zone.listeners)
+        self.local_addrs = frozenset(local)
+        nets: dict[str, tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]] = {}
+        for lst in self.zone.listeners:
+            indexes = {index for index, a in found if a.ip.compressed == lst.address}
+            nets[lst.address] = tuple(a.network for index, a in found if index in indexes)
+        self.member_nets = nets
+
+    def _stranger(self, source: str, listener: str) -> View | None:
+        """The view of an asker that is no container of the zone, or None: answer nothing."""
+        key = (source, listener)
+        try:
+            return self._strangers[key]
+        except KeyError:
+            pass
+        view = self.zone.listener_views.get(listener)
+        if view is not None and source not in self.local_addrs:
+            try:
+                addr = ipaddress.ip_address(source.partition("%")[0])
+            except ValueError:
+                addr = None
+            if addr is None or not (addr.is_loopback or any(
+                    addr.version == net.version and addr in net for net in self.member_nets.get(listener, ()))):
+                view = None
+        if len(self._strangers) >= 4096:  # bounded whatever sources a flood uses
+            self._strangers.clear()
+        self._strangers[key] = view
+        if view is None:
+            self.stats["stranger"] += 1
+            if self.stats["stranger"] <= 5:
+                log(f"ignoring queries from {source} to {listener}: not on the project's networks")
+        return view
 
     def _drop_unused_upstreams(self) -> None:
         used = {parse_upstream(u) for u in self.zone.upstreams}
@@ -449,8 +555,7 @@ class Server:
     def _serve_udp(self, sock: socket.socket, listener: str) -> None:
         zone = self.zone
         views = zone.views
-        default = zone.listener_views.get(listener)
-        if default is None:  # listener removed by a reload while this event was queued
+        if listener not in zone.listener_views:  # listener removed by a reload while queued
             return
         recvfrom = sock.recvfrom
         sendto = sock.sendto
@@ -462,7 +567,11 @@ class Server:
                 return
             except OSError:
                 continue
-            view = get(addr[0], default)
+            view = get(addr[0])
+            if view is None:
+                view = self._stranger(addr[0], listener)
+                if view is None:
+                    continue
             r = respond(view, data)
             if r is None:
                 continue
@@ -482,8 +591,7 @@ class Server:
         order, each batch's before the next batch is read. The socket is read until it is
         empty (or ``UDP_BATCH`` packets), without going back to the selector in between."""
         zone = self.zone
-        default = zone.listener_views.get(listener)
-        if default is None:  # listener removed by a reload while this event was queued
+        if listener not in zone.listener_views:  # listener removed by a reload while queued
             return
         if self._raw_zone is not zone:
             self._raw_views = raw_view_table(zone)
@@ -513,7 +621,11 @@ class Server:
             k = 0  # answers placed in slots 0..k-1
             for i, off, length_ix, key, name in slots[:n]:
                 data = bufs[off : off + lengths[length_ix]]
-                view = get(names[key], default)
+                view = get(names[key])
+                if view is None:
+                    view = self._stranger(sockaddr_tuple(names[name])[0], listener)
+                    if view is None:
+                        continue
                 r = respond(view, data)
                 if r is None:
                     continue
@@ -553,6 +665,9 @@ class Server:
                 return
             except OSError:
                 return
+            if addr[0] not in self.zone.views and self._stranger(addr[0], listener) is None:
+                conn.close()  # not on the project's networks: nothing, not even a FORMERR
+                continue
             if len(self.clients) >= MAX_TCP_CLIENTS:
                 # Evict the oldest connection rather than refusing: idle or slow clients
                 # cannot lock out new ones.
@@ -604,7 +719,7 @@ class Server:
             c.deadline = time.monotonic() + TCP_IDLE
             self.clients.move_to_end(c)
             zone = self.zone
-            view = zone.views.get(c.source) or zone.listener_views.get(c.listener)
+            view = zone.views.get(c.source) or self._stranger(c.source, c.listener)
             if view is None:
                 self._close_client(c)
                 return

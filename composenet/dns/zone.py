@@ -34,8 +34,10 @@ Decisions (documented choices):
   themselves, and the reverse names of every project address -- are NXDOMAIN at once, never
   forwarded (Docker forwards them, leaking the project's names upstream).
 * Other names: forwarded, except from a container whose endpoints are all internal (REFUSED at
-  once; Docker stays silent for 5 s). A query from an unknown source address (the host itself)
-  is answered as if from a member of the listener's network, with the top-level upstreams.
+  once; Docker stays silent for 5 s). A query from an unknown source address (the host itself,
+  or an address of the listener's network not in the config yet) is answered as if from a
+  member of the listener's network, with the top-level upstreams; the daemon gives any other
+  source nothing at all (``server.py``: not an open resolver).
 * Malformed queries: shorter than a header or with QR=1 (a response): dropped silently, so
   two resolvers can never loop; opcode other than QUERY: NOTIMP; no or several questions, a
   broken qname: FORMERR. A local answer too big for the asker's UDP payload size (512 or its

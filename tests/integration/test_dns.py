@@ -252,6 +252,73 @@ def test_split_unknown_source_answered_as_member_of_listener_network(split):
     assert split.query(split.host, "host-probe.example", server=BE_DNS).header.rcode == RCODE.REFUSED
 
 
+def test_not_an_open_resolver(split):
+    """The outside namespace, given a route to the project's subnets, asks the listeners over UDP
+    and TCP: no answer at all (not even REFUSED), and nothing is forwarded. The daemon itself
+    ignores sources that are neither containers of the zone, nor on the listener's network, nor
+    the host (the nft table of a real `up` drops them before, see test_up_reload_*)."""
+    out = split.outside
+    split.ip(out, "route add 172.18.0.0/16 via 203.0.113.1")
+    split.ip(out, "route add 172.19.0.0/16 via 203.0.113.1")
+    try:
+        for server in (FE_DNS, BE_DNS):
+            with pytest.raises(TimeoutError):
+                split.query(out, "open-probe.example", server=server, timeout=1)
+            with pytest.raises(TimeoutError):
+                split.query(out, "web", server=server, timeout=1)
+            s = ns_socket(out, kind=socket.SOCK_STREAM)
+            try:
+                s.settimeout(3)
+                s.connect((server, 53))  # accepted by the kernel, then closed unanswered
+                q = bytes(DNSRecord.question("web", "A").pack())
+                try:
+                    s.sendall(struct.pack("!H", len(q)) + q)
+                    assert s.recv(512) == b""
+                except ConnectionResetError:
+                    pass
+            finally:
+                s.close()
+        # the routes are still there, members are still answered
+        assert addrs(split.query(split.ns["split-fe-1"], "web")) == ["172.18.0.2"]
+        assert addrs(split.query(split.host, "web", server=FE_DNS)) == ["172.18.0.2"]
+    finally:
+        split.ip(out, "route del 172.18.0.0/16 via 203.0.113.1")
+        split.ip(out, "route del 172.19.0.0/16 via 203.0.113.1")
+    assert "open-probe.example." not in [q["name"] for q in split.upstream_queries()]
+
+
+def test_service_dns_is_its_upstream(tmp_path, mmsg):
+    """A service's `dns:` (the container's upstreams) is where its forwarded names go; the
+    others use the default upstreams; the two never share a cached answer."""
+    other_dns, other_answer = "198.51.100.55", "198.51.100.99"
+    net = "svcdns_net"
+    cfg = {
+        "project": "svcdns", "ttl": 5, "pidfile": "x", "upstreams": [UPSTREAM],
+        "listeners": [{"network": net, "address": "10.211.0.1", "port": 53, "internal": False}],
+        "containers": [
+            container("svcdns-own-1", "own", [endpoint(net, "10.211.0.2")], upstreams=[other_dns]),
+            container("svcdns-plain-1", "plain", [endpoint(net, "10.211.0.3")]),
+        ],
+    }
+    t = Topo(tmp_path, cfg, {net: "10.211.0.1/24"}, mmsg=mmsg)
+    try:
+        t.setup()
+        t.ip(t.outside, f"addr add {other_dns}/32 dev lo")
+        t.start_upstream()
+        t.start_upstream(other_dns, other_answer)
+        t.start_resolver()
+        own, plain = t.ns["svcdns-own-1"], t.ns["svcdns-plain-1"]
+        for _ in range(2):  # the second round is answered from the cache: still per upstream
+            assert addrs(t.query(own, "which.example")) == [other_answer]
+            assert addrs(t.query(plain, "which.example")) == [WEB_ADDR]
+            assert addrs(t.query(own, "which-tcp.example", tcp=True)) == [other_answer]
+            assert addrs(t.query(plain, "which-tcp.example", tcp=True)) == [WEB_ADDR]
+        names = [q["name"] for q in t.upstream_queries()]  # both upstreams log to one file
+        assert names.count("which.example.") == 2 and names.count("which-tcp.example.") == 2
+    finally:
+        _finish(t)
+
+
 # -- naming: aliases, links, hostname, container_name, failover ---------------------------------
 
 NAMING_MATRIX = [
@@ -448,17 +515,37 @@ def _recv(s: socket.socket, n: int) -> bytes:
     return buf
 
 
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
 def test_udp_flood_of_forwarded_names_keeps_local_answers(split):
-    """Thousands of distinct forwarded names at once: pending table bounded, locals still answered."""
+    """Waves of thousands of distinct forwarded names at once: locals are still answered, and
+    memory stays bounded (pending table and cache are capped): once the first waves have filled
+    the tables, more waves of new names do not grow the daemon."""
     fe = split.ns["split-fe-1"]
+    pid = split.resolver_pid()
+    rss = []
     s = ns_socket(fe)
     try:
-        for i in range(6000):
-            s.sendto(bytes(DNSRecord.question(f"flood{i}.nx", "A").pack()), (FE_DNS, 53))
-        assert addrs(split.query(fe, "web")) == ["172.18.0.2"]
+        for wave in range(4):
+            for i in range(6000):
+                s.sendto(bytes(DNSRecord.question(f"flood{wave}x{i}.nx", "A").pack()), (FE_DNS, 53))
+            assert addrs(split.query(fe, "web")) == ["172.18.0.2"]
+            # let the forwards of this wave end (answered or timed out: forward_timeout 2 s)
+            for _ in range(100):
+                r = split.query(fe, f"settle{wave}.example")
+                if r.header.rcode == RCODE.NOERROR:
+                    break
+            time.sleep(2.5)
+            rss.append(_rss_kib(pid))
     finally:
         s.close()
     assert split.resolver.poll() is None
+    assert rss[3] - rss[1] < 8 * 1024, rss  # KiB: the last waves add (almost) nothing
 
 
 # -- life cycle: readiness, bind errors, reload, stop -------------------------------------------
@@ -584,6 +671,140 @@ def test_reload_without_losses(tmp_path, mmsg):
         assert t.resolver.poll() is None
     finally:
         _finish(t)
+
+
+# -- through `composenet up`: reload while the project changes, not an open resolver ------------
+
+UP_BASE = """
+services:
+  a: {networks: [net]}
+  b: {networks: [net]}
+networks:
+  net: {}
+"""
+UP_GROWN = """
+services:
+  a: {networks: [net]}
+  b: {networks: [net]}
+  c: {networks: [net, net2]}
+  d: {networks: [net2]}
+networks:
+  net: {}
+  net2: {}
+"""
+
+
+def _nameserver(ns: str) -> str:
+    for line in Path(f"/etc/netns/{ns}/resolv.conf").read_text().splitlines():
+        if line.startswith("nameserver "):
+            return line.split()[1]
+    raise AssertionError(f"no nameserver in /etc/netns/{ns}/resolv.conf")
+
+
+def _ask(ns: str, name: str, server: str, tcp: bool = False, timeout: float = 3.0) -> object:
+    q = DNSRecord.question(name, "A")
+    packet = bytes(q.pack())
+    s = ns_socket(ns, kind=socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
+    try:
+        s.settimeout(timeout)
+        s.connect((server, 53))
+        if tcp:
+            s.sendall(struct.pack("!H", len(packet)) + packet)
+            n = struct.unpack("!H", _recv(s, 2))[0]
+            return outcome(DNSRecord.parse(_recv(s, n)))
+        s.send(packet)
+        for _ in range(100):
+            data = s.recv(4096)
+            if data[:2] == packet[:2]:
+                return outcome(DNSRecord.parse(data))
+        raise AssertionError("no answer with our id")
+    finally:
+        s.close()
+
+
+def test_up_reload_without_losses_and_not_open(sandbox, tmp_path):
+    """`composenet up` of a changed project reconfigures the running resolver in place (same
+    pid) while a client inside a service namespace queries without pause: no query is lost,
+    every answer is right, the new names and the new network's listener show, removed ones go.
+    From the outside namespace, routed to the project's networks, the resolver answers nothing."""
+    import uuid
+
+    sb = sandbox
+    p = f"t{uuid.uuid4().hex[:6]}"
+    base, grown = tmp_path / "base.yaml", tmp_path / "grown.yaml"
+    base.write_text(UP_BASE)
+    grown.write_text(UP_GROWN)
+    sb.up(base, p)
+    a, b = f"{p}-a-1", f"{p}-b-1"
+    server = _nameserver(a)
+    b_addr = sb.ipv4(b)
+    assert _ask(a, "b", server) == [b_addr]
+    pidfile = Path(f"/run/composenet/{p}/dns.pid")
+    pid = int(pidfile.read_text())
+
+    stop = threading.Event()
+    results: list[object] = []
+
+    def client() -> None:
+        s = ns_socket(a)
+        s.settimeout(2)
+        try:
+            for i in range(200000):
+                if stop.is_set():
+                    break
+                q = DNSRecord.question("b" if i % 2 else f"{p}-b-1", "A")
+                s.sendto(bytes(q.pack()), (server, 53))
+                try:
+                    for _ in range(100):
+                        r = DNSRecord.parse(s.recv(4096))
+                        if r.header.id == q.header.id:
+                            break
+                    results.append(outcome(r))
+                except TimeoutError:
+                    results.append("timeout")
+        finally:
+            s.close()
+
+    th = threading.Thread(target=client)
+    th.start()
+    try:
+        for compose in (grown, base, grown):
+            sb.up(compose, p)
+            assert int(pidfile.read_text()) == pid  # reloaded in place, not restarted
+            if compose is grown:
+                c_addr = sb.ipv4(f"{p}-c-1")
+                assert _ask(a, "c", server) == [c_addr]
+                assert _ask(a, "d", server) == "NXDOMAIN"  # d is on net2 only
+                d = f"{p}-d-1"
+                d_server = _nameserver(d)
+                assert d_server != server
+                assert _ask(d, "c", d_server) == [sb.ipv4(f"{p}-c-1", "eth1")]
+                assert _ask(d, "c", d_server, tcp=True) == [sb.ipv4(f"{p}-c-1", "eth1")]
+                assert _ask(d, "b", d_server) == "NXDOMAIN"
+            else:
+                # gone: no longer a project name (forwarded: no upstream answers in the sandbox),
+                # and as <name>.<network> of a project network, NXDOMAIN at once
+                assert _ask(a, "c", server) in ("NXDOMAIN", "SERVFAIL")
+                assert _ask(a, f"c.{p}_net", server) == "NXDOMAIN"
+                assert _ask(a, f"{p}-c-1.{p}_net", server, tcp=True) == "NXDOMAIN"
+    finally:
+        stop.set()
+        th.join(30)
+    assert len(results) > 50
+    assert results.count("timeout") == 0
+    assert all(r == [b_addr] for r in results), {str(r) for r in results}
+
+    # not an open resolver: the outside namespace routes to the project's subnet and asks
+    subnet = sb.subnet(a)
+    sb.ip(sb.outside, f"route add {subnet} via 203.0.113.1")
+    with pytest.raises(TimeoutError):
+        _ask(sb.outside, "b", server, timeout=1)
+    with pytest.raises((TimeoutError, ConnectionError, OSError)):
+        _ask(sb.outside, "b", server, tcp=True, timeout=1)
+    assert _ask(a, "b", server) == [b_addr]
+
+    sb.down(p, base)
+    sb.assert_clean(p)
 
 
 # -- the two UDP paths --------------------------------------------------------------------------
