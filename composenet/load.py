@@ -137,7 +137,7 @@ def fmt_path(path: Path) -> str:
         elif _SIMPLE_KEY.match(p):
             out += ("." if out else "") + p
         else:
-            out += f"[{json.dumps(p)}]"
+            out += f"[{json.dumps(p, ensure_ascii=False)}]"
     return out
 
 

@@ -158,3 +158,31 @@ def order(changes: list[Change], desired_keys: set[str]) -> list[Step]:
         steps.append(Step(i, by_key[k], tuple(deps)))
         fwd_index[k] = i
     return steps
+
+
+def saved_plan_problem(saved: Any) -> str | None:
+    """Why ``saved`` (a parsed JSON file) is not a plan written by `plan --out`; None if it is one."""
+    if not isinstance(saved, dict) or not {"project", "observed_digest", "steps"} <= set(saved):
+        return "it is not a plan saved by `composenet plan --out`"
+    steps = saved["steps"]
+    if not isinstance(steps, list) or not all(
+            isinstance(s, dict) and isinstance(s.get("action"), str) and isinstance(s.get("key"), str) for s in steps):
+        return "its steps are damaged (each needs an action and a key)"
+    return None
+
+
+def saved_plan_difference(saved: dict[str, Any], plan: Plan, limit: int = 10) -> list[str]:
+    """How the steps of a saved plan differ from the plan made now (empty: they are the same).
+    Lines name the action and resource key, sorted, at most ``limit`` of each side."""
+    want = [(str(s["action"]), str(s["key"])) for s in saved["steps"]]
+    have = [(s.change.action.value, s.change.key) for s in plan.steps]
+    if want == have:
+        return []
+    lines: list[str] = []
+    for label, only in (("in the saved plan, no longer needed", set(want) - set(have)),
+                        ("needed now, not in the saved plan", set(have) - set(want))):
+        for action, key in sorted(only)[:limit]:
+            lines.append(f"{label}: {action} {key}")
+        if len(only) > limit:
+            lines.append(f"{label}: ... and {len(only) - limit} more")
+    return lines or ["the same steps, in another order"]

@@ -84,7 +84,11 @@ class _Loader:
         cf = self.environ.get("COMPOSE_FILE")
         if cf:
             sep = self.environ.get("COMPOSE_PATH_SEPARATOR") or os.pathsep
-            return [os.path.normpath(os.path.join(self.cwd, f)) for f in cf.split(sep) if f]
+            named = [os.path.normpath(os.path.join(self.cwd, f)) for f in cf.split(sep) if f]
+            if named:
+                return named
+            raise InputError([Problem(f"COMPOSE_FILE={cf!r} names no file",
+                                      hint=f"separate file names with {sep!r}, or unset it")])
         for name in DEFAULT_FILES:  # CS-FILE-01
             p = os.path.join(self.cwd, name)
             if os.path.isfile(p):
@@ -360,8 +364,14 @@ class _Loader:
         files = self.files()
         for f in files:
             if not os.path.isfile(f):
-                self.problems.append(Problem("compose file not found" if not os.path.isdir(f)
-                                             else "is a directory, not a compose file", file=f))
+                if os.path.isdir(f):
+                    self.problems.append(Problem("is a directory, not a compose file", file=f))
+                elif os.path.exists(f):
+                    self.problems.append(Problem("not a regular file: a compose file must be a file", file=f))
+                else:
+                    stdin = os.path.basename(f) == "-"
+                    self.problems.append(Problem("compose file not found", file=f, hint=(
+                        "composenet does not read a compose file from stdin: save it to a file" if stdin else None)))
         if self.problems:
             raise InputError(self.problems)
         project_dir = os.path.abspath(self.opts.cwd) if self.opts.cwd else os.path.dirname(files[0])

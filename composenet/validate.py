@@ -43,11 +43,49 @@ def check(ctx: Ctx, services: Mapping[str, Service], bodies: Mapping[str, Any], 
     _check_ports(ctx, services, networks)
 
 
+# driver_opts composenet reads: a bad value is an error here, not a kernel error during `up`.
+_BOOLS = ("1", "true", "yes", "on", "0", "false", "no", "off")  # as desired._opt_bool reads them
+_BOOL_OPTS = ("com.docker.network.bridge.enable_icc", "com.docker.network.bridge.enable_ip_masquerade",
+              "com.docker.network.enable_ipv6")
+_IFNAME_OPTS = ("com.docker.network.bridge.name", "parent")
+
+
+def _ifname_ok(name: str) -> bool:
+    """What the kernel accepts as a link name (dev_valid_name): 1-15 bytes, no '/', ':' or space."""
+    return (0 < len(name.encode()) <= 15 and name not in (".", "..")
+            and not any(c in name for c in "/:") and not any(c.isspace() for c in name))
+
+
+def _check_driver_opts(ctx: Ctx, key: str, net: Network) -> None:
+    for name, value in net.driver_opts:
+        path = ("networks", key, "driver_opts", name)
+        v = (value or "").strip()
+        if name in _BOOL_OPTS and v.lower() not in _BOOLS:
+            ctx.err(path, f"{value!r} is not a boolean", hint="use true or false")
+        elif name in ("com.docker.network.driver.mtu", "driver_mtu", "mtu") and not (
+                v.isascii() and v.isdigit() and 68 <= int(v) <= 65535):
+            ctx.err(path, f"MTU {value!r} is not a number from 68 to 65535")
+        elif name == "com.docker.network.bridge.host_binding_ipv4" and not _is_ip(v):
+            ctx.err(path, f"{value!r} is not an IP address", hint="e.g. 127.0.0.1 or 0.0.0.0")
+        elif name in _IFNAME_OPTS and not _ifname_ok(v):
+            ctx.err(path, f"{value!r} is not a valid interface name",
+                    hint="1 to 15 bytes, without '/', ':' or spaces")
+
+
+def _is_ip(v: str) -> bool:
+    try:
+        ipaddress.ip_address(v)
+    except ValueError:
+        return False
+    return True
+
+
 def _check_networks(ctx: Ctx, networks: Mapping[str, Network]) -> None:
     seen: list[tuple[Any, str, int]] = []
     for key, net in sorted(networks.items()):
         if net.external:
             continue
+        _check_driver_opts(ctx, key, net)
         for i, c in enumerate(net.ipam):
             path = ("networks", key, "ipam", "config", i)
             if not c.subnet:

@@ -77,3 +77,126 @@ def test_project_options(tmp_path: Path):
     doc = json.loads(r.stdout)
     assert doc["name"] == "named" and sorted(doc["services"]) == ["dbg", "web"]
     assert doc["services"]["web"]["ports"][0]["published"] == "9999"
+
+
+COMMANDS = ["config", "validate", "plan", "up", "down", "ps", "port", "exec", "logs"]
+
+
+def test_every_command_help_teaches_with_examples(tmp_path: Path):
+    for cmd in COMMANDS:
+        r = run(tmp_path, cmd, "--help", env={"COLUMNS": "100", "TERM": "dumb"})
+        assert r.returncode == 0, (cmd, r.stderr)
+        examples = r.stdout.split("Examples:", 1)
+        assert len(examples) == 2, f"`composenet {cmd} --help` has no examples:\n{r.stdout}"
+        assert f"composenet {cmd}" in examples[1] or f" {cmd} " in examples[1], (cmd, r.stdout)
+
+
+PLANNED = """
+services:
+  web:
+    ports: ["8080:80", "127.0.0.1:53:53/udp"]
+    networks: [front, back]
+  db:
+    networks: {back: {aliases: [database]}}
+    deploy: {replicas: 2}
+networks:
+  front: {}
+  back: {internal: true}
+"""
+
+
+def test_plan_detailed_exitcode(tmp_path: Path):
+    from composenet.desired import Upstreams
+    from composenet.pipeline import make_plan
+    from composenet.project import load_project
+    from composenet.state import ObservedState
+    from tests.golden.harness import observed_after
+
+    d = tmp_path / "shop"
+    write(d, "compose.yaml", PLANNED)
+    r = run(d, "plan", "--offline", "--detailed-exitcode")
+    assert r.returncode == 2 and "to add" in r.stdout, r.stderr
+    assert run(d, "plan", "--offline").returncode == 0  # changes, but no --detailed-exitcode
+    from composenet.options import LoadOptions
+
+    p = load_project(LoadOptions(files=("compose.yaml",), cwd=str(d), environ={}))
+    # The state right after `up`: nothing to do. --resolv-conf: the same upstreams as here.
+    write(d, "resolv.conf", "nameserver 192.0.2.53\n")
+    planned = make_plan(p, p.name, ObservedState(offline=True), Upstreams(("192.0.2.53",)))
+    (d / "observed.json").write_text(observed_after(planned.desired).dumps())
+    r = run(d, "--resolv-conf", "resolv.conf", "plan", "--observed", "observed.json", "--detailed-exitcode")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "No changes." in r.stdout
+    write(d, "compose.yaml", PLANNED.replace("[front, back]", "[front, nope]"))
+    r = run(d, "plan", "--offline", "--detailed-exitcode")
+    assert r.returncode == 1 and "network 'nope' is not defined" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_plan_output_is_byte_identical(tmp_path: Path):
+    d = tmp_path / "shop"
+    write(d, "compose.yaml", PLANNED)
+    outs = set()
+    for seed in ("0", "1", "12345"):
+        for fmt in ("text", "json"):
+            r = run(d, "plan", "--offline", "--show-ruleset", "--format", fmt, env={"PYTHONHASHSEED": seed})
+            assert r.returncode == 0, r.stderr
+            outs.add((fmt, r.stdout))
+    assert len(outs) == 2
+
+
+def test_saved_plan_and_observed_files_are_checked(tmp_path: Path):
+    d = tmp_path / "shop"
+    write(d, "compose.yaml", PLANNED)
+    (d / "junk.json").write_bytes(b"\xff\xfe{")
+    write(d, "list.json", "[1, 2]")
+    write(d, "conn.json", '{"connections": [5]}')  # fails while planning, not while reading
+    write(d, "kind.json", '{"resources": [{"kind": "bogus"}]}')
+    write(d, "steps.json", '{"project": "shop", "observed_digest": "", "steps": [{"action": 1}]}')
+    cases = [
+        (("up", "--plan", "missing.json"), "cannot read saved plan missing.json"),
+        (("up", "--plan", "junk.json"), "junk.json: not a JSON saved plan"),
+        (("up", "--plan", "list.json"), "list.json: it is not a plan saved by `composenet plan --out`"),
+        (("up", "--plan", "steps.json"), "steps.json: its steps are damaged"),
+        (("plan", "--observed", "missing.json"), "cannot read observed state missing.json"),
+        (("plan", "--observed", "list.json"), "list.json: not a recorded observed state"),
+        (("plan", "--observed", "conn.json"), "conn.json: not a recorded observed state"),
+        (("plan", "--observed", "kind.json"), "kind.json: not a recorded observed state (KeyError: 'bogus')"),
+        (("plan", "--offline", "--out", "no/such/dir/plan.json"), "cannot write the plan to no/such/dir/plan.json"),
+    ]
+    for args, message in cases:
+        r = run(d, *args)
+        assert r.returncode == 1 and message in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.stderr and "internal error" not in r.stderr, (args, r.stderr)
+    assert run(d, "plan", "--offline", "--out", "plan.json").returncode == 0
+    saved = json.loads((d / "plan.json").read_text())
+    saved["project"] = "other"
+    (d / "plan.json").write_text(json.dumps(saved))
+    r = run(d, "up", "--plan", "plan.json")
+    assert r.returncode == 1 and "the saved plan is for project 'other', not 'shop'" in r.stderr
+
+
+def test_saved_plan_difference_names_the_steps(tmp_path: Path):
+    from composenet.desired import Upstreams
+    from composenet.options import LoadOptions
+    from composenet.pipeline import make_plan
+    from composenet.plan import saved_plan_difference, saved_plan_problem
+    from composenet.project import load_project
+    from composenet.render import plan_to_json
+    from composenet.state import ObservedState
+
+    def planned(text: str):
+        write(tmp_path, "compose.yaml", text)
+        p = load_project(LoadOptions(files=("compose.yaml",), cwd=str(tmp_path), environ={}))
+        return make_plan(p, p.name, ObservedState(offline=True), Upstreams(("192.0.2.53",))).plan
+
+    before = planned(PLANNED)
+    saved = json.loads(json.dumps(plan_to_json(before, None)))
+    assert saved_plan_problem(saved) is None
+    assert saved_plan_difference(saved, before) == []
+    after = planned(PLANNED.replace("replicas: 2", "replicas: 1"))
+    diff = saved_plan_difference(saved, after)
+    assert "in the saved plan, no longer needed: create netns:" in "\n".join(diff) and "-db-2" in "\n".join(diff)
+    assert all(x.startswith(("in the saved plan, no longer needed: ", "needed now, not in the saved plan: "))
+               for x in diff), diff
+    saved["steps"].reverse()
+    assert saved_plan_difference(saved, before) == ["the same steps, in another order"]

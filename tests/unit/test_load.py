@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,16 @@ def test_bad_files(tmp_path: Path, data: bytes, msg: str):
     assert msg in str(ei.value)
 
 
+def test_files_that_are_not_files(tmp_path: Path):
+    (tmp_path / "dir.yaml").mkdir()
+    cases = [("dir.yaml", "dir.yaml: is a directory, not a compose file"), (os.devnull, "not a regular file"),
+             ("missing.yaml", "missing.yaml: compose file not found"), ("-", "does not read a compose file from stdin")]
+    for f, msg in cases:
+        with pytest.raises(InputError) as ei:
+            load(tmp_path, f)
+        assert msg in str(ei.value), (f, str(ei.value))
+
+
 def test_default_lookup_override_and_compose_file(tmp_path: Path):
     write(tmp_path, "docker-compose.yml", "services: {old: {}}\n")
     write(tmp_path, "compose.yaml", "services: {web: {}}\n")
@@ -66,6 +77,8 @@ def test_default_lookup_override_and_compose_file(tmp_path: Path):
     assert [s.name for s in p.services] == ["extra", "old"]
     with pytest.raises(InputError, match="no compose file found"):
         load(tmp_path / "..")
+    with pytest.raises(InputError, match="COMPOSE_FILE=':::' names no file"):
+        load(tmp_path, env={"COMPOSE_FILE": ":::"})
 
 
 def test_env_file_precedence(tmp_path: Path):
@@ -240,3 +253,66 @@ def test_ignored_and_unknown_keys(tmp_path: Path):
 def test_wrong_types_are_problems(tmp_path: Path, text: str):
     got = errors(tmp_path, text)
     assert "compose.yaml:1:" in got
+
+
+def test_identity_dns_and_env_keys(tmp_path: Path):
+    write(tmp_path, "web.env", "FROM_FILE=1\nBOTH=file\n")
+    p = load_text(tmp_path, """
+        services:
+          web:
+            hostname: www
+            domainname: example.org
+            mac_address: 02:42:0A:00:00:09
+            container_name: the-web
+            dns: [192.0.2.1, "2001:db8::1"]
+            dns_search: [a.example, b.example]
+            dns_opt: [ndots:2, use-vc]
+            external_links: [redis_1, "project_db_1:db"]
+            env_file: web.env
+            environment: {BOTH: env, EMPTY: ""}
+          scaled: {scale: 3}
+          viahost: {network_mode: host}
+          viacontainer: {network_mode: "container:abc"}
+    """)
+    web = p.service("web")
+    assert (web.hostname, web.domainname, web.mac_address, web.container_name) == (
+        "www", "example.org", "02:42:0a:00:00:09", "the-web")
+    assert web.dns == ("192.0.2.1", "2001:db8::1") and web.dns_search == ("a.example", "b.example")
+    assert web.dns_opt == ("ndots:2", "use-vc")
+    assert web.external_links == (("redis_1", "redis_1"), ("project_db_1", "db"))
+    assert dict(web.environment) == {"FROM_FILE": "1", "BOTH": "env", "EMPTY": ""}
+    assert p.service("scaled").replicas == 3
+    assert p.service("viahost").network_mode == "host" and p.service("viahost").networks == ()
+    assert p.service("viacontainer").network_mode == "container:abc"
+
+
+def test_top_level_network_keys(tmp_path: Path):
+    p = load_text(tmp_path, """
+        services:
+          a: {networks: [lan, mesh, plain]}
+        networks:
+          lan:
+            driver: macvlan
+            driver_opts: {parent: eth0.100}
+            ipam:
+              driver: default
+              options: {foo: bar}
+              config: [{subnet: 192.0.2.0/24, gateway: 192.0.2.254, ip_range: 192.0.2.128/25}]
+          mesh: {driver: overlay, attachable: true}
+          plain: {driver: bridge, enable_ipv6: false}
+    """)
+    lan = p.network("lan")
+    assert lan.driver == "macvlan" and lan.opt("parent") == "eth0.100"
+    assert lan.ipam_driver == "default" and lan.ipam_options == (("foo", "bar"),)
+    assert lan.ipam == (IpamConfig("192.0.2.0/24", "192.0.2.128/25", "192.0.2.254"),)
+    assert p.network("mesh").driver == "overlay" and p.network("mesh").attachable
+    assert p.network("plain").driver == "bridge" and not p.network("plain").enable_ipv6
+
+
+def test_key_paths_quote_odd_keys_readably(tmp_path: Path):
+    from composenet.load import fmt_path
+
+    assert fmt_path(("services", "web", "ports", 1)) == "services.web.ports[1]"
+    assert fmt_path(("networks", "n", "driver_opts", "a b")) == 'networks.n.driver_opts["a b"]'
+    assert fmt_path(("services", "café")) == 'services["café"]'
+    assert 'services["café"]: unknown key' in errors(tmp_path, 'services:\n  "café": {}\n')

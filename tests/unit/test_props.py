@@ -3,6 +3,7 @@ anything else; what `config` prints loads back to the same document."""
 
 from __future__ import annotations
 
+import copy
 import tempfile
 from pathlib import Path
 
@@ -58,6 +59,17 @@ def _load(text: str, d: Path) -> Project | InputError:
         return e
 
 
+def _plan(p: Project) -> None:
+    """An accepted project always plans (offline) and renders: the planner never crashes on it."""
+    from composenet.desired import Upstreams
+    from composenet.pipeline import make_plan
+    from composenet.render import render_json, render_text
+    from composenet.state import ObservedState
+
+    planned = make_plan(p, p.name, ObservedState(offline=True), Upstreams(("192.0.2.53",)))
+    assert render_text(planned.plan) and render_json(planned.plan, planned.ruleset)
+
+
 def _roundtrip(p: Project, d: Path) -> None:
     out = render_config(p, "yaml")
     (d / "again.yaml").write_text(out)
@@ -78,6 +90,7 @@ def test_generated_documents(doc):
     with tempfile.TemporaryDirectory() as tmp:
         got = _load(yaml.safe_dump(doc, sort_keys=False), Path(tmp))
         if isinstance(got, Project):
+            _plan(got)
             _roundtrip(got, Path(tmp))
 
 
@@ -112,6 +125,7 @@ def test_mutated_documents(edits):
     with tempfile.TemporaryDirectory() as tmp:
         got = _load(text, Path(tmp))
         if isinstance(got, Project):
+            _plan(got)
             _roundtrip(got, Path(tmp))
 
 
@@ -119,3 +133,77 @@ def test_base_document_round_trips(tmp_path: Path):
     got = _load(BASE, tmp_path)
     assert isinstance(got, Project)
     _roundtrip(got, tmp_path)
+
+
+# ---- wrong types on every networking key: a Project and a plan, or an InputError -------------
+
+SWEEP_BASE = {
+    "services": {
+        "web": {"ports": ["8080:80"], "expose": ["80"], "dns": ["192.0.2.1"], "extra_hosts": ["a:192.0.2.4"],
+                "hostname": "web", "command": "sleep 1",
+                "networks": {"front": {"aliases": ["w"], "ipv4_address": "10.8.0.10"}}},
+        "db": {"networks": ["back", "front"], "depends_on": ["web"]},
+    },
+    "networks": {
+        "front": {"driver_opts": {"com.docker.network.driver.mtu": "1400"},
+                  "ipam": {"config": [{"subnet": "10.8.0.0/24", "gateway": "10.8.0.1", "ip_range": "10.8.0.128/25",
+                                       "aux_addresses": {"r": "10.8.0.5"}}]}},
+        "back": {"internal": True},
+    },
+}
+SERVICE_KEYS = ["networks", "ports", "expose", "network_mode", "links", "external_links", "dns", "dns_search",
+                "dns_opt", "extra_hosts", "hostname", "domainname", "mac_address", "container_name", "deploy",
+                "scale", "command", "entrypoint", "environment", "env_file", "working_dir", "user",
+                "stop_grace_period", "depends_on", "profiles", "extends"]
+NETWORK_KEYS = ["driver", "driver_opts", "attachable", "enable_ipv6", "ipam", "internal", "labels", "external", "name"]
+ATTACHMENT_KEYS = ["aliases", "ipv4_address", "ipv6_address", "link_local_ips", "mac_address", "priority",
+                   "gw_priority", "driver_opts", "interface_name"]
+IPAM_KEYS = ["subnet", "ip_range", "gateway", "aux_addresses"]
+PORT_KEYS = ["target", "published", "host_ip", "protocol", "mode", "app_protocol", "name"]
+DRIVER_OPTS = ["com.docker.network.driver.mtu", "com.docker.network.bridge.enable_icc",
+               "com.docker.network.bridge.enable_ip_masquerade", "com.docker.network.bridge.name",
+               "com.docker.network.bridge.host_binding_ipv4", "parent"]
+WRONG = [None, True, -1, 10**20, 1.5, "", "x", "10.8.0.0/33", [], [None], [[1]], {}, {"a": [1]}, "${", "1-"]
+
+
+def _sweep():
+    def at(*path):
+        for v in WRONG:
+            doc = copy.deepcopy(SWEEP_BASE)
+            doc["services"]["db"]["ports"] = [{"target": 80, "published": "8081"}]  # long form, for PORT_KEYS
+            node = doc
+            for p in path[:-1]:
+                node = node[p]
+            node[path[-1]] = v
+            yield f"{'.'.join(map(str, path))}={v!r}", doc
+    for k in SERVICE_KEYS:
+        yield from at("services", "web", k)
+    for k in NETWORK_KEYS:
+        yield from at("networks", "front", k)
+    for k in ATTACHMENT_KEYS:
+        yield from at("services", "web", "networks", "front", k)
+    for k in IPAM_KEYS:
+        yield from at("networks", "front", "ipam", "config", 0, k)
+    for k in PORT_KEYS:
+        yield from at("services", "db", "ports", 0, k)
+    for k in DRIVER_OPTS:
+        yield from at("networks", "front", "driver_opts", k)
+    for path in (("services", "web", "ports", 0), ("services", "web", "networks", "front"), ("networks", "front"),
+                 ("services", "web"), ("networks",), ("name",), ("services", "web", "deploy")):
+        yield from at(*path)
+
+
+def test_wrong_types_on_networking_keys_never_crash(tmp_path: Path):
+    accepted = rejected = 0
+    for label, doc in _sweep():
+        got = _load(yaml.safe_dump(doc), tmp_path)
+        if isinstance(got, InputError):
+            rejected += 1
+            continue
+        accepted += 1
+        try:
+            render_config(got, "json")
+            _plan(got)
+        except Exception as e:  # name the case that broke
+            raise AssertionError(f"{label}: {type(e).__name__}: {e}") from e
+    assert accepted and rejected  # both outcomes happen: the sweep reaches the planner

@@ -240,3 +240,53 @@ def test_profiles_disabled_reference_is_an_error(tmp_path: Path):
     assert [s.name for s in p.services] == ["debug", "web"]
     p = load_text(tmp_path, text, env={"COMPOSE_PROFILES": "x,dev"})
     assert [s.name for s in p.services] == ["debug", "web"]
+
+
+def test_driver_opts_values_are_checked_where_written(tmp_path: Path):
+    text = """
+        services:
+          web:
+            ports: ["80"]
+        networks:
+          default:
+            driver_opts:
+              com.docker.network.bridge.host_binding_ipv4: localhost
+              com.docker.network.driver.mtu: "9x"
+              com.docker.network.bridge.enable_icc: maybe
+              com.docker.network.bridge.name: a-name-longer-than-15
+    """
+    out = errors(tmp_path, text)
+    assert 'compose.yaml:7:52: networks.default.driver_opts["com.docker.network.bridge.host_binding_ipv4"]: ' \
+           "'localhost' is not an IP address" in out
+    assert "compose.yaml:8:38: " in out and "MTU '9x' is not a number from 68 to 65535" in out
+    assert "compose.yaml:9:45: " in out and "'maybe' is not a boolean" in out
+    assert "compose.yaml:10:39: " in out and "'a-name-longer-than-15' is not a valid interface name" in out
+    p = load_text(tmp_path, text.replace("localhost", "127.0.0.1").replace('"9x"', "1400")
+                  .replace("maybe", "'false'").replace("a-name-longer-than-15", "br-web"))
+    assert p.network("default").opt("com.docker.network.driver.mtu") == "1400"
+
+
+def _plan_warnings(p) -> list[str]:
+    from composenet.desired import Upstreams
+    from composenet.pipeline import make_plan
+    from composenet.state import ObservedState
+
+    return make_plan(p, p.name, ObservedState(offline=True), Upstreams(("192.0.2.53",))).plan.warnings
+
+
+def test_port_warnings_are_said_once_and_located(tmp_path: Path):
+    p = load_text(tmp_path, """
+        services:
+          db:
+            networks: [back]
+            ports: ["5432:5432"]
+          off:
+            network_mode: none
+            ports: ["81"]
+        networks:
+          back: {internal: true}
+    """)
+    ws = _plan_warnings(p)
+    assert len([w for w in ws if "services.db.ports" in w or "service db" in w]) == 1, ws
+    assert len([w for w in ws if "services.off.ports" in w or "service off" in w]) == 1, ws
+    assert all(w.startswith(str(tmp_path)) for w in ws), ws
