@@ -7,7 +7,8 @@ networks, no commands: namespaces only), like the Docker measurement in
 ../shared/DOCKER-BEHAVIOUR.md ("Timings"), and times, wall clock, in its own throwaway
 "host" namespace (entered with nsenter --net, so the host's network is never touched):
 
-* `composenet up -q` and `composenet down -q` (the whole CLI run, Python start-up included);
+* `composenet up -q` and `composenet down -q` (the whole CLI run, Python start-up included;
+  the package is byte-compiled first, as an installed one is; its own runtime directory);
 * the kernel floor: the same topology (namespaces, bridges, veths, addresses, routes) built by
   one `ip -batch` run in the host namespace (namespaces, bridges, veths with their peers moved
   into the namespaces) plus, because iproute2's batch lines cannot switch namespace, one
@@ -74,13 +75,21 @@ class Bench:
         self.floor_ns: list[str] = []
         self.resolv = tmp / "resolv.conf"
         self.resolv.write_text("nameserver 198.51.100.53\n")
+        self.run_dir = tmp / "run"
 
     def setup(self) -> None:
+        # Byte-compile the package first, as installing it does: with PYTHONDONTWRITEBYTECODE
+        # set, every run would otherwise compile the modules that have no .pyc yet from source.
+        import composenet
+
+        sh(sys.executable, "-m", "compileall", "-q", str(Path(composenet.__file__).parent))
         sh("ip", "netns", "add", self.host)
         sh("ip", "-n", self.host, "link", "set", "lo", "up")
 
     def composenet(self, *args: str) -> float:
-        env = dict(os.environ, COMPOSENET_RESOLV_CONF=str(self.resolv))
+        # Its own runtime directory: the host-wide subnet lock (<run_dir>/.ipam.lock) of other
+        # composenet runs on this machine (tests) must not add their waits to the timings.
+        env = dict(os.environ, COMPOSENET_RESOLV_CONF=str(self.resolv), COMPOSENET_RUN_DIR=str(self.run_dir))
         t0 = time.perf_counter()
         r = subprocess.run(["nsenter", f"--net=/run/netns/{self.host}", sys.executable, "-m", "composenet", *args],
                            capture_output=True, text=True, timeout=900, env=env, cwd=str(self.tmp))
@@ -164,7 +173,7 @@ class Bench:
                     sh("ip", "netns", "del", name, check=False)
             for etc in Path("/etc/netns").glob(f"{project}-*") if os.path.isdir("/etc/netns") else []:
                 shutil.rmtree(etc, ignore_errors=True)
-            shutil.rmtree(f"/run/composenet/{project}", ignore_errors=True)
+            shutil.rmtree(self.run_dir / project, ignore_errors=True)
         for ns in self.floor_ns:
             sh("ip", "netns", "del", ns, check=False)
         # Anything still running in the bench's host namespace (a resolver) goes with it.

@@ -18,7 +18,17 @@ import hashlib
 import json
 
 from composenet.plan import Action, Change, Reason
-from composenet.resources import Address, Netns, NftTable, Process, Resolver, Resource, Route, Sysctl
+from composenet.resources import (
+    Address,
+    Macvlan,
+    Netns,
+    NftTable,
+    Process,
+    Resolver,
+    Resource,
+    Route,
+    Sysctl,
+)
 from composenet.state import DesiredState, ObservedState
 
 # Fields that can change in place; any other differing field means delete and re-create.
@@ -89,14 +99,15 @@ def _nft_reason(want: NftTable, have: NftTable, was_applied: bool) -> Reason:
 
 def implied_deletes(changes: list[Change]) -> set[str]:
     """Keys whose delete the kernel does by itself once another delete in the plan runs:
-    addresses and routes inside a namespace that is deleted. Apply skips them; the plan still
-    shows them."""
+    what lives inside a namespace that is deleted (addresses, routes, macvlans). Apply skips
+    them; the plan still shows them. (Veths are not among them: their host ends would outlive a
+    namespace someone else holds open; the kernel handler deletes them in one batch instead.)"""
     gone_ns = {c.before.name for c in changes if c.action == Action.delete and isinstance(c.before, Netns)}
     out = set()
     for c in changes:
         if c.action != Action.delete:
             continue
         r = c.before
-        if isinstance(r, Address | Route) and r.ns and r.ns in gone_ns:
+        if isinstance(r, Address | Route | Macvlan) and r.ns and r.ns in gone_ns:
             out.add(c.key)
     return out

@@ -59,7 +59,7 @@ SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK = 270, 10, 11
 NLMSGERR_ATTR_MSG = 1
 IFF_UP, IFF_LOOPBACK = 0x1, 0x8
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
-IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD, IFLA_LINK_NETNSID = 18, 20, 28, 37
+IFLA_LINKINFO, IFLA_IFALIAS, IFLA_GROUP, IFLA_NET_NS_FD, IFLA_LINK_NETNSID = 18, 20, 27, 28, 37
 IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 1, 2, 4, 5
 VETH_INFO_PEER = 1
 IFLA_BR_STP_STATE = 5
@@ -256,6 +256,7 @@ class Link:
     master: int
     link: int
     link_netnsid: int | None
+    group: int = 0
     slave: dict[int, bytes] = field(default_factory=dict)
     data: dict[int, bytes] = field(default_factory=dict)
 
@@ -279,6 +280,7 @@ class Link:
             master=u32(IFLA_MASTER),
             link=u32(IFLA_LINK),
             link_netnsid=struct.unpack("i", a[IFLA_LINK_NETNSID][:4])[0] if IFLA_LINK_NETNSID in a else None,
+            group=u32(IFLA_GROUP),
             slave=attrs(info[IFLA_INFO_SLAVE_DATA]) if IFLA_INFO_SLAVE_DATA in info else {},
             data=attrs(info[IFLA_INFO_DATA]) if IFLA_INFO_DATA in info else {},
         )
@@ -471,16 +473,22 @@ def _remove_record(ctx: Context, name: str) -> None:
 # ---- observe ---------------------------------------------------------------------------------
 
 
-def _wait_gone(host: NL, indexes: list[int], timeout: float = DYING_LINK_TIMEOUT) -> None:
-    """Poll (bounded) until the links disappear: veths die asynchronously with their namespace."""
+def _wait_gone(host: NL, indexes: list[int], timeout: float = DYING_LINK_TIMEOUT) -> list[int]:
+    """Poll (bounded) until the links disappear: veths die asynchronously with their namespace.
+    Returns the indexes still there at the deadline."""
     deadline = time.monotonic() + timeout
     pending = list(indexes)
     delay = 0.002
     while pending and time.monotonic() < deadline:
-        pending = [i for i in pending if host.link(index=i) is not None]
+        if len(pending) > 4:  # one dump beats a request per link
+            present = {lk.index for lk in host.links()}
+            pending = [i for i in pending if i in present]
+        else:
+            pending = [i for i in pending if host.link(index=i) is not None]
         if pending:
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
+    return pending
 
 
 def observe_kernel(ctx: Context, observed: ObservedState) -> None:
@@ -591,7 +599,8 @@ def host_facts(ctx: Context, observed: ObservedState) -> None:
             routes.add(cidr)
     addresses: set[str] = set()
     foreign: set[str] = set()
-    for a in host.addrs():
+    host_addrs = host.addrs()
+    for a in host_addrs:
         lk = by_index.get(a.index)
         if not a.address or a.index in owned or on_loopback(lk) or is_link_local(a.cidr):
             continue
@@ -602,6 +611,111 @@ def host_facts(ctx: Context, observed: ObservedState) -> None:
     observed.host_addresses = tuple(sorted(addresses))
     observed.foreign_subnets = tuple(sorted(foreign))
     observed.foreign_links = tuple(sorted(lk.name for lk in links if lk.index not in owned))
+    observed.networks = _composenet_networks(ctx, links, host_addrs)
+
+
+def composenet_networks(ctx: Context) -> dict[str, dict[str, Any]]:
+    """Every composenet bridge network of the host namespace, as in ObservedState.networks, each
+    with ``endpoints`` too: every container attached (any project), for `composenet network`."""
+    host = nl(ctx, "")
+    return _composenet_networks(ctx, host.links(), host.addrs(), endpoints=True)
+
+
+def macvlan_networks(ctx: Context, specs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Standalone macvlan networks (``composenet network create --driver macvlan``): they have no
+    kernel object of their own, so they are described by their specs, in the shape of
+    ObservedState.networks plus ``driver``, ``parent``, ``mode`` and ``endpoints``. ``used`` and
+    ``endpoints`` come from the macvlan links labelled ``composenet:<project>/<container>/<net>``
+    in the namespaces other projects recorded (this project's own are observed as resources)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, spec in sorted(specs.items()):
+        cidrs = []
+        for c in spec.get("ipam", ()):
+            if c.get("subnet") and c.get("gateway"):
+                cidrs.append(f"{c['gateway']}/{ipaddress.ip_network(c['subnet'], strict=False).prefixlen}")
+        opts = spec.get("options", {})
+        out[name] = {"driver": "macvlan", "owner": "-" + name, "bridge": None, "cidrs": cidrs, "used": [],
+                     "endpoints": [], "parent": str(opts.get("parent", "")), "mode": str(opts.get("macvlan_mode", "bridge"))}
+    if not out:
+        return out
+    try:
+        projects = sorted(n for n in os.listdir(ctx.run_dir) if not n.startswith("."))
+    except OSError:
+        projects = []
+    for q in projects:
+        if q == ctx.project:
+            continue
+        try:
+            names = sorted(n for n in os.listdir(os.path.join(ctx.run_dir, q, "netns")) if not n.startswith("."))
+        except OSError:
+            continue
+        for ns in names:
+            if not netns.is_netns(netns.netns_path(ns)):
+                continue
+            try:
+                n = nl(ctx, ns)
+                links = [lk for lk in n.links() if lk.kind == "macvlan" and lk.alias.startswith(f"{LABEL_PREFIX}{q}/")]
+                addrs = n.addrs() if links else []
+            except OSError:
+                continue
+            for lk in links:
+                net = out.get(lk.alias.rsplit("/", 1)[1])
+                if net is None:
+                    continue
+                mine = [a.address for a in addrs if a.index == lk.index and a.address and not is_link_local(a.cidr)]
+                net["used"] = sorted(set(net["used"]) | set(mine))
+                net["endpoints"].append({"name": ns, "project": q, "ifname": lk.name, "mac": lk.mac,
+                                         "ipv4": next((a for a in mine if ":" not in a), None),
+                                         "ipv6": next((a for a in mine if ":" in a), None)})
+    return out
+
+
+def _composenet_networks(ctx: Context, links: list[Link], addrs: list[Addr],
+                         endpoints: bool = False) -> dict[str, dict[str, Any]]:
+    """Every composenet bridge network of the host namespace (ObservedState.networks): found by
+    the ``composenet:<owner>/<network>`` label; ``used`` lists the addresses other projects'
+    endpoints hold on it, read from their namespaces (the veth peer carries the same label).
+    With ``endpoints``, also every attached container: ``{name, project, ifname, mac, ipv4,
+    ipv6}`` (this reads every endpoint's namespace, so observe does not ask for it)."""
+    out: dict[str, dict[str, Any]] = {}
+    by_index: dict[int, dict[str, Any]] = {}
+    for lk in links:
+        if lk.kind != "bridge" or not lk.alias.startswith(LABEL_PREFIX):
+            continue
+        owner, _, name = lk.alias[len(LABEL_PREFIX):].partition("/")
+        if not owner or not name or "/" in name:
+            continue
+        cidrs = sorted(a.cidr for a in addrs if a.index == lk.index and a.address and not is_link_local(a.cidr))
+        out[name] = by_index[lk.index] = {"bridge": lk.name, "owner": owner, "cidrs": cidrs, "used": []}
+        if endpoints:
+            out[name]["endpoints"] = []
+    for lk in links:
+        net = by_index.get(lk.master)
+        if net is None or lk.kind != "veth" or not lk.alias.startswith(LABEL_PREFIX):
+            continue
+        owner, _, rest = lk.alias[len(LABEL_PREFIX):].partition("/")
+        container = rest.split("/")[0]
+        if (owner == ctx.project and not endpoints) or not container or not netns.is_netns(netns.netns_path(container)):
+            continue
+        try:
+            n = nl(ctx, container)
+            peer = next((x for x in n.links() if x.alias == lk.alias), None)
+            mine = [a.address for a in n.addrs() if peer and a.index == peer.index and not is_link_local(a.cidr)]
+        except OSError:
+            continue  # the namespace went away meanwhile
+        if owner != ctx.project:
+            net["used"] += mine
+        if endpoints:
+            net["endpoints"].append({
+                "name": container, "project": owner, "ifname": peer.name if peer else "",
+                "mac": peer.mac if peer else None,
+                "ipv4": next((a for a in mine if ":" not in a), None), "ipv6": next((a for a in mine if ":" in a), None),
+            })
+    for net in out.values():
+        net["used"] = sorted(set(net["used"]))
+        if endpoints:
+            net["endpoints"].sort(key=lambda e: e["name"])
+    return out
 
 
 # ---- handlers ---------------------------------------------------------------------------------
@@ -627,6 +741,55 @@ def _dellink(n: NL, name: str) -> None:
             raise
 
 
+# ---- batched deletes of host links ------------------------------------------------------------
+#
+# Every link deletion costs the kernel an RCU grace period or two (~20-40 ms), whatever else it
+# deletes at the same time: `link del` of 60 veths one by one takes over a second, while one
+# RTM_DELLINK by link group (IFLA_GROUP, `ip link del group N`) deletes them all in one batch.
+# So under the executor, deleting a host veth or bridge moves it into the project's own link
+# group (a cheap change) and the executor flushes the group once (KernelHandler.flush): at the
+# end of the plan, or before rolling back. Only links marked by this run are in the group; if
+# anything else is, the marked links are deleted one by one instead.
+
+_DOOMED_KEY = "kernel.doomed"
+
+
+def doom_group(project: str) -> int:
+    """The link group of a project's links marked for deletion: a fixed hash of its name, in a
+    range (high bit set) where administrators' groups are unlikely."""
+    import zlib
+
+    return 0x80000000 | (zlib.crc32(f"composenet:{project}".encode()) & 0x7FFFFFFF)
+
+
+def _doom(ctx: Context, host: NL, name: str) -> bool:
+    """Under the executor: move host link ``name`` into the doom group and leave its deletion to
+    KernelHandler.flush (True). Outside it (direct handler calls), False: delete at once."""
+    from composenet.apply import defer
+
+    doomed = ctx.cache.get(_DOOMED_KEY)
+    if doomed is None:
+        if not defer(ctx, lambda: KernelHandler.flush(ctx)):
+            return False
+        doomed = ctx.cache[_DOOMED_KEY] = set()
+    host.forget(name)
+    try:
+        _setlink(host, name, nla(IFLA_GROUP, _u32(doom_group(ctx.project))))
+    except NetlinkError as e:
+        if not _ignore_gone(e):
+            raise
+        return True
+    doomed.add(name)
+    return True
+
+
+def _unless_doomed(ctx: Context, name: str) -> None:
+    """Before creating link ``name``: if this run marked a link of that name for deletion (a
+    replace), delete the marked links now."""
+    if name in ctx.cache.get(_DOOMED_KEY, ()):
+        KernelHandler.flush(ctx)
+
+
 def _brport(hairpin: bool, isolated: bool) -> bytes:
     data = nla(IFLA_BRPORT_MODE, bytes([int(hairpin)])) + nla(IFLA_BRPORT_ISOLATED, bytes([int(isolated)]))
     return nla(IFLA_LINKINFO, nla(IFLA_INFO_SLAVE_KIND, _str("bridge")) + nla(IFLA_INFO_SLAVE_DATA, data))
@@ -642,6 +805,24 @@ class KernelHandler:
             observe_kernel(ctx, observed)
         except OSError as e:
             raise _fail("read kernel state", e) from e
+
+    @staticmethod
+    def flush(ctx: Context) -> None:
+        """Delete the host links this run marked for deletion (see _doom), in one request."""
+        doomed: set[str] = ctx.cache.pop(_DOOMED_KEY, None) or set()
+        if not doomed:
+            return
+        host = nl(ctx, "")
+        group = doom_group(ctx.project)
+        try:
+            in_group = {lk.name for lk in host.links() if lk.group == group}
+            if in_group and in_group <= doomed:
+                host.request(RTM_DELLINK, ifinfomsg() + nla(IFLA_GROUP, _u32(group)))
+            else:  # someone else's link in the group (or none of ours left): one by one
+                for name in sorted(doomed & in_group):
+                    _dellink(host, name)
+        except OSError as e:
+            raise _fail(f"delete links {', '.join(sorted(doomed))}", e) from e
 
     def create(self, ctx: Context, r: Resource) -> None:
         getattr(self, f"_create_{r.kind}")(ctx, r)
@@ -686,6 +867,7 @@ class KernelHandler:
 
     # -- bridge ---------------------------------------------------------------------------
     def _create_bridge(self, ctx: Context, r: Bridge) -> None:
+        _unless_doomed(ctx, r.ifname)
         host = nl(ctx, "")
         data = nla(IFLA_INFO_DATA, nla(IFLA_BR_STP_STATE, _u32(0)))
         body = (ifinfomsg(flags=IFF_UP, change=IFF_UP) + nla(IFLA_IFNAME, _str(r.ifname)) + nla(IFLA_MTU, _u32(r.mtu))
@@ -710,13 +892,16 @@ class KernelHandler:
 
     def _delete_bridge(self, ctx: Context, r: Bridge) -> None:
         try:
-            _dellink(nl(ctx, ""), r.ifname)
+            host = nl(ctx, "")
+            if not _doom(ctx, host, r.ifname):
+                _dellink(host, r.ifname)
         except OSError as e:
             raise _fail(f"delete bridge {r.ifname} ({r.network})", e) from e
 
     # -- veth -----------------------------------------------------------------------------
     def _create_veth(self, ctx: Context, r: Veth) -> None:
         what = f"create veth {r.ifname} ({r.ns} {r.peer})"
+        _unless_doomed(ctx, r.ifname)
         host = nl(ctx, "")
         try:
             master = host.index(r.bridge)
@@ -787,7 +972,8 @@ class KernelHandler:
     def _delete_veth(self, ctx: Context, r: Veth) -> None:
         host = nl(ctx, "")
         try:
-            _dellink(host, r.ifname)
+            if not _doom(ctx, host, r.ifname):
+                _dellink(host, r.ifname)
         except OSError as e:
             raise _fail(f"delete veth {r.ifname} ({r.ns} {r.peer})", e) from e
         s = ctx.cache.get(_NL_KEY, {}).get(r.ns)

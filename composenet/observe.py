@@ -30,8 +30,24 @@ def observe_project(ctx: Context) -> ObservedState:
     for h in handlers():
         h.observe(ctx, observed)
     kernel.host_facts(ctx, observed)
+    observed.networks.update(kernel.macvlan_networks(ctx, standalone_macvlans(ctx.run_dir, set(observed.networks))))
     observed.applied = read_applied(ctx)
+    observed.connections = read_connections(ctx)
     return observed
+
+
+def connections_path(ctx: Context) -> str:
+    return os.path.join(ctx.project_dir, "connections.json")
+
+
+def read_connections(ctx: Context) -> list[dict]:
+    """The endpoints `composenet network connect` added (see ObservedState.connections)."""
+    try:
+        with open(connections_path(ctx)) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return []
+    return [c for c in data if isinstance(c, dict)] if isinstance(data, list) else []
 
 
 def applied_path(ctx: Context) -> str:
@@ -45,3 +61,10 @@ def read_applied(ctx: Context) -> dict[str, str]:
         return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
+
+
+def standalone_macvlans(run_dir: str, skip: set[str]) -> dict[str, dict]:
+    """Specs of the standalone macvlan networks (composenet.netcmd), except the names in ``skip``."""
+    from composenet.netcmd import standalone_specs
+
+    return {k: v for k, v in standalone_specs(run_dir).items() if v.get("driver") == "macvlan" and k not in skip}

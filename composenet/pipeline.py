@@ -6,10 +6,10 @@ lock, observe, check, apply, record what was applied, re-observe and verify.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,9 +18,9 @@ from composenet.diff import diff, digest, implied_deletes
 from composenet.errors import ComposenetError, PlanError
 from composenet.handlers import Context
 from composenet.model import Project
-from composenet.plan import Plan, order
+from composenet.plan import Plan, order, saved_plan_difference
 from composenet.render import describe, render_text
-from composenet.resources import NftTable, Sysctl
+from composenet.resources import Bridge, NftTable, Sysctl
 from composenet.state import DesiredState, ObservedState
 
 Echo = Callable[[str], None]
@@ -69,6 +69,12 @@ def make_plan(project: Project | None, project_name: str, observed: ObservedStat
     if project is None:
         plan.kept = sorted(f"{describe(r)} (host setting, left as is)" for r in observed.resources.values()
                            if isinstance(r, Sysctl) and not r.ns and not r.ifname)
+    for c in changes:  # Docker refuses to remove a network in use; composenet says what breaks
+        if c.after is None and isinstance(c.before, Bridge):
+            users = observed.networks.get(c.before.network, {}).get("used")
+            if users:
+                plan.warnings.append(f"network {c.before.network}: other projects' endpoints ({', '.join(users)}) "
+                                     "use it as an external network; they lose it with its bridge")
     ruleset = next((r.ruleset for r in desired.resources.values() if isinstance(r, NftTable)), None)
     return Planned(plan, desired, observed, ruleset)
 
@@ -78,8 +84,9 @@ def check_ruleset(ruleset: str) -> str | None:
     or if nft is not available (plan on a machine without nftables)."""
     if shutil.which("nft") is None or os.geteuid() != 0:
         return None
-    r = subprocess.run(["nft", "-c", "-f", "-"], input=ruleset, capture_output=True, text=True, timeout=30)
-    return None if r.returncode == 0 else (r.stderr.strip() or "nft -c failed")
+    from composenet import nft
+
+    return nft.check(ruleset)
 
 
 def record_applied(ctx: Context, desired: DesiredState) -> None:
@@ -95,52 +102,66 @@ def run_apply(ctx: Context, project: Project | None, project_name: str, upstream
               quiet: bool = False, saved_plan: dict | None = None) -> Planned:
     """Observe, plan, check, apply, record, verify. Used by `up` (project) and `down` (None)."""
     from composenet import kernel, runtime
-    from composenet.apply import apply
-    from composenet.observe import observe_project
 
     kernel.check_mount_namespace()
     with runtime.project_lock(ctx):
-        observed = observe_project(ctx)
-        planned = make_plan(project, project_name, observed, upstreams, ctx.run_dir)
-        if saved_plan is not None and saved_plan.get("observed_digest") != planned.plan.observed_digest:
-            raise PlanError(
-                "the kernel changed since the saved plan was made; it was not applied",
-                hint="run `composenet plan --out FILE` again and review it",
-            )
-        if saved_plan is not None:
-            want = [(s["action"], s["key"]) for s in saved_plan.get("steps", [])]
-            have = [(s.change.action.value, s.change.key) for s in planned.plan.steps]
-            if want != have:
-                raise PlanError("the saved plan no longer matches the compose file and the kernel; it was not applied",
-                                hint="run `composenet plan --out FILE` again and review it")
-        for w in planned.plan.warnings:
-            echo(f"warning: {w}")
-        if planned.plan.empty:
-            if not quiet:
-                echo("No changes. Kernel state matches the compose file.")
-            return planned
-        if planned.ruleset is not None and any(c.kind == "nft" and c.after is not None for c in planned.plan.changes):
-            err = check_ruleset(planned.ruleset)
-            if err:
-                raise ComposenetError(f"nft rejected the generated ruleset; nothing was changed:\n{err}")
-        total = len(planned.plan.steps)
-
-        def progress(n: int, total: int, text: str) -> None:
-            if not quiet:
-                echo(f"[{n}/{total}] {text}")
-
-        apply(ctx, planned.plan, implied_deletes(planned.plan.changes), progress)
-        if project is not None:
-            record_applied(ctx, planned.desired)
-        # Verify: re-observe; the plan must now be empty.
-        after = observe_project(ctx)
-        again = make_plan(project, project_name, after, upstreams, ctx.run_dir)
         if project is None:
+            return _apply_locked(ctx, None, project_name, upstreams, echo, quiet, saved_plan)
+        # Host-wide, after the project lock (see runtime.ipam_lock): two `up`s of different
+        # projects must not both pick the same free subnet. Held from observing the host's
+        # subnets until the bridges carry theirs (the end of apply).
+        with contextlib.ExitStack() as ipam:
+            ipam.enter_context(runtime.ipam_lock(ctx))
+            return _apply_locked(ctx, project, project_name, upstreams, echo, quiet, saved_plan, ipam.close)
+
+
+def _apply_locked(ctx: Context, project: Project | None, project_name: str, upstreams: Upstreams, echo: Echo,
+                  quiet: bool, saved_plan: dict | None, applied: Callable[[], None] = lambda: None) -> Planned:
+    from composenet import runtime
+    from composenet.apply import apply
+    from composenet.observe import observe_project
+
+    observed = observe_project(ctx)
+    planned = make_plan(project, project_name, observed, upstreams, ctx.run_dir)
+    if saved_plan is not None:
+        diff_lines = "".join(f"\n  {x}" for x in saved_plan_difference(saved_plan, planned.plan))
+        if saved_plan.get("observed_digest") != planned.plan.observed_digest:
+            raise PlanError("the kernel changed since the saved plan was made; it was not applied" + diff_lines,
+                            hint="run `composenet plan --out FILE` again and review it")
+        if diff_lines:
+            raise PlanError("the saved plan no longer matches the compose file and the kernel; it was not applied"
+                            + diff_lines, hint="run `composenet plan --out FILE` again and review it")
+    for w in planned.plan.warnings:
+        echo(f"warning: {w}")
+    if planned.plan.empty:
+        if not quiet:
+            echo("No changes. Kernel state matches the compose file.")
+        if project is None:  # `down` of a project already down: taking the lock made its directory
             runtime.remove_project_dir(ctx)
-        if not again.plan.empty:
-            text = render_text(again.plan)
-            raise ComposenetError(
-                f"applied {total} step(s), but the kernel still differs from the compose file:\n{text}",
-                hint="run `composenet plan` to see what differs",
-            )
         return planned
+    if planned.ruleset is not None and any(c.kind == "nft" and c.after is not None for c in planned.plan.changes):
+        err = check_ruleset(planned.ruleset)
+        if err:
+            raise ComposenetError(f"nft rejected the generated ruleset; nothing was changed:\n{err}")
+    total = len(planned.plan.steps)
+
+    def progress(n: int, total: int, text: str) -> None:
+        if not quiet:
+            echo(f"[{n}/{total}] {text}")
+
+    apply(ctx, planned.plan, implied_deletes(planned.plan.changes), progress)
+    applied()
+    if project is not None:
+        record_applied(ctx, planned.desired)
+    # Verify: re-observe; the plan must now be empty.
+    after = observe_project(ctx)
+    again = make_plan(project, project_name, after, upstreams, ctx.run_dir)
+    if project is None:
+        runtime.remove_project_dir(ctx)
+    if not again.plan.empty:
+        text = render_text(again.plan)
+        raise ComposenetError(
+            f"applied {total} step(s), but the kernel still differs from the compose file:\n{text}",
+            hint="run `composenet plan` to see what differs",
+        )
+    return planned

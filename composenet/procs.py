@@ -28,11 +28,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from composenet import runtime
+from composenet.apply import defer
 from composenet.errors import KernelError
 from composenet.handlers import Context, Handler
 from composenet.resources import ETC_NETNS_DIR, NETNS_DIR, Process, Resolver, Resource, resource_from_json
@@ -114,13 +115,36 @@ def alive(pid: int, starttime: int | None = None) -> bool:
 
 
 def _group_exists(pgid: int) -> bool:
+    """True while a member of process group ``pgid`` still runs. Zombies do not count: a
+    daemon started by an earlier run has been re-parented to init (or a subreaper), which may
+    take a second or more to reap it, and a zombie holds no socket, file or namespace."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    return any(_live_in_group(pgid))
+
+
+def _live_in_group(pgid: int) -> Iterator[int]:
+    """Pids of non-zombie processes in group ``pgid`` (one pass over /proc)."""
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        yield pgid  # cannot tell: assume it runs
+        return
+    for d in names:
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        rest = data[data.rindex(b")") + 2 :].split(None, 3)
+        if len(rest) >= 3 and rest[2] == str(pgid).encode() and rest[0] not in (b"Z", b"X"):
+            yield int(d)
 
 
 def _cmdline(pid: int) -> str:
@@ -139,14 +163,18 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 
 def _wait(cond: Callable[[], bool], timeout: float) -> bool:
-    """Poll ``cond`` until true or ``timeout`` seconds passed (bounded in time and count)."""
+    """Poll ``cond`` until true or ``timeout`` seconds passed (bounded in time and count). The
+    first polls come quickly (1 ms, doubling up to POLL): a process usually exits, or a
+    resolver gets ready, within a few milliseconds."""
     deadline = time.monotonic() + max(0.0, timeout)
-    for _ in range(int(timeout / POLL) + 2):
+    delay = 0.001
+    for _ in range(int(timeout / POLL) + 12):
         if cond():
             return True
         if time.monotonic() >= deadline:
             break
-        time.sleep(POLL)
+        time.sleep(delay)
+        delay = min(delay * 2, POLL)
     return cond()
 
 
@@ -443,6 +471,9 @@ class ProcessHandler:
 # ---- the resolver ---------------------------------------------------------------------------
 
 
+_STARTING_KEY = "procs.resolver_starting"  # ctx.cache: the daemon whose readiness is not yet awaited
+
+
 def resolver_config_path(ctx: Context) -> str:
     return os.path.join(ctx.project_dir, "dns.json")
 
@@ -473,6 +504,23 @@ def _daemon_pid(pidfile: str) -> int | None:
     if alive(pid) and RESOLVER_MODULE in _cmdline(pid):
         return pid
     return None
+
+
+def _resolvers_reading(config: str) -> list[int]:
+    """Live resolver daemons started on ``config`` (by their command line), ready or not."""
+    want = [RESOLVER_MODULE.encode(), config.encode()]
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv[-3:-1] == want and alive(int(d)):
+            out.append(int(d))
+    return out
 
 
 def resolver_pid(ctx: Context) -> int | None:
@@ -520,6 +568,8 @@ class ResolverHandler:
         old = _daemon_pid(pidfile)
         if old is not None:  # left by a crash with its config gone: it holds the listeners
             stop_group(old, None, RESOLVER_STOP_TIMEOUT, "the old DNS resolver")
+        for pid in _resolvers_reading(path):  # started by a run that crashed before it was ready
+            stop_group(pid, None, RESOLVER_STOP_TIMEOUT, "the old DNS resolver")
         _unlink(pidfile)
         runtime.atomic_write(path, r.config)
         log = runtime.log_path(ctx, "dns")
@@ -536,11 +586,20 @@ class ResolverHandler:
         finally:
             os.close(logfd)
         _children[p.pid] = p
+        # Under the executor, the wait for readiness (the daemon's start-up, tens of ms) overlaps
+        # the next steps; the executor waits before the first service process starts and before
+        # it finishes (apply.defer). Called directly, create waits here.
+        ctx.cache[_STARTING_KEY] = p
+        if not defer(ctx, lambda: self._await_ready(ctx, p, path, pidfile, log)):
+            self._await_ready(ctx, p, path, pidfile, log)
 
+    def _await_ready(self, ctx: Context, p: subprocess.Popen, path: str, pidfile: str, log: str) -> None:
         def ready() -> bool:
             return p.poll() is not None or _daemon_pid(pidfile) == p.pid
 
         _wait(ready, RESOLVER_START_TIMEOUT)
+        if ctx.cache.get(_STARTING_KEY) is p:
+            del ctx.cache[_STARTING_KEY]
         if _daemon_pid(pidfile) == p.pid:
             return
         rc = p.poll()
@@ -594,6 +653,9 @@ class ResolverHandler:
             raise KernelError(f"the DNS resolver of project {ctx.project} exited on reload:\n{_log_tail(log)}")
 
     def delete(self, ctx: Context, r: Resource) -> None:
+        starting = ctx.cache.pop(_STARTING_KEY, None)
+        if starting is not None and starting.poll() is None:  # started, readiness not awaited yet
+            stop_group(starting.pid, start_time(starting.pid), RESOLVER_STOP_TIMEOUT, "the DNS resolver")
         pidfile = resolver_pidfile(ctx)
         pid = _daemon_pid(pidfile)
         if pid is not None:

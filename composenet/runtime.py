@@ -9,6 +9,7 @@ record still refers to something alive is asked of the module that owns that rec
 
 Layout::
 
+    <run_dir>/.ipam.lock               flock'ed by `up` while it chooses and assigns subnets
     <run_dir>/<project>/lock           flock'ed by every run that changes the project
     <run_dir>/<project>/netns/<ns>     namespace records (composenet.kernel)
     <run_dir>/<project>/files/<ns>     namespaces that have /etc/netns files (composenet.files)
@@ -32,6 +33,7 @@ from composenet.errors import LockError
 from composenet.handlers import Context
 
 LOCK_NAME = "lock"
+IPAM_LOCK_NAME = ".ipam.lock"  # in <run_dir>, host-wide (see ipam_lock)
 LOCK_MESSAGE_AFTER = 1.0  # seconds before telling the user we are waiting
 LOCK_POLL = 0.05
 # Records that refer to kernel objects or processes: removed only when what they refer to is
@@ -61,7 +63,7 @@ def log_path(ctx: Context, name: str) -> str:
 
 def atomic_write(path: str, text: str, mode: int = 0o644) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same directory and a rename,
-    so readers see the old or the new content, never a partial one."""
+    so readers see the old or the new content, never a partial one (not durable: no fsync)."""
     d = os.path.dirname(path) or "."
     os.makedirs(d, mode=0o755, exist_ok=True)
     tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}.tmp")
@@ -70,7 +72,8 @@ def atomic_write(path: str, text: str, mode: int = 0o644) -> None:
         try:
             os.fchmod(fd, mode)  # the umask must not narrow it: processes of any user read it
             os.write(fd, text.encode())
-            os.fsync(fd)
+            # No fsync: the rename alone makes the swap atomic for readers, and nothing written
+            # here has to survive a power loss (namespaces and processes do not survive a reboot).
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -155,6 +158,51 @@ def project_lock(ctx: Context, echo: Callable[[str], None] | None = None,
         finally:
             if fd >= 0:
                 os.close(fd)  # closing the last fd releases the flock
+
+
+@contextmanager
+def ipam_lock(ctx: Context, echo: Callable[[str], None] | None = None,
+              message_after: float = LOCK_MESSAGE_AFTER, timeout: float | None = None) -> Iterator[None]:
+    """Hold the host-wide address lock ``<run_dir>/.ipam.lock`` for the body.
+
+    `up` holds it from observing the host's subnets until its bridges carry their addresses
+    (the whole run), so two projects brought up at once never pick the same automatic subnet.
+    Take it after the project lock (never the other way round): `down` takes only the project
+    lock, so no two runs can wait for each other. The file is never removed."""
+    say = echo or (lambda s: print(s, file=sys.stderr, flush=True))
+    os.makedirs(ctx.run_dir, mode=0o755, exist_ok=True)
+    path = os.path.join(ctx.run_dir, IPAM_LOCK_NAME)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        start = time.monotonic()
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise LockError(f"cannot lock {path}: {e.strerror}") from None
+            waited = time.monotonic() - start
+            if timeout is not None and waited >= timeout:
+                raise LockError(f"another composenet run{_lock_holder(path)} is choosing subnets; "
+                                f"gave up after {timeout:g} s", hint=f"wait for it to finish, or check {path}",
+                                retryable=True)
+            if not told and waited >= message_after:
+                say(f"waiting for another composenet run{_lock_holder(path)} to choose its subnets")
+                told = True
+            time.sleep(LOCK_POLL)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            try:
+                os.ftruncate(fd, 0)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)  # releases the flock
 
 
 def remove_project_dir(ctx: Context) -> list[str]:

@@ -23,6 +23,12 @@ class ObservedState:
     - foreign_subnets: subnets of other composenet projects' networks;
     - foreign_links: names of links that exist but are not ours (name clashes);
     - ports_in_use: "proto/port" taken on the host by others (listeners, other projects' DNAT);
+    - networks: every composenet bridge network in the host namespace, by network name:
+      ``{"bridge", "owner" (project; "-NAME" for a standalone network), "cidrs" (the bridge's
+      addresses), "used" (addresses of other projects' endpoints on it)}``: external networks
+      are found here, and IPAM never hands out an address another project's endpoint holds;
+    - connections: endpoints added by `composenet network connect` (the project's record,
+      ``{"container", "network" (name), "aliases", "ipv4"}``): part of what the project wants;
     - offline: True when built by ``--offline`` (empty kernel, no host routes).
     """
 
@@ -32,6 +38,8 @@ class ObservedState:
     foreign_subnets: tuple[str, ...] = ()
     foreign_links: tuple[str, ...] = ()
     ports_in_use: tuple[str, ...] = ()
+    networks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    connections: list[dict[str, Any]] = field(default_factory=list)
     offline: bool = False
     # key -> digest of what the last successful apply wrote (diff.digest); labels drift only.
     applied: dict[str, str] = field(default_factory=dict)
@@ -47,6 +55,8 @@ class ObservedState:
             "foreign_subnets": list(self.foreign_subnets),
             "foreign_links": list(self.foreign_links),
             "ports_in_use": list(self.ports_in_use),
+            **({"networks": dict(sorted(self.networks.items()))} if self.networks else {}),
+            **({"connections": list(self.connections)} if self.connections else {}),
             "applied": dict(sorted(self.applied.items())),
         }
 
@@ -58,6 +68,8 @@ class ObservedState:
             foreign_subnets=tuple(d.get("foreign_subnets", ())),
             foreign_links=tuple(d.get("foreign_links", ())),
             ports_in_use=tuple(d.get("ports_in_use", ())),
+            networks=dict(d.get("networks", {})),
+            connections=list(d.get("connections", [])),
             applied=dict(d.get("applied", {})),
         )
         for rd in d.get("resources", ()):

@@ -163,7 +163,9 @@ def test_nft_load_observe_update_drift_delete(env: Env) -> None:
         assert "syntax error" in (nft.check(t1.ruleset.replace("masquerade", "masquerad")) or "")
         h.create(env.ctx, t1)
     seen = observe_nft(env)
-    assert seen is not None and seen.rules == t1.rules and seen.ruleset == ""
+    assert seen is not None and seen.rules == t1.rules
+    assert json.loads(seen.ruleset)["nftables"][:2] == [{"add": {"table": {"family": "inet", "name": t1.name}}},
+                                                      {"delete": {"table": {"family": "inet", "name": t1.name}}}]
     assert seen == t1  # ruleset is not compared
     assert any(r.startswith("published: cn:dnat web *:8080/tcp -> 10.99.0.2:80") for r in seen.rules)
     # Only in the sandbox: the root namespace has no such table.
@@ -201,6 +203,62 @@ def test_nft_load_observe_update_drift_delete(env: Env) -> None:
         h.delete(env.ctx, t2)
         h.delete(env.ctx, t2)  # already gone: fine
     assert observe_nft(env) is None
+    assert env.run_in("nft", "list", "ruleset").stdout.strip() == ""
+
+
+def test_nft_rollback_restores_the_observed_table(env: Env) -> None:
+    """An observed table carries a ruleset that re-creates it as it was: rolling back its
+    delete (or an update) puts the same chains and rules back, in one transaction."""
+    from composenet.apply import rollback
+
+    h = nft.HANDLERS[0]
+    t1 = table(env.project, [PortMap("web", None, 8080, "tcp", ("10.99.0.2",), 80)])
+    with env.inside():
+        h.create(env.ctx, t1)
+    seen = observe_nft(env)
+    assert seen is not None
+    # Someone adds a rule by hand: the restore must bring that back too (the kernel's table,
+    # not the file's).
+    env.run_in("nft", "add", "rule", "inet", t1.name, "published", "tcp", "dport", "9999", "accept")
+    seen = observe_nft(env)
+    assert seen is not None and len(seen.rules) == len(t1.rules) + 1
+    listing = env.run_in("nft", "-s", "list", "table", "inet", t1.name).stdout
+    with env.inside():
+        h.delete(env.ctx, seen)
+    assert observe_nft(env) is None
+    with env.inside():
+        assert rollback(env.ctx, [("create", seen, None)]) == (1, [])
+    assert observe_nft(env) == seen
+    assert env.run_in("nft", "-s", "list", "table", "inet", t1.name).stdout == listing
+    # Rolling back an update loads the observed table over the new one.
+    t2 = table(env.project, [PortMap("web", None, 8081, "tcp", ("10.99.0.3",), 80)])
+    with env.inside():
+        h.update(env.ctx, seen, t2)
+        assert observe_nft(env) == t2
+        assert rollback(env.ctx, [("update", t2, seen)]) == (1, [])
+    assert env.run_in("nft", "-s", "list", "table", "inet", t1.name).stdout == listing
+    with env.inside():
+        h.delete(env.ctx, seen)
+    assert env.run_in("nft", "list", "ruleset").stdout.strip() == ""
+
+
+def test_nft_without_libnftables_runs_the_nft_command(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where libnftables cannot be loaded, the same calls go through the `nft` command."""
+    monkeypatch.setattr(nft, "_lib", False)
+    h = nft.HANDLERS[0]
+    t1 = table(env.project, [PortMap("web", None, 8080, "tcp", ("10.99.0.2",), 80)])
+    with env.inside():
+        assert nft.check(t1.ruleset) is None
+        assert "syntax error" in (nft.check(t1.ruleset.replace("masquerade", "masquerad")) or "")
+        h.create(env.ctx, t1)
+    seen = observe_nft(env)
+    assert seen == t1
+    with env.inside():
+        h.delete(env.ctx, seen)
+        assert nft.HANDLERS[0].create(env.ctx, seen) is None  # the observed (JSON) ruleset loads too
+    assert observe_nft(env) == seen
+    with env.inside():
+        h.delete(env.ctx, seen)
     assert env.run_in("nft", "list", "ruleset").stdout.strip() == ""
 
 

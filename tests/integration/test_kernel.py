@@ -413,3 +413,57 @@ def test_normalisation_rules() -> None:
     assert kernel.label_parts("composenet:p/p-web-1/p_default", "p") == ["p-web-1", "p_default"]
     assert kernel.label_parts("composenet:pp/x", "p") is None
     assert kernel._sysctl_path("net.ipv4.conf.eth0.100.rp_filter", "eth0.100") == "/proc/sys/net/ipv4/conf/eth0.100/rp_filter"
+
+
+# ---- the executor: batched link deletes --------------------------------------------------------
+
+
+def _plan(h: Host, changes: list) -> object:
+    from composenet.plan import Plan, Step
+
+    return Plan(h.project, [Step(i, c) for i, c in enumerate(changes)])
+
+
+def _links(h: Host) -> dict[str, Resource]:
+    return {k: v for k, v in h.observe().resources.items() if isinstance(v, Bridge | Veth)}
+
+
+def test_executor_deletes_host_links_in_one_batch_and_rolls_back(host: Host) -> None:
+    """Under the executor, deleting veths and bridges marks them with the project's link group
+    and deletes the group in one request at the end; a later failure first finishes those
+    deletes, then re-creates what was deleted (same names, same labels)."""
+    from composenet.apply import apply
+    from composenet.plan import Action, Change, Reason
+
+    rs = stack(host, 2, v6=False)
+    create_all(host, rs)
+    links = [r for r in rs if isinstance(r, Bridge | Veth)]
+    netnses = [r for r in rs if isinstance(r, Netns)]
+    group = kernel.doom_group(host.project)
+    assert group & 0x80000000 and group == kernel.doom_group(host.project)
+    # A foreign link in another group is never touched.
+    host.ip("link", "add", "keep0", "type", "bridge")
+
+    # 1. Delete the veths and the bridge, then fail: everything comes back as it was.
+    deletes = [Change(Action.delete, r.key, r, None, Reason.orphan) for r in reversed(links)]
+    boom = Netns(host.container(1), host.project, "web")  # exists: create fails (EEXIST)
+    with pytest.raises(KernelError, match=r"rolled back 3 completed step\(s\)"):
+        apply(host.ctx, _plan(host, [*deletes, Change(Action.create, boom.key, None, boom, Reason.missing)]))  # type: ignore[arg-type]
+    assert _links(host) == {r.key: r for r in links}
+    assert str(group) not in host.ip("-d", "link", "show")
+
+    # 2. Replace a veth (its peer renamed): delete and create under the same host name.
+    v1 = next(r for r in links if isinstance(r, Veth))
+    v2 = replace(v1, peer="eth7")
+    apply(host.ctx, _plan(host, [Change(Action.replace, v1.key, v1, v2, Reason.changed, ("peer",))]))  # type: ignore[arg-type]
+    links2 = [v2 if r == v1 else r for r in links]
+    assert _links(host) == {r.key: r for r in links2}
+    assert "eth7" in sh("ip", "-n", v1.ns, "link", "show")
+
+    # 3. Delete everything (as `down` does): no link of the project is left, the foreign one is.
+    gone = [Change(Action.delete, r.key, r, None, Reason.orphan) for r in [*reversed(links2), *netnses]]
+    apply(host.ctx, _plan(host, gone))  # type: ignore[arg-type]
+    left = host.ip("-o", "link", "show")
+    assert "cnv-" not in left and "cnb-" not in left and "keep0" in left
+    assert _leftover_netns(host.project + "-") == []
+    host.ip("link", "del", "keep0")

@@ -156,3 +156,24 @@ def test_ip_netns_exec_is_refused(sandbox: Sandbox, tmp_path) -> None:
     assert sb.namespaces(p) == []
     assert tcp(sb.host, "127.0.0.1", 8080, 0.5) is None
     sb.assert_clean(p)
+
+
+def test_down_when_something_else_holds_a_namespace(sandbox: Sandbox, tmp_path) -> None:
+    """A namespace that something outside composenet keeps alive (here an open fd) outlives
+    `down`, which only unmounts it: the veths must not stay with it (`down` deletes them, in
+    one batch, rather than leave them to the namespace's destruction)."""
+    sb, p = sandbox, project()
+    compose = render("small", tmp_path)
+    sb.up(compose, p)
+    held = os.open(f"/run/netns/{p}-peer-1", os.O_RDONLY)
+    try:
+        r = sb.down(p, compose, check=False)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert not [lk for lk in sb.links() if str(lk.get("ifalias", "")).startswith(f"composenet:{p}/")]
+        # The namespace itself still lives (the fd), with only its loopback left.
+        links = subprocess.run(["nsenter", f"--net=/proc/self/fd/{held}", "ip", "-o", "link", "show"],
+                               capture_output=True, text=True, timeout=30, pass_fds=(held,))
+        assert links.returncode == 0 and [ln.split(":")[1].strip() for ln in links.stdout.splitlines()] == ["lo"]
+    finally:
+        os.close(held)
+    sb.assert_clean(p)
