@@ -46,6 +46,11 @@ class _Globals:
 G = _Globals()
 
 
+def _examples(*lines: str) -> str:
+    """A command's help epilog: one example per line, kept as written."""
+    return "Examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
@@ -92,7 +97,12 @@ def _load():
     return load_project(G.opts)
 
 
-@app.command()
+@app.command(epilog=_examples(
+    "composenet config  # ./compose.yaml, as YAML",
+    "composenet -f compose.yaml -f prod.yaml config  # several files, merged",
+    "composenet --profile debug config --format json",
+    "composenet config --ignored  # keys not interpreted",
+))
 def config(
     format: Annotated[ConfigFormat, typer.Option("--format", help="Output format.")] = ConfigFormat.yaml,
     ignored: Annotated[
@@ -108,7 +118,10 @@ def config(
     typer.echo(render_config(project, format.value, ignored=ignored), nl=False)
 
 
-@app.command()
+@app.command(epilog=_examples(
+    "composenet validate  # FILE:LINE:COL per problem",
+    "composenet -f compose.yaml --env-file prod.env validate",
+))
 def validate() -> None:
     """Check the compose files and print only the problems (exit 1 if any)."""
     project = _load()
@@ -145,11 +158,38 @@ def _project_context(require_file: bool = False):
     return _context(project.name), project.name, project
 
 
+def _read_json(path: str, what: str):
+    """A JSON file given on the command line; a clear error (never a traceback) if it is not."""
+    import json as _json
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return _json.load(f)
+    except OSError as e:
+        fail(f"cannot read {what} {path}: {e.strerror or e}")
+    except (UnicodeDecodeError, ValueError) as e:
+        fail(f"{path}: not a JSON {what}: {e}")
+
+
+def _write(path: str, text: str, what: str) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        fail(f"cannot write {what} {path}: {e.strerror or e}")
+
+
 def _echo_err(text: str) -> None:
     typer.echo(text, err=True)
 
 
-@app.command()
+@app.command(epilog=_examples(
+    "composenet plan  # against this kernel (root)",
+    "composenet plan --offline  # against an empty kernel, anywhere",
+    "composenet plan --detailed-exitcode  # exit 0 none, 1 error, 2 changes",
+    "composenet plan --out plan.json && composenet up --plan plan.json",
+    "composenet plan --format json --show-ruleset",
+))
 def plan(
     format: Annotated[Format, typer.Option("--format", help="text (for review) or json (schemas/plan.schema.json).")] = Format.text,
     detailed_exitcode: Annotated[
@@ -166,10 +206,7 @@ def plan(
 ) -> None:
     """Show what `up` would change in this kernel, without changing anything (a dry run).
 
-    Changes are grouped by network and service with + (create), ~ (update in place),
-    -/+ (replace) and - (remove), each with its reason; then the exposure table (which host
-    address:port reaches which service) and a summary line."""
-    import json as _json
+    Changes are grouped by network and service with + (create), ~ (update in place), -/+ (replace) and - (remove), each with its reason; then the exposure table (which host address:port reaches which service) and a summary line."""  # noqa: E501 -- one line: help text keeps newlines
 
     from composenet.pipeline import check_ruleset, make_plan, read_upstreams
     from composenet.render import render_json, render_text
@@ -179,8 +216,10 @@ def plan(
     upstreams = read_upstreams(G.resolv_conf)
     ctx = _context(project.name)
     if observed_file:
-        with open(observed_file) as f:
-            observed = ObservedState.from_json(_json.load(f))
+        try:
+            observed = ObservedState.from_json(_read_json(observed_file, "observed state"))
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
+            fail(f"{observed_file}: not a recorded observed state ({type(e).__name__}: {e})")
     elif offline:
         observed = ObservedState(offline=True)
     else:
@@ -189,7 +228,13 @@ def plan(
 
         kernel.check_mount_namespace()
         observed = observe_project(ctx)
-    planned = make_plan(project, project.name, observed, upstreams, ctx.run_dir)
+    try:
+        planned = make_plan(project, project.name, observed, upstreams, ctx.run_dir)
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        if not observed_file:
+            raise
+        # A hand-edited or damaged recording: its values are only used while planning.
+        fail(f"{observed_file}: not a recorded observed state ({type(e).__name__}: {e})")
     if planned.ruleset and not offline and not observed_file:
         err = check_ruleset(planned.ruleset)
         if err:
@@ -199,13 +244,17 @@ def plan(
     else:
         typer.echo(render_text(planned.plan, planned.ruleset if show_ruleset else None), nl=False)
     if out:
-        with open(out, "w") as f:
-            f.write(render_json(planned.plan, planned.ruleset))
+        _write(out, render_json(planned.plan, planned.ruleset), "the plan to")
     if detailed_exitcode and not planned.plan.empty:
         raise typer.Exit(2)
 
 
-@app.command()
+@app.command(epilog=_examples(
+    "composenet up",
+    "composenet -p shop -f compose.yaml up -q",
+    "composenet plan --out plan.json  # review it, then:",
+    "composenet up --plan plan.json  # applies it only if nothing changed since",
+))
 def up(
     plan_file: Annotated[
         str | None, typer.Option("--plan", help="Apply this saved plan (`plan --out`), only if the kernel still matches it.")
@@ -214,15 +263,18 @@ def up(
 ) -> None:
     """Build the stack in the kernel: namespaces, bridges, veths, addresses, routes, nftables,
     DNS resolvers, then start the service commands. Running it again changes only what differs."""
-    import json as _json
 
     from composenet.pipeline import read_upstreams, run_apply
 
     project = _load()
     saved = None
     if plan_file:
-        with open(plan_file) as f:
-            saved = _json.load(f)
+        from composenet.plan import saved_plan_problem
+
+        saved = _read_json(plan_file, "saved plan")
+        problem = saved_plan_problem(saved)
+        if problem:
+            fail(f"{plan_file}: {problem}")
         if saved.get("project") != project.name:
             fail(f"the saved plan is for project {saved.get('project')!r}, not {project.name!r}")
     ctx = _context(project.name)
@@ -238,7 +290,7 @@ def up(
                    f'{n["replace"]} replaced, {n["remove"]} removed.')
 
 
-@app.command()
+@app.command(epilog=_examples("composenet down", "composenet -p shop down  # without the compose file"))
 def down(
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only warnings and errors.")] = False,
 ) -> None:
@@ -259,7 +311,7 @@ def down(
 # ---- ps, port, exec, logs (composenet.status): read what runs; never change the project ----
 
 
-@app.command()
+@app.command(epilog=_examples("composenet ps", "composenet -p shop ps --format json"))
 def ps(
     format: Annotated[Format, typer.Option("--format", help="text (a table) or json.")] = Format.text,
 ) -> None:
@@ -274,7 +326,7 @@ def ps(
         ctx.close()
 
 
-@app.command()
+@app.command(epilog=_examples("composenet port web 80", "composenet port dns 53 --protocol udp --index 2"))
 def port(
     service: Annotated[str, typer.Argument(help="Service name.")],
     private_port: Annotated[int, typer.Argument(metavar="PORT", help="Container port.")],
@@ -293,7 +345,8 @@ def port(
         ctx.close()
 
 
-@app.command(name="exec")
+@app.command(name="exec", epilog=_examples("composenet exec web -- ip addr",
+                                            "composenet exec db --index 2 -- getent hosts web"))
 def exec_(
     service: Annotated[str, typer.Argument(help="Service name.")],
     cmd: Annotated[list[str], typer.Argument(metavar="-- CMD [ARGS]...", help="Command to run.")],
@@ -311,7 +364,7 @@ def exec_(
     raise typer.Exit(rc)
 
 
-@app.command()
+@app.command(epilog=_examples("composenet logs web", "composenet logs -f worker"))
 def logs(
     service: Annotated[str, typer.Argument(help="Service name.")],
     follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new output until Ctrl-C.")] = False,
@@ -322,6 +375,13 @@ def logs(
 
     ctx, _name, _project = _project_context()
     status.logs(ctx, service, follow)
+
+
+# ---- network ls/create/inspect/rm/prune (composenet.netcmd): standalone networks ----
+
+from composenet import netcmd  # noqa: E402 -- typer and stdlib only at import: stays fast
+
+app.add_typer(netcmd.app, name="network")
 
 
 def main() -> None:

@@ -15,9 +15,10 @@ import hashlib
 import ipaddress
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from composenet import ipam
+from composenet.errors import InputError, Problem
 from composenet.model import Attachment, Network, Project, Service
 from composenet.resources import (
     LABEL_PREFIX,
@@ -173,11 +174,7 @@ def desire(project: Project, observed: ObservedState, upstreams: Upstreams, run_
         taken += [str(ipaddress.ip_interface(a).network) for a in _observed_bridge_addrs(observed, br)]
     for n in sorted(project.networks, key=lambda n: n.key):
         if n.external:
-            nets[n.key] = NetPlan(n, "external")
-            d.warnings.append(
-                f"network {n.key}: external network {n.name!r} is not managed by composenet; "
-                "services are not attached to it"
-            )
+            nets[n.key] = _external(n, p, observed, d.warnings)
             continue
         if n.driver in ("none", "host"):
             nets[n.key] = NetPlan(n, n.driver)
@@ -231,6 +228,10 @@ def desire(project: Project, observed: ObservedState, upstreams: Upstreams, run_
                     np.subnet6 = ipam.ula_subnet(p, n.name)
                     np.gateway6 = ipam.first_host(np.subnet6)
                 np.pool6 = ipam.Pool(np.subnet6, np.gateway6)
+        for used in observed.networks.get(n.name, {}).get("used", ()) if kind == "bridge" else ():
+            for pool in (np.pool4, np.pool6):
+                if pool is not None:
+                    pool.claim(used)  # an endpoint of another project (external user) holds it
         nets[n.key] = np
 
     # ---- containers ----------------------------------------------------------------------
@@ -268,18 +269,32 @@ def desire(project: Project, observed: ObservedState, upstreams: Upstreams, run_
 
     # Addresses: statics first (all containers), then previously observed, then dynamic.
     endpoint_specs: list[tuple[Container, int, NetPlan, Attachment]] = []
+    conn_specs: set[tuple[str, int]] = set()  # (container, eth) added by `network connect`
     for c in containers:
         if not c.own_ns:
             continue
         eth = 0
         for att in c.service.networks:
             target_net = nets.get(att.network)
-            if target_net is None or target_net.kind in ("external", "none", "host"):
+            if target_net is None or target_net.kind in ("none", "host") or (
+                    target_net.kind == "external" and not target_net.bridge):
                 continue
             endpoint_specs.append((c, eth, target_net, att))
             eth += 1
+        # Endpoints `composenet network connect` added to this container, after the file's.
+        for conn in observed.connections:
+            if conn.get("container") != c.name:
+                continue
+            target_net = _connected_network(str(conn.get("network", "")), project, nets, observed, d.warnings)
+            if target_net is None or any(x is c and np_ is target_net for x, _e, np_, _a in endpoint_specs):
+                continue
+            att = Attachment(network=target_net.net.key, aliases=tuple(str(a) for a in conn.get("aliases", ())),
+                             ipv4_address=conn.get("ipv4") or None)
+            conn_specs.add((c.name, eth))
+            endpoint_specs.append((c, eth, target_net, att))
+            eth += 1
     for c, _eth, np, att in endpoint_specs:
-        if c.service.replicas == 1 or c.index == 1:
+        if c.service.replicas == 1 or c.index == 1 or (c.name, _eth) in conn_specs:
             if att.ipv4_address and np.pool4 is not None:
                 np.pool4.claim(att.ipv4_address)
             if att.ipv6_address and np.pool6 is not None:
@@ -289,7 +304,7 @@ def desire(project: Project, observed: ObservedState, upstreams: Upstreams, run_
         ifname = att.interface_name or f"eth{eth}"
         prev = _observed_endpoint_addrs(observed, c.ns, ifname)
         a4 = a6 = None
-        if c.index == 1 and att.ipv4_address:
+        if (c.index == 1 or (c.name, eth) in conn_specs) and att.ipv4_address:
             a4 = att.ipv4_address
         elif np.pool4 is not None:
             for a in prev:
@@ -340,7 +355,7 @@ def desire(project: Project, observed: ObservedState, upstreams: Upstreams, run_
         for ep in c.endpoints:
             np = ep.network
             label = f"{LABEL_PREFIX}{p}/{c.name}/{np.net.name}"
-            if np.kind == "bridge":
+            if np.kind in ("bridge", "external"):
                 icc = _opt_bool(np.net.opt("com.docker.network.bridge.enable_icc"), True)
                 d.add(Veth(veth_ifname(p, c.name, np.net.name), label, c.name, ep.ifname, np.bridge, np.mtu, ep.mac,
                            hairpin=True, isolated=not icc))
@@ -484,6 +499,65 @@ def desire(project: Project, observed: ObservedState, upstreams: Upstreams, run_
     return d
 
 
+def _connected_network(name: str, project: Project, nets: dict[str, NetPlan], observed: ObservedState,
+                       warnings: list[str]) -> NetPlan | None:
+    """The network a `network connect` record names: one of the project's (by name), else another
+    composenet network, planned as external (kept in ``nets`` under ``@NAME``). Gone: a warning."""
+    for np in nets.values():
+        if np.net.name == name and (np.kind in ("bridge", "macvlan") or (np.kind == "external" and np.bridge)):
+            return np
+    key = "@" + name
+    if key not in nets:
+        if name not in observed.networks or observed.networks[name].get("owner") == project.name:
+            warnings.append(f"network {name!r} (connected with `composenet network connect`) does not exist any "
+                            "more; its endpoints are left out")
+            return None
+        nets[key] = _external(Network(key=key, name=name, external=True), project.name, observed, warnings)
+    return nets[key]
+
+
+def _external(n: Network, project: str, observed: ObservedState, warnings: list[str]) -> NetPlan:
+    """An ``external: true`` network: another project's network or a standalone one (``composenet
+    network create``), found by its label (ObservedState.networks). Its bridge, addresses and
+    rules belong to its owner: this project only attaches endpoints, with addresses from its
+    subnet that no other endpoint holds. Missing: an error at the network's key (CS-NET-12)."""
+    found = observed.networks.get(n.name)
+    if found is None or found.get("owner") == project:
+        if observed.offline:
+            warnings.append(f"network {n.key}: external network {n.name!r} is assumed to exist (offline plan); "
+                            "services are not attached to it in this plan")
+            return NetPlan(n, "external")
+        pos = n.pos
+        raise InputError([Problem(
+            f"external network {n.name!r} does not exist" + (" (it is this project's own network)" if found else ""),
+            file=pos.file if pos else None, line=pos.line if pos else None, col=pos.col if pos else None,
+            path=f"networks.{n.key}.external",
+            hint=f"create it first: `composenet network create {n.name}`, or bring up the project that defines it",
+            rule="CS-NET-12")])
+    if found.get("driver") == "macvlan":
+        # A standalone macvlan network: each endpoint is a macvlan link on its parent, as for a
+        # macvlan network of the file (no bridge, no resolver, no NAT).
+        opts = (("macvlan_mode", str(found.get("mode") or "bridge")), ("parent", str(found.get("parent", ""))))
+        np = NetPlan(replace(n, driver="macvlan", driver_opts=opts), "macvlan")
+    else:
+        np = NetPlan(n, "external", bridge=str(found["bridge"]))
+    owner = str(found.get("owner", ""))
+    who = "it is a standalone network" if owner.startswith("-") else f"it belongs to project {owner!r}"
+    where = n.name if n.key.startswith("@") else n.key  # "@NAME": attached by `network connect`
+    warnings.append(f"network {where}: external network {n.name!r} ({who}) is not served by this project's "
+                    "resolver; its containers resolve names on their other networks")
+    used = [str(a) for a in found.get("used", ())]
+    for cidr in found.get("cidrs", ()):
+        iface = ipaddress.ip_interface(cidr)
+        if iface.version == 4 and np.subnet4 is None:
+            np.subnet4, np.gateway4 = ipaddress.IPv4Network(iface.network), str(iface.ip)
+            np.pool4 = ipam.Pool(np.subnet4, np.gateway4, reserved=[a for a in used if ":" not in a])
+        elif iface.version == 6 and np.subnet6 is None:
+            np.subnet6, np.gateway6 = ipaddress.IPv6Network(iface.network), str(iface.ip)
+            np.pool6 = ipam.Pool(np.subnet6, np.gateway6, reserved=[a for a in used if ":" in a])
+    return np
+
+
 def _ports(project: Project, nets: dict[str, NetPlan], containers: list[Container], observed: ObservedState,
            warnings: list[str]) -> tuple[list[PortMap], list[dict]]:
     prev = _observed_port_set(observed)
@@ -504,23 +578,20 @@ def _ports(project: Project, nets: dict[str, NetPlan], containers: list[Containe
     for svc in sorted(project.services, key=lambda s: s.name):
         if not svc.ports:
             continue
-        if svc.network_mode == "host":
-            warnings.append(f"service {svc.name}: ports are meaningless with network_mode host; not published")
-            continue
         if svc.network_mode:
-            warnings.append(f"service {svc.name}: ports with network_mode {svc.network_mode} are not published")
-            continue
+            continue  # the validator reported it, located (an error, or a warning for `none`)
         cs = by_service.get(svc.name, [])
         eps = []
         for c in cs:
-            cand = [e for e in c.endpoints if not e.network.net.internal and e.network.kind == "bridge"]
+            cand = [e for e in c.endpoints if not e.network.net.internal and e.network.kind in ("bridge", "external")
+                    and e.network.bridge]
             if cand:
                 eps.append(sorted(cand, key=lambda e: (-e.gw_priority, e.index))[0])
         if not eps:
-            warnings.append(
-                f"service {svc.name}: its only networks are internal; its ports are not published "
-                "(Docker drops them silently)"
-            )
+            if not all(nets[a.network].net.internal for a in svc.networks if a.network in nets):
+                # Only-internal is the validator's located warning; this is the other case.
+                warnings.append(f"service {svc.name}: none of its networks is a bridge composenet manages; "
+                                "its ports are not published")
             continue
         default_ip = None
         for port in svc.ports:
