@@ -11,6 +11,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
+from composenet.clihelp import examples
 from composenet.options import LoadOptions
 
 app = typer.Typer(
@@ -44,11 +45,6 @@ class _Globals:
 
 
 G = _Globals()
-
-
-def _examples(*lines: str) -> str:
-    """A command's help epilog: one example per line, kept as written."""
-    return "Examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -97,7 +93,7 @@ def _load():
     return load_project(G.opts)
 
 
-@app.command(epilog=_examples(
+@app.command(epilog=examples(
     "composenet config  # ./compose.yaml, as YAML",
     "composenet -f compose.yaml -f prod.yaml config  # several files, merged",
     "composenet --profile debug config --format json",
@@ -118,7 +114,7 @@ def config(
     typer.echo(render_config(project, format.value, ignored=ignored), nl=False)
 
 
-@app.command(epilog=_examples(
+@app.command(epilog=examples(
     "composenet validate  # FILE:LINE:COL per problem",
     "composenet -f compose.yaml --env-file prod.env validate",
 ))
@@ -183,7 +179,7 @@ def _echo_err(text: str) -> None:
     typer.echo(text, err=True)
 
 
-@app.command(epilog=_examples(
+@app.command(epilog=examples(
     "composenet plan  # against this kernel (root)",
     "composenet plan --offline  # against an empty kernel, anywhere",
     "composenet plan --detailed-exitcode  # exit 0 none, 1 error, 2 changes",
@@ -249,7 +245,7 @@ def plan(
         raise typer.Exit(2)
 
 
-@app.command(epilog=_examples(
+@app.command(epilog=examples(
     "composenet up",
     "composenet -p shop -f compose.yaml up -q",
     "composenet plan --out plan.json  # review it, then:",
@@ -290,7 +286,7 @@ def up(
                    f'{n["replace"]} replaced, {n["remove"]} removed.')
 
 
-@app.command(epilog=_examples("composenet down", "composenet -p shop down  # without the compose file"))
+@app.command(epilog=examples("composenet down", "composenet -p shop down  # without the compose file"))
 def down(
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only warnings and errors.")] = False,
 ) -> None:
@@ -311,7 +307,7 @@ def down(
 # ---- ps, port, exec, logs (composenet.status): read what runs; never change the project ----
 
 
-@app.command(epilog=_examples("composenet ps", "composenet -p shop ps --format json"))
+@app.command(epilog=examples("composenet ps", "composenet -p shop ps --format json"))
 def ps(
     format: Annotated[Format, typer.Option("--format", help="text (a table) or json.")] = Format.text,
 ) -> None:
@@ -326,7 +322,7 @@ def ps(
         ctx.close()
 
 
-@app.command(epilog=_examples("composenet port web 80", "composenet port dns 53 --protocol udp --index 2"))
+@app.command(epilog=examples("composenet port web 80", "composenet port dns 53 --protocol udp --index 2"))
 def port(
     service: Annotated[str, typer.Argument(help="Service name.")],
     private_port: Annotated[int, typer.Argument(metavar="PORT", help="Container port.")],
@@ -345,7 +341,7 @@ def port(
         ctx.close()
 
 
-@app.command(name="exec", epilog=_examples("composenet exec web -- ip addr",
+@app.command(name="exec", epilog=examples("composenet exec web -- ip addr",
                                             "composenet exec db --index 2 -- getent hosts web"))
 def exec_(
     service: Annotated[str, typer.Argument(help="Service name.")],
@@ -364,7 +360,7 @@ def exec_(
     raise typer.Exit(rc)
 
 
-@app.command(epilog=_examples("composenet logs web", "composenet logs -f worker"))
+@app.command(epilog=examples("composenet logs web", "composenet logs -f worker"))
 def logs(
     service: Annotated[str, typer.Argument(help="Service name.")],
     follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new output until Ctrl-C.")] = False,

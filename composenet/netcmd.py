@@ -29,6 +29,8 @@ from typing import Annotated, Any
 
 import typer
 
+from composenet.clihelp import examples
+
 app = typer.Typer(
     name="network",
     help="Manage composenet networks: standalone ones (usable as `external: true` by projects) "
@@ -163,7 +165,11 @@ def _echo(text: str) -> None:
 # ---- commands ------------------------------------------------------------------------------
 
 
-@app.command("ls")
+@app.command("ls", epilog=examples(
+    'composenet network ls',
+    'composenet network ls -q',
+    'composenet network ls --format json',
+))
 def ls(
     format: Annotated[Format, typer.Option("--format", help="text (a table) or json.")] = Format.text,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only the names.")] = False,
@@ -186,12 +192,14 @@ def ls(
         typer.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
-@app.command("inspect")
+@app.command("inspect", epilog=examples(
+    'composenet network inspect shared',
+    'composenet network inspect webapp_front webapp_data',
+))
 def inspect(
     names: Annotated[list[str], typer.Argument(metavar="NAME...", help="Network name(s).")],
 ) -> None:
-    """Print networks as JSON: driver, subnets, gateways, options, and the containers attached
-    with their addresses."""
+    """Print networks as JSON: driver, subnets, gateways, options, and the containers attached with their addresses."""
     nets = _networks()
     missing = [n for n in names if n not in nets]
     if missing:
@@ -228,7 +236,13 @@ def _ipam(subnets: list[str], gateways: list[str], ranges: list[str]) -> list[di
     return out
 
 
-@app.command("create")
+@app.command("create", epilog=examples(
+    'composenet network create shared',
+    'composenet network create --subnet 10.40.0.0/24 --gateway 10.40.0.254 lab',
+    'composenet network create --internal --ipv6 backplane',
+    'composenet network create -d macvlan -o parent=eth1 --subnet 192.0.2.0/24 lan',
+    '(then in a compose file: networks: {shared: {external: true}})',
+))
 def create(
     name: Annotated[str, typer.Argument(help="Network name.")],
     driver: Annotated[Driver, typer.Option("-d", "--driver", help="bridge or macvlan (-o parent=IFACE).")] = Driver.bridge,
@@ -311,7 +325,10 @@ def _remove(name: str, nets: dict[str, dict[str, Any]]) -> None:
         ctx.close()
 
 
-@app.command("rm")
+@app.command("rm", epilog=examples(
+    'composenet network rm shared',
+    'composenet network rm lab backplane',
+))
 def rm(
     names: Annotated[list[str], typer.Argument(metavar="NAME...", help="Network name(s).")],
 ) -> None:
@@ -322,12 +339,13 @@ def rm(
         typer.echo(name)
 
 
-@app.command("prune")
+@app.command("prune", epilog=examples(
+    'composenet network prune',
+))
 def prune(
     format: Annotated[Format, typer.Option("--format", help="text or json (the removed names).")] = Format.text,
 ) -> None:
-    """Remove every standalone composenet network no container uses. Project networks and
-    anything without a composenet label are left alone."""
+    """Remove every standalone composenet network no container uses. Project networks and anything without a composenet label are left alone."""
     nets = _networks()
     gone = []
     for name, n in nets.items():
@@ -385,7 +403,10 @@ def _apply_connections(project, ctx, records: list[dict[str, Any]]) -> None:  # 
         ctx.close()
 
 
-@app.command("connect")
+@app.command("connect", epilog=examples(
+    'composenet -f compose.yaml network connect shared webapp-web-1',
+    'composenet -p webapp network connect --alias api --ip 10.40.0.10 lab webapp-web-1',
+))
 def connect(
     network: Annotated[str, typer.Argument(help="Network name (`composenet network ls`).")],
     container: Annotated[str, typer.Argument(help="Container of a running project, e.g. PROJECT-web-1.")],
@@ -415,7 +436,9 @@ def connect(
     _apply_connections(project, ctx, records)
 
 
-@app.command("disconnect")
+@app.command("disconnect", epilog=examples(
+    'composenet -p webapp network disconnect lab webapp-web-1',
+))
 def disconnect(
     network: Annotated[str, typer.Argument(help="Network name.")],
     container: Annotated[str, typer.Argument(help="Container of a running project.")],

@@ -135,7 +135,8 @@ def _apply_locked(ctx: Context, project: Project | None, project_name: str, upst
         echo(f"warning: {w}")
     if planned.plan.empty:
         if not quiet:
-            echo("No changes. Kernel state matches the compose file.")
+            echo("No changes. Kernel state matches the compose file." if project is not None
+                 else f"Nothing to remove: project {project_name!r} owns nothing in this kernel.")
         if project is None:  # `down` of a project already down: taking the lock made its directory
             runtime.remove_project_dir(ctx)
         return planned

@@ -55,8 +55,9 @@ def test_up_builds_the_stack_and_down_leaves_nothing(sandbox: Sandbox, tmp_path)
     r = sb.down(p, compose)
     assert "Traceback" not in r.stderr
     sb.assert_clean(p)
-    # A second `down` has nothing to do and still succeeds.
-    sb.down(p, compose)
+    # A second `down` has nothing to do, says so, and still succeeds.
+    r = sb.down(p, compose)
+    assert "Nothing to remove" in r.stdout + r.stderr, r.stdout + r.stderr
     sb.assert_clean(p)
 
 

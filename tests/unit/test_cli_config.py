@@ -79,16 +79,21 @@ def test_project_options(tmp_path: Path):
     assert doc["services"]["web"]["ports"][0]["published"] == "9999"
 
 
-COMMANDS = ["config", "validate", "plan", "up", "down", "ps", "port", "exec", "logs"]
+COMMANDS = ["config", "validate", "plan", "up", "down", "ps", "port", "exec", "logs",
+            "network ls", "network inspect", "network create", "network rm", "network prune",
+            "network connect", "network disconnect"]
 
 
 def test_every_command_help_teaches_with_examples(tmp_path: Path):
     for cmd in COMMANDS:
-        r = run(tmp_path, cmd, "--help", env={"COLUMNS": "100", "TERM": "dumb"})
+        r = run(tmp_path, *cmd.split(), "--help", env={"COLUMNS": "100", "TERM": "dumb"})
         assert r.returncode == 0, (cmd, r.stderr)
         examples = r.stdout.split("Examples:", 1)
         assert len(examples) == 2, f"`composenet {cmd} --help` has no examples:\n{r.stdout}"
-        assert f"composenet {cmd}" in examples[1] or f" {cmd} " in examples[1], (cmd, r.stdout)
+        # One example per line: each line of the section starts a command of its own.
+        lines = [line.strip() for line in examples[1].splitlines() if line.strip()]
+        assert lines and all(line.startswith(("composenet ", "(")) for line in lines), (cmd, r.stdout)
+        assert any(f" {cmd.split()[-1]}" in line for line in lines), (cmd, r.stdout)
 
 
 PLANNED = """
