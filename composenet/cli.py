@@ -133,25 +133,27 @@ def _context(project_name: str):
     return Context(project=project_name, run_dir=run_dir, resolv_conf=G.resolv_conf or "/etc/resolv.conf")
 
 
-def _project_context(require_file: bool = False):
-    """(ctx, project name, Project or None). Without a loadable compose file, `-p NAME` is
-    enough for commands that work from kernel labels alone (down, ps, port, logs)."""
-    from composenet.errors import InputError
+def _named_project() -> str:
+    """The project `-p NAME` names, refused if invalid (Compose does not normalise -p)."""
+    from composenet.errors import InputError, Problem
+    from composenet.options import name_problem
 
-    try:
-        project = _load()
-    except InputError:
-        if require_file or not G.opts.project_name:
-            raise
-        from composenet.errors import Problem
-        from composenet.project import _name_problem
+    name = G.opts.project_name or ""
+    err = name_problem(name)
+    if err:
+        raise InputError([Problem(err, rule="CS-NAME-03")]) from None
+    return name
 
-        name = G.opts.project_name
-        err = _name_problem(name)
-        if err:  # Compose refuses an invalid -p instead of normalising it
-            raise InputError([Problem(err, rule="CS-NAME-03")]) from None
-        return _context(name), name, None
-    return _context(project.name), project.name, project
+
+def _project_context():
+    """(ctx, project name) for commands that work from kernel labels alone (down, ps, port,
+    exec, logs): `-p NAME` is enough and the compose file is not even read; without -p the
+    file gives the name."""
+    if G.opts.project_name:
+        name = _named_project()
+    else:
+        name = _load().name
+    return _context(name), name
 
 
 def _read_json(path: str, what: str):
@@ -293,11 +295,11 @@ def down(
     """Remove everything the project owns in the kernel: processes, resolver, nftables table,
     veths, bridges, namespaces, /etc/netns files and runtime files. Works from kernel labels
     alone, so `composenet -p NAME down` works even when the compose file changed or is gone."""
-    from composenet.pipeline import read_upstreams, run_apply
+    from composenet.pipeline import run_apply
 
-    ctx, name, _project = _project_context()
-    try:
-        planned = run_apply(ctx, None, name, read_upstreams(G.resolv_conf), _echo_err, quiet)
+    ctx, name = _project_context()
+    try:  # down wants nothing, so it needs no upstream servers
+        planned = run_apply(ctx, None, name, None, _echo_err, quiet)
     finally:
         ctx.close()
     if not planned.plan.empty and not quiet:
@@ -315,7 +317,7 @@ def ps(
     ports and the state of the service's command (running pid / exited / no command)."""
     from composenet import status
 
-    ctx, _name, _project = _project_context()
+    ctx, _name = _project_context()
     try:
         typer.echo(status.ps(ctx, format.value), nl=False)
     finally:
@@ -333,7 +335,7 @@ def port(
     ephemeral ports included."""
     from composenet import status
 
-    ctx, _name, _project = _project_context()
+    ctx, _name = _project_context()
     try:
         for line in status.port_lines(ctx, service, private_port, protocol, index):
             typer.echo(line)
@@ -352,7 +354,7 @@ def exec_(
     the foreground; exits with the command's status. Example: `composenet exec web -- ip addr`."""
     from composenet import status
 
-    ctx, _name, _project = _project_context()
+    ctx, _name = _project_context()
     try:
         rc = status.exec_in(ctx, service, list(cmd), index)
     finally:
@@ -369,7 +371,7 @@ def logs(
     container name when there are several)."""
     from composenet import status
 
-    ctx, _name, _project = _project_context()
+    ctx, _name = _project_context()
     status.logs(ctx, service, follow)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -14,3 +15,17 @@ class LoadOptions:
     profiles: tuple[str, ...] = ()  # --profile (added to COMPOSE_PROFILES)
     cwd: str | None = None  # default: os.getcwd()
     environ: Mapping[str, str] | None = None  # default: os.environ
+
+
+_PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` is not a valid project name (CS-NAME-03), or None. Kept here, light to
+    import, so commands that only need the name (`-p NAME down`) skip the loader."""
+    if not name:
+        return "the project name must not be empty"
+    if not _PROJECT_NAME.match(name):
+        return (f"invalid project name {name!r}: only lower-case letters, digits, '-' and '_', starting with "
+                "a letter or a digit")
+    return None

@@ -12,8 +12,8 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from composenet.desired import Upstreams, desire, parse_resolv_conf
 from composenet.diff import diff, digest, implied_deletes
 from composenet.errors import ComposenetError, PlanError
 from composenet.handlers import Context
@@ -23,10 +23,15 @@ from composenet.render import describe, render_text
 from composenet.resources import Bridge, NftTable, Sysctl
 from composenet.state import DesiredState, ObservedState
 
+if TYPE_CHECKING:  # composenet.desired is imported where a plan is made: `down` never needs it
+    from composenet.desired import Upstreams
+
 Echo = Callable[[str], None]
 
 
 def read_upstreams(path: str | None) -> Upstreams:
+    from composenet.desired import Upstreams, parse_resolv_conf
+
     """Upstream resolvers: the given file (--resolv-conf / COMPOSENET_RESOLV_CONF), else
     /etc/resolv.conf; on a systemd-resolved host (only 127.0.0.53), its real upstream list."""
     path = path or "/etc/resolv.conf"
@@ -55,11 +60,13 @@ class Planned:
     ruleset: str | None
 
 
-def make_plan(project: Project | None, project_name: str, observed: ObservedState, upstreams: Upstreams,
+def make_plan(project: Project | None, project_name: str, observed: ObservedState, upstreams: Upstreams | None,
               run_dir: str = "/run/composenet") -> Planned:
     """Pure: the plan that takes ``observed`` to what ``project`` wants (None: to nothing)."""
     if project is not None:
-        desired = desire(project, observed, upstreams, run_dir)
+        from composenet.desired import Upstreams, desire
+
+        desired = desire(project, observed, upstreams or Upstreams(), run_dir)
     else:
         desired = DesiredState(project=project_name)
     changes = diff(desired, observed)
@@ -98,7 +105,7 @@ def record_applied(ctx: Context, desired: DesiredState) -> None:
     os.replace(tmp, os.path.join(ctx.project_dir, "applied.json"))
 
 
-def run_apply(ctx: Context, project: Project | None, project_name: str, upstreams: Upstreams, echo: Echo,
+def run_apply(ctx: Context, project: Project | None, project_name: str, upstreams: Upstreams | None, echo: Echo,
               quiet: bool = False, saved_plan: dict | None = None) -> Planned:
     """Observe, plan, check, apply, record, verify. Used by `up` (project) and `down` (None)."""
     from composenet import kernel, runtime
@@ -115,7 +122,8 @@ def run_apply(ctx: Context, project: Project | None, project_name: str, upstream
             return _apply_locked(ctx, project, project_name, upstreams, echo, quiet, saved_plan, ipam.close)
 
 
-def _apply_locked(ctx: Context, project: Project | None, project_name: str, upstreams: Upstreams, echo: Echo,
+def _apply_locked(ctx: Context, project: Project | None, project_name: str, upstreams: Upstreams | None,
+                  echo: Echo,
                   quiet: bool, saved_plan: dict | None, applied: Callable[[], None] = lambda: None) -> Planned:
     from composenet import runtime
     from composenet.apply import apply

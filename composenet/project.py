@@ -34,13 +34,12 @@ from composenet.load import (
 from composenet.merge import merge_documents, merge_service, merge_values, strip_tags
 from composenet.model import Network, Project, Service
 from composenet.modelbuild import Ctx, build_network, build_service, default_env_path, string_list
-from composenet.options import LoadOptions
+from composenet.options import LoadOptions, name_problem
 from composenet.validate import check
 
 DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
 OVERRIDE_FILES = ("compose.override.yml", "compose.override.yaml", "docker-compose.override.yml",
                   "docker-compose.override.yaml")
-_PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _V1_KEYS = {"image", "build", "net", "ports", "links", "command", "volumes", "environment", "container_name",
             "expose", "entrypoint", "dns", "extends"}
 _IMPORTED = ("services", "networks", "volumes", "secrets", "configs")
@@ -53,15 +52,6 @@ def normalize_project_name(name: str) -> str:
         raise InputError([Problem(f"cannot make a project name out of {name!r}", hint="pass -p NAME",
                                   rule="CS-NAME-03")])
     return out
-
-
-def _name_problem(name: str) -> str | None:
-    if not name:
-        return "the project name must not be empty"
-    if not _PROJECT_NAME.match(name):
-        return (f"invalid project name {name!r}: only lower-case letters, digits, '-' and '_', starting with "
-                "a letter or a digit")
-    return None
 
 
 class _Loader:
@@ -334,7 +324,7 @@ class _Loader:
     def project_name(self, parsed: list[tuple[str, YMap]], project_dir: str, env: Mapping[str, str]) -> str | None:
         for given, what in ((self.opts.project_name, "-p"), (env.get("COMPOSE_PROJECT_NAME"), "COMPOSE_PROJECT_NAME")):
             if given:
-                err = _name_problem(given)
+                err = name_problem(given)
                 if err:
                     self.problems.append(Problem(f"{what}: {err}", rule="CS-NAME-03"))
                     return None
@@ -347,7 +337,7 @@ class _Loader:
                     self.problems.append(problem_at(doc, ("name",), str(e)))
                     return None
                 if name:
-                    err = _name_problem(name)
+                    err = name_problem(name)
                     if err:
                         self.problems.append(problem_at(doc, ("name",), err, rule="CS-NAME-03",
                                                         hint=f"try {normalize_project_name(name)!r}"
