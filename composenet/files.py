@@ -75,9 +75,7 @@ class FilesHandler:
         assert isinstance(r, NetnsFile)
         _check_name(r)
         # Record first: if we crash after writing, observe still finds the file.
-        rec = os.path.join(runtime.ensure_project_dir(ctx, "files"), r.ns)
-        if not os.path.exists(rec):
-            runtime.atomic_write(rec, "")
+        runtime.touch(os.path.join(ctx.project_dir, "files", r.ns))
         path = os.path.join(etc_dir(r.ns), r.name)
         try:
             runtime.atomic_write(path, r.content, 0o644)

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from composenet import netns
+from composenet import netns, runtime
 from composenet.errors import KernelError
 from composenet.handlers import Context, Handler
 from composenet.netns import check_mount_namespace
@@ -455,12 +455,7 @@ def _read_records(ctx: Context) -> dict[str, dict[str, Any]]:
 
 
 def _write_record(ctx: Context, r: Netns) -> None:
-    d = _records_dir(ctx)
-    os.makedirs(d, exist_ok=True)
-    tmp = os.path.join(d, f".{r.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump({"service": r.service, "project": r.project}, f)
-    os.replace(tmp, os.path.join(d, r.name))
+    runtime.atomic_write(os.path.join(_records_dir(ctx), r.name), json.dumps({"service": r.service, "project": r.project}))
 
 
 def _remove_record(ctx: Context, name: str) -> None:

@@ -45,6 +45,19 @@ def project_dir(ctx: Context) -> str:
     return ctx.project_dir
 
 
+def touch(path: str) -> None:
+    """Create ``path`` empty if it does not exist (and its directory if missing)."""
+    if os.path.exists(path):  # a stat is far cheaper than an open with O_CREAT
+        return
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o644)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        fd = os.open(path, flags, 0o644)
+    os.close(fd)
+
+
 def ensure_project_dir(ctx: Context, *sub: str) -> str:
     """Create ``<run_dir>/<project>[/sub...]`` (mode 0755) and return its path."""
     path = os.path.join(ctx.project_dir, *sub)
@@ -65,10 +78,14 @@ def atomic_write(path: str, text: str, mode: int = 0o644) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same directory and a rename,
     so readers see the old or the new content, never a partial one (not durable: no fsync)."""
     d = os.path.dirname(path) or "."
-    os.makedirs(d, mode=0o755, exist_ok=True)
     tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+        try:
+            fd = os.open(tmp, flags, mode)
+        except FileNotFoundError:  # the directory first, only when missing: a mkdir per write
+            os.makedirs(d, mode=0o755, exist_ok=True)  # costs as much as the write itself
+            fd = os.open(tmp, flags, mode)
         try:
             os.fchmod(fd, mode)  # the umask must not narrow it: processes of any user read it
             os.write(fd, text.encode())
