@@ -126,10 +126,16 @@ def _observed_bridge_addrs(observed: ObservedState, bridge: str) -> list[str]:
     return sorted(r.cidr for r in observed.resources.values() if isinstance(r, Address) and r.ns == "" and r.ifname == bridge)
 
 
-def _observed_endpoint_addrs(observed: ObservedState, ns: str, ifname: str) -> list[str]:
-    return sorted(
-        r.cidr.split("/")[0] for r in observed.resources.values() if isinstance(r, Address) and r.ns == ns and r.ifname == ifname
-    )
+def _observed_endpoint_addrs(observed: ObservedState) -> dict[tuple[str, str], list[str]]:
+    """Addresses the kernel has on each container interface, by (namespace, ifname), sorted:
+    one pass over the observed state (not one per endpoint, which is quadratic)."""
+    out: dict[tuple[str, str], list[str]] = {}
+    for r in observed.resources.values():
+        if isinstance(r, Address) and r.ns:
+            out.setdefault((r.ns, r.ifname), []).append(r.cidr.split("/")[0])
+    for addrs in out.values():
+        addrs.sort()
+    return out
 
 
 _DNAT_RE = re.compile(r"dnat (\S+) (\S+):(\d+)/(\w+) -> ")
@@ -300,9 +306,10 @@ def desire(project: Project, observed: ObservedState, upstreams: Upstreams, run_
             if att.ipv6_address and np.pool6 is not None:
                 np.pool6.claim(att.ipv6_address)
     resolved: dict[tuple[str, int], tuple[str | None, str | None]] = {}
+    observed_addrs = _observed_endpoint_addrs(observed)
     for c, eth, np, att in endpoint_specs:
         ifname = att.interface_name or f"eth{eth}"
-        prev = _observed_endpoint_addrs(observed, c.ns, ifname)
+        prev = observed_addrs.get((c.ns, ifname), [])
         a4 = a6 = None
         if (c.index == 1 or (c.name, eth) in conn_specs) and att.ipv4_address:
             a4 = att.ipv4_address
