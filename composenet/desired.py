@@ -25,6 +25,7 @@ from composenet.resources import (
     RUN_DIR,
     Address,
     Bridge,
+    DnsRecords,
     Macvlan,
     Netns,
     NetnsFile,
@@ -186,7 +187,8 @@ def desire(project: Project, observed: ObservedState, upstreams: Upstreams, run_
             nets[n.key] = NetPlan(n, n.driver)
             continue
         if n.key not in used_by and n.driver != "macvlan":
-            # Docker creates declared networks even when unused; so do we (a bridge, no DNS).
+            # Docker creates declared networks even when unused; so do we (a bridge and a
+            # listener of the resolver, for other projects' containers that attach to it).
             pass
         kind = "macvlan" if n.driver == "macvlan" else "bridge"
         if n.driver == "overlay":
@@ -386,8 +388,9 @@ def desire(project: Project, observed: ObservedState, upstreams: Upstreams, run_
                 d.add(Route(c.name, "::/0", gw6.network.gateway6, gw6.ifname, 1024))
 
     # ---- resolver and per-namespace files ------------------------------------------------
-    resolver_nets = [np for np in bridges if np.gateway4 and any(
-        ep.network is np for c in containers for ep in c.endpoints)]
+    # Every network the project owns is served by its resolver: its own containers', and those
+    # of other projects that attach to it (external: true, network connect; dns/peers.py).
+    resolver_nets = [np for np in bridges if np.gateway4]
     listeners = [
         {"network": np.net.name, "address": np.gateway4, "port": 53, "internal": np.net.internal}
         for np in sorted(resolver_nets, key=lambda n: n.net.name)
@@ -399,7 +402,11 @@ def desire(project: Project, observed: ObservedState, upstreams: Upstreams, run_
         if svc.network_mode == "none" or not c.endpoints:
             resolv = upstreams.text if upstreams.text else "".join(f"nameserver {s}\n" for s in upstreams.servers)
         else:
-            first = next((ep for ep in c.endpoints if ep.network in resolver_nets), None)
+            # The project's own resolver first; else the resolver of the first external network
+            # (its owner's, which answers for every project's containers on it).
+            first = next((ep for ep in c.endpoints if ep.network in resolver_nets), None) or next(
+                (ep for ep in c.endpoints if ep.network.kind == "external" and ep.network.bridge
+                 and ep.network.gateway4 and ep.ipv4), None)
             lines = []
             if first is not None:
                 lines.append(f"nameserver {first.network.gateway4}")
@@ -457,6 +464,34 @@ def desire(project: Project, observed: ObservedState, upstreams: Upstreams, run_
         text = json.dumps(cfg, indent=1, sort_keys=True) + "\n"
         d.add(Resolver(p, tuple(f"{li['network']}={li['address']}" for li in listeners), text,
                        hashlib.sha256(text.encode()).hexdigest()))
+    # Endpoints on networks other projects own: published for the owner's resolver (and those of
+    # the other projects attached), composenet/dns/peers.py.
+    foreign = [(c, [ep for ep in c.endpoints if ep.network.kind == "external" and ep.network.bridge])
+               for c in containers if c.own_ns]
+    foreign = [(c, eps) for c, eps in foreign if eps]
+    if foreign:
+        records = {
+            "project": p,
+            "containers": [
+                {
+                    "name": c.name,
+                    "service": c.service.name,
+                    "hostname": c.service.hostname,
+                    "register": True,
+                    "upstreams": list(c.service.dns) or list(upstreams.servers),
+                    "links": [[alias, target] for target, alias in c.service.links],
+                    "endpoints": [
+                        {"network": ep.network.net.name, "ipv4": ep.ipv4, "ipv6": ep.ipv6,
+                         "aliases": list(ep.aliases), "internal": ep.network.net.internal}
+                        for ep in eps
+                    ],
+                }
+                for c, eps in foreign
+            ],
+        }
+        rtext = json.dumps(records, indent=1, sort_keys=True) + "\n"
+        d.add(DnsRecords(p, tuple(sorted({ep.network.net.name for _c, eps in foreign for ep in eps})), rtext,
+                         hashlib.sha256(rtext.encode()).hexdigest(), tuple(c.name for c, _eps in foreign)))
 
     # ---- processes -------------------------------------------------------------------------
     for c in containers:
@@ -546,13 +581,13 @@ def _external(n: Network, project: str, observed: ObservedState, warnings: list[
         # macvlan network of the file (no bridge, no resolver, no NAT).
         opts = (("macvlan_mode", str(found.get("mode") or "bridge")), ("parent", str(found.get("parent", ""))))
         np = NetPlan(replace(n, driver="macvlan", driver_opts=opts), "macvlan")
+        where = n.name if n.key.startswith("@") else n.key  # "@NAME": attached by `network connect`
+        warnings.append(f"network {where}: external network {n.name!r} (it is a standalone network) is not served "
+                        "by this project's resolver; its containers resolve names on their other networks")
     else:
         np = NetPlan(n, "external", bridge=str(found["bridge"]))
-    owner = str(found.get("owner", ""))
-    who = "it is a standalone network" if owner.startswith("-") else f"it belongs to project {owner!r}"
-    where = n.name if n.key.startswith("@") else n.key  # "@NAME": attached by `network connect`
-    warnings.append(f"network {where}: external network {n.name!r} ({who}) is not served by this project's "
-                    "resolver; its containers resolve names on their other networks")
+    # Names on it are served by its owner's resolver (a standalone network's: its pseudo-project's),
+    # which merges this project's records of its endpoints there (the dnsrecords resource).
     used = [str(a) for a in found.get("used", ())]
     for cidr in found.get("cidrs", ()):
         iface = ipaddress.ip_interface(cidr)

@@ -40,6 +40,7 @@ IN_PLACE: dict[str, set[str]] = {
     "nft": {"rules"},
     "file": {"content"},
     "resolver": {"listeners", "digest"},
+    "dnsrecords": {"networks", "digest"},
 }
 
 

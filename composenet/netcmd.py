@@ -4,7 +4,8 @@ A standalone network (made by `network create NAME`) is a project of its own, na
 (project names never start with '-', so it cannot clash with one): its bridge is labelled
 ``composenet:-NAME/NAME`` and it goes through the same pipeline as a project, with a tiny
 desired state of one network and no services (bridge, gateway address, sysctls, nft table with
-its masquerade and isolation rules). `rm` is that project's `down`. Its options are kept in
+its masquerade and isolation rules, and a resolver on its gateway that answers for the
+containers every project attaches to it). `rm` is that project's `down`. Its options are kept in
 ``<run dir>/-NAME/network.json`` for `inspect` and `ls` (and as the only trace of a macvlan
 network, which has no kernel object until a container attaches).
 
@@ -254,10 +255,9 @@ def create(
     opt: Annotated[list[str] | None, typer.Option("-o", "--opt", help="Driver option KEY=VALUE (as driver_opts).")] = None,
 ) -> None:
     """Create a standalone network; projects attach to it with `external: true`."""
-    from composenet import kernel
-    from composenet.desired import Upstreams
+    from composenet import cli, kernel
     from composenet.model import IpamConfig, Network, Project
-    from composenet.pipeline import run_apply
+    from composenet.pipeline import read_upstreams, run_apply
     from composenet.runtime import atomic_write
 
     _check_name(name)
@@ -284,7 +284,10 @@ def create(
     project = Project(name=p, working_dir=os.getcwd(), networks=(net,))
     ctx = _context(p)
     try:
-        planned = run_apply(ctx, project, p, Upstreams(), _echo, quiet=True)
+        # A bridge network gets a resolver of its own (the pseudo-project's), which answers for
+        # every project's containers attached to it (composenet/dns/peers.py); it forwards
+        # other names to the host's upstream servers.
+        planned = run_apply(ctx, project, p, read_upstreams(cli.G.resolv_conf), _echo, quiet=True)
         np = next((n for n in planned.desired.networks if n["name"] == name), {})
         spec = {
             "name": name, "driver": driver.value, "internal": internal, "options": options,

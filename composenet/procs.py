@@ -34,9 +34,18 @@ from typing import Any
 
 from composenet import runtime
 from composenet.apply import defer
+from composenet.dns import peers
 from composenet.errors import KernelError
 from composenet.handlers import Context, Handler
-from composenet.resources import ETC_NETNS_DIR, NETNS_DIR, Process, Resolver, Resource, resource_from_json
+from composenet.resources import (
+    ETC_NETNS_DIR,
+    NETNS_DIR,
+    DnsRecords,
+    Process,
+    Resolver,
+    Resource,
+    resource_from_json,
+)
 from composenet.state import ObservedState
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -601,6 +610,7 @@ class ResolverHandler:
         if ctx.cache.get(_STARTING_KEY) is p:
             del ctx.cache[_STARTING_KEY]
         if _daemon_pid(pidfile) == p.pid:
+            _notify_peers(ctx, _config_networks(path))
             return
         rc = p.poll()
         if rc is None:
@@ -627,6 +637,7 @@ class ResolverHandler:
             offset = os.path.getsize(log)
         except OSError:
             offset = 0
+        before_text = _read_text(resolver_config_path(ctx))
         runtime.atomic_write(resolver_config_path(ctx), after.config)
         os.kill(pid, signal.SIGHUP)
         # The daemon says "reloaded" or "reload failed" in its log; wait a little for either so
@@ -651,6 +662,7 @@ class ResolverHandler:
             raise KernelError(f"the DNS resolver of project {ctx.project} rejected its new configuration: {outcome[0]}")
         if not alive(pid):
             raise KernelError(f"the DNS resolver of project {ctx.project} exited on reload:\n{_log_tail(log)}")
+        _notify_peers(ctx, _config_networks(before_text) | _config_networks(after.config, text=True))
 
     def delete(self, ctx: Context, r: Resource) -> None:
         starting = ctx.cache.pop(_STARTING_KEY, None)
@@ -660,8 +672,86 @@ class ResolverHandler:
         pid = _daemon_pid(pidfile)
         if pid is not None:
             stop_group(pid, start_time(pid), RESOLVER_STOP_TIMEOUT, "the DNS resolver")
+        networks = _config_networks(resolver_config_path(ctx))
         _unlink(resolver_config_path(ctx))
         _unlink(pidfile)
+        _notify_peers(ctx, networks)
 
 
-HANDLERS: list[Handler] = [ResolverHandler(), ProcessHandler()]
+def _read_text(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _config_networks(source: str, text: bool = False) -> set[str]:
+    """The networks a resolver config (a path, or its ``text``) listens on: what other projects'
+    resolvers read of it (composenet.dns.peers)."""
+    try:
+        cfg = json.loads(source if text else _read_text(source))
+    except ValueError:
+        return set()
+    return peers.listener_networks(cfg) if isinstance(cfg, dict) else set()
+
+
+def _notify_peers(ctx: Context, networks: set[str]) -> None:
+    """Tell the resolvers of the other projects on ``networks`` that this project's names there
+    changed (they reload; bounded wait). Best effort: their periodic re-scan is the fallback."""
+    try:
+        peers.notify(ctx.run_dir, ctx.project, networks)
+    except OSError:
+        pass
+
+
+# ---- names on other projects' networks (composenet.dns.peers) --------------------------------
+
+
+def peers_path(ctx: Context) -> str:
+    return os.path.join(ctx.project_dir, peers.PEERS_NAME)
+
+
+class PeersHandler:
+    """The ``dnsrecords`` resource: ``<project dir>/dns-peers.json``, the project's endpoints on
+    networks other projects own, with the host namespace's identity added (the runtime directory
+    is shared by every namespace of the machine). Writing or removing it signals the resolvers
+    that serve those networks."""
+
+    kinds: tuple[str, ...] = ("dnsrecords",)
+
+    def observe(self, ctx: Context, observed: ObservedState) -> None:
+        data = _read_text(peers_path(ctx))
+        try:
+            rec = json.loads(data)
+        except ValueError:
+            return
+        if not isinstance(rec, dict) or rec.get("host_netns") != peers.host_netns():
+            return
+        rec.pop("host_netns")
+        text = json.dumps(rec, indent=1, sort_keys=True) + "\n"
+        containers = [c for c in rec.get("containers", ()) if isinstance(c, dict)]
+        nets = sorted({str(ep.get("network")) for c in containers for ep in c.get("endpoints", ())
+                       if isinstance(ep, dict)})
+        observed.add(DnsRecords(ctx.project, tuple(nets), text, hashlib.sha256(text.encode()).hexdigest(),
+                                tuple(str(c.get("name")) for c in containers)))
+
+    def create(self, ctx: Context, r: Resource) -> None:
+        assert isinstance(r, DnsRecords)
+        rec = json.loads(r.records)
+        rec["host_netns"] = peers.host_netns()
+        runtime.atomic_write(peers_path(ctx), json.dumps(rec, indent=1, sort_keys=True) + "\n")
+        _notify_peers(ctx, set(r.networks))
+
+    def update(self, ctx: Context, before: Resource, after: Resource) -> None:
+        assert isinstance(before, DnsRecords) and isinstance(after, DnsRecords)
+        self.create(ctx, after)
+        _notify_peers(ctx, set(before.networks) - set(after.networks))
+
+    def delete(self, ctx: Context, r: Resource) -> None:
+        assert isinstance(r, DnsRecords)
+        _unlink(peers_path(ctx))
+        _notify_peers(ctx, set(r.networks))
+
+
+HANDLERS: list[Handler] = [ResolverHandler(), PeersHandler(), ProcessHandler()]

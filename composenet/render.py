@@ -13,6 +13,7 @@ from composenet.plan import Action, Change, Plan, Reason
 from composenet.resources import (
     Address,
     Bridge,
+    DnsRecords,
     Macvlan,
     Netns,
     NetnsFile,
@@ -58,6 +59,8 @@ def describe(r: Resource) -> str:
         return f"file     /etc/netns/{r.ns}/{r.name}"
     if isinstance(r, Resolver):
         return f"resolver {r.project}: " + ", ".join(r.listeners)
+    if isinstance(r, DnsRecords):
+        return "dns      names on " + ", ".join(r.networks) + " (served by their owners' resolvers)"
     if isinstance(r, Process):
         import shlex
 
@@ -74,7 +77,7 @@ def _group(r: Resource, ns_service: dict[str, str], bridge_net: dict[str, str]) 
         return (1, f"network {r.network}")
     if isinstance(r, Sysctl | Address) and (r.ifname in bridge_net) and not r.ns:
         return (1, f"network {bridge_net[r.ifname or '']}")
-    if isinstance(r, NftTable | Resolver):
+    if isinstance(r, NftTable | Resolver | DnsRecords):
         return (3, "project")
     ns = ""
     if isinstance(r, Netns):

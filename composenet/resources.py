@@ -342,6 +342,36 @@ class Resolver(Resource):
 
 
 @dataclass(frozen=True)
+class DnsRecords(Resource):
+    """The project's endpoints on networks it does not own (``external: true``, `network
+    connect`), published for the resolvers that serve those networks (composenet.dns.peers):
+    ``<project dir>/dns-peers.json``. ``records`` is its JSON text without the host namespace
+    identity, which the handler adds."""
+
+    kind: ClassVar[str] = "dnsrecords"
+    rank: ClassVar[int] = 80
+    project: str
+    networks: tuple[str, ...]  # for display
+    records: str = field(default="", compare=False)
+    digest: str = ""  # sha256 of records: what the diff compares
+    namespaces: tuple[str, ...] = field(default=(), compare=False)  # of the containers recorded
+
+    @property
+    def key(self) -> str:
+        return f"dnsrecords:{self.project}"
+
+    @property
+    def ident(self) -> tuple[str, ...]:
+        return ("project",)
+
+    def carried(self) -> tuple[str, ...]:
+        return ("records", "namespaces")
+
+    def deps(self) -> tuple[str, ...]:
+        return tuple(f"netns:{ns}" for ns in self.namespaces)
+
+
+@dataclass(frozen=True)
 class Process(Resource):
     """A service's command, run as a host process inside namespace ``ns`` (own UTS namespace
     with ``hostname``; /etc/netns/<ns> files bind-mounted over /etc), logs under the runtime
@@ -377,7 +407,8 @@ class Process(Resource):
 
 
 KINDS: dict[str, type[Resource]] = {
-    c.kind: c for c in (Sysctl, Netns, Bridge, Veth, Macvlan, Address, Route, NftTable, NetnsFile, Resolver, Process)
+    c.kind: c for c in (Sysctl, Netns, Bridge, Veth, Macvlan, Address, Route, NftTable, NetnsFile, Resolver, DnsRecords,
+                         Process)
 }
 
 

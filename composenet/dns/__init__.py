@@ -42,4 +42,8 @@ network. Project names the asker cannot see: NXDOMAIN, never forwarded. Other na
 forwarded to the asker's upstreams, except from a container whose networks are all internal
 (REFUSED at once). Queries from sources that are neither containers of the config, nor on a
 listener's network, nor the host itself get no answer: it is not an open resolver.
+
+Containers of other projects on the networks a resolver serves, or shares with its own
+containers (``external: true``, `network connect`, standalone networks), are merged into the
+config at load time from their projects' records: see ``peers.py``.
 """

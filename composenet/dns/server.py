@@ -17,6 +17,9 @@ Life cycle (what the executor relies on):
   waiting in socket buffers and forwards in flight are kept. A listener that cannot be bound
   yet (address not configured) is logged and retried every few seconds.
 * SIGTERM / SIGINT: close everything, remove the pidfile, exit 0.
+* Other projects' containers on the networks this resolver concerns (``peers.py``) are merged
+  into the config at start and on every reload; they are re-read every ``PEER_RESCAN``
+  seconds, and a change reloads (so records of a project killed before its `down` go away).
 
 Not an open resolver: a query whose source is no container of the config is answered only
 when the source is on the subnets of the interface holding the listener's address (read from
@@ -52,7 +55,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from composenet.dns import fastio
+from composenet.dns import fastio, peers
 from composenet.dns.zone import (
     RCODE_NOTIMP,
     RCODE_REFUSED,
@@ -85,6 +88,7 @@ UDP_BATCH = 256  # packets read from one socket per wake-up (fairness between li
 MMSG_COUNT = 64  # datagrams per recvmmsg/sendmmsg call
 UDP_QUERY_MAX = 4096  # bytes read of a UDP query (a longer datagram is truncated, as by recvfrom)
 RETRY_BIND = 3.0  # seconds between attempts to bind a listener that failed on reload
+PEER_RESCAN = 5.0  # seconds between re-reads of other projects' records (peers.py)
 RCVBUF = 4 << 20
 
 _FLAG_TC = 0x02  # in byte 2 of the header
@@ -280,6 +284,9 @@ def sockaddr_tuple(raw: bytes) -> tuple:
 class Server:
     def __init__(self, config_path: str):
         self.config_path = config_path
+        self.config: dict = {}
+        self.peer_records: list[dict] = []
+        self.next_peer_scan = time.monotonic() + PEER_RESCAN
         self.zone: Zone = self._load()
         self.pidfile = self.zone.pidfile
         self.sel = selectors.DefaultSelector()
@@ -313,10 +320,29 @@ class Server:
         self._strangers: dict[tuple[str, str], View | None] = {}
 
     def _load(self) -> Zone:
-        zone = build_zone(load_config(self.config_path), self.config_path)
+        config = load_config(self.config_path)
+        found = self._gather(config)
+        zone = build_zone(peers.merge(config, found), self.config_path)
         for w in zone.warnings:
             log(f"warning: {w}")
+        self.config = config
+        self.peer_records = found
         return zone
+
+    def _gather(self, config: dict) -> list[dict]:
+        """Other projects' containers on the networks this resolver concerns (``peers.py``)."""
+        try:
+            return peers.gather(config, self.config_path)
+        except Exception as e:  # noqa: BLE001 -- what other projects wrote must never stop us
+            log(f"cannot read other projects' records: {e!r}")
+            return []
+
+    def _rescan_peers(self) -> None:
+        """Reload when other projects' records changed without a signal (a project killed
+        before its `down`, a notification that came too early): stale names do not linger."""
+        self.next_peer_scan = time.monotonic() + PEER_RESCAN
+        if self._gather(self.config) != self.peer_records:
+            self.reload()
 
     # -- listeners -----------------------------------------------------------------------------
 
@@ -396,6 +422,9 @@ class Server:
 
     def reload(self) -> None:
         self.reload_requested = False
+        # Logged before the config is read: whoever waits for a reload it asked for (peers.py)
+        # counts only a "reloaded" that follows a "reloading" logged after its signal.
+        log("reloading")
         try:
             zone = self._load()
         except ConfigError as e:
@@ -518,6 +547,8 @@ class Server:
             self._expire(now)
             if self.unbound and now >= self.next_bind_retry:
                 self._bind_missing()
+            if now >= self.next_peer_scan:
+                self._rescan_peers()
         self.shutdown()
 
     def _timeout(self) -> float:
