@@ -6,6 +6,10 @@ and value), ``!reset``/``!override`` tags, anchors, aliases and merge keys (``<<
 keep hostile input harmless (size, depth, alias expansion), key-path formatting and position
 lookup. Must not: interpolate, merge, validate, or touch anything but the file it is given.
 
+Two paths build the same tree: with libyaml, one pass over its C parser's events (``_fast_parse``,
+~20x faster on big files); for anything that pass is not sure of, and for every error, the
+pure-Python reference path (``_reference_parse``), whose answer and wording are authoritative.
+
 Why not ``yaml.safe_load``: PyYAML's default resolver is YAML 1.1, which reads an unquoted
 ``22:22`` as the integer 1342 and ``on``/``no`` as booleans (CS-PORT-06, CS-YAML-05). Compose's
 reference loader is YAML 1.2, so we install the 1.2 core-schema resolvers instead.
@@ -13,6 +17,7 @@ reference loader is YAML 1.2, so we install the 1.2 core-schema resolvers instea
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import re
@@ -243,6 +248,39 @@ def _fail(file: str, mark: Any, message: str, hint: str | None = None) -> YamlPr
 _KNOWN_TAGS = {"!reset": "reset", "!override": "override"}
 
 
+def _convert(tag: str, v: str) -> Any:
+    """A resolved scalar's value; ValueError(message) if its text does not fit its tag."""
+    if tag == "tag:yaml.org,2002:null":
+        return None
+    if tag == "tag:yaml.org,2002:bool":
+        if v.lower() in ("true", "false"):
+            return v.lower() == "true"
+        raise ValueError(f"invalid boolean {v!r}")
+    if tag == "tag:yaml.org,2002:int":
+        try:
+            s = v.replace("_", "")
+            if s.startswith("0o"):
+                return int(s[2:], 8)
+            if s.startswith(("0x", "-0x", "+0x")):
+                return int(s, 16)
+            return int(s, 10)
+        except ValueError:
+            raise ValueError(f"invalid integer {v!r}") from None
+    if tag == "tag:yaml.org,2002:float":
+        low = v.lower()
+        if low in (".inf", "+.inf"):
+            return math.inf
+        if low == "-.inf":
+            return -math.inf
+        if low == ".nan":
+            return math.nan
+        try:
+            return float(v)
+        except ValueError:
+            raise ValueError(f"invalid number {v!r}") from None
+    return v  # str, and anything else (timestamps, binary) as its text
+
+
 class _Builder:
     """Nodes -> YMap/YList/scalars, with positions; counts nodes to bound alias expansion."""
 
@@ -256,36 +294,10 @@ class _Builder:
         if tag in _KNOWN_TAGS or not tag.startswith("tag:yaml.org,2002:"):
             # A tagged scalar is not resolved by the parser; resolve it as if untagged.
             tag = self.loader.resolve(yaml.ScalarNode, node.value, (node.style is None, False))
-        v = node.value
-        if tag == "tag:yaml.org,2002:null":
-            return None
-        if tag == "tag:yaml.org,2002:bool":
-            if v.lower() in ("true", "false"):
-                return v.lower() == "true"
-            raise _fail(self.file, node.start_mark, f"invalid boolean {v!r}")
-        if tag == "tag:yaml.org,2002:int":
-            try:
-                s = v.replace("_", "")
-                if s.startswith("0o"):
-                    return int(s[2:], 8)
-                if s.startswith(("0x", "-0x", "+0x")):
-                    return int(s, 16)
-                return int(s, 10)
-            except ValueError:
-                raise _fail(self.file, node.start_mark, f"invalid integer {v!r}") from None
-        if tag == "tag:yaml.org,2002:float":
-            low = v.lower()
-            if low in (".inf", "+.inf"):
-                return math.inf
-            if low == "-.inf":
-                return -math.inf
-            if low == ".nan":
-                return math.nan
-            try:
-                return float(v)
-            except ValueError:
-                raise _fail(self.file, node.start_mark, f"invalid number {v!r}") from None
-        return v  # str, and anything else (timestamps, binary) as its text
+        try:
+            return _convert(tag, node.value)
+        except ValueError as e:
+            raise _fail(self.file, node.start_mark, str(e)) from None
 
     def build(self, node: yaml.Node, depth: int = 0) -> Any:
         self.count += 1
@@ -350,6 +362,215 @@ class _Builder:
         return m
 
 
+# ---- the fast path: libyaml events -> YMap/YList in one pass -------------------------------------
+#
+# PyYAML's pure-Python reader, scanner and parser dominate the time of a big file (an 8 MB file
+# took ~40 s, parsed twice: once for the depth check, once to compose). When PyYAML has libyaml,
+# its C parser yields the same events with the same marks, and one iterative pass here builds the
+# positioned tree while checking depth and node count. Only documents this pass is sure about are
+# built here: anything else (a YAML error, a duplicate key or anchor, an undefined or recursive
+# alias, a complex key, a bad merge, a value that does not fit its tag, a limit) is handed to the
+# reference path above, which gives the one authoritative answer and message.
+
+_HAVE_LIBYAML = bool(getattr(yaml, "__with_libyaml__", False))
+_CORE = "tag:yaml.org,2002:"
+_STR = _CORE + "str"
+_MERGE = "tag:yaml.org,2002:merge"
+_MERGE_KEY = object()  # marks "the next value is a merge (<<) source"
+
+
+class _Fallback(Exception):
+    """The fast path leaves this document to the reference path."""
+
+
+def _resolve(value: str, plain: bool) -> str:
+    """``_Resolver.resolve`` for a scalar (no path resolvers, no wildcard resolvers)."""
+    if plain:
+        for tag, rx in _Resolver.yaml_implicit_resolvers.get(value[0] if value else "", ()):
+            if rx.match(value):
+                return str(tag)
+    return _STR
+
+
+class _Frame:
+    """One open collection of the fast path."""
+
+    __slots__ = ("value", "is_map", "flow", "loc", "anchor", "tag", "height", "count0", "key", "kloc", "explicit",
+                 "merged", "seen")
+
+    def __init__(self, value: YMap | YList, loc: Loc | None, anchor: str | None, tag: str | None, count0: int,
+                 flow: bool = False):
+        self.value = value
+        self.is_map = isinstance(value, YMap)
+        self.flow = flow
+        self.loc = loc
+        self.anchor = anchor
+        self.tag = tag
+        self.height = 0  # how many levels the builder adds below this node
+        self.count0 = count0
+        self.key: Any = None  # mappings: None (a key is next), _MERGE_KEY or the pending key
+        self.kloc: Loc | None = None
+        self.explicit: list[tuple[str, Any, Loc | None, Loc | None, str | None]] = []
+        self.merged: list[YMap] = []
+        self.seen: set[str] = set()
+
+
+def _fast_parse(file: str, text: str) -> Any:
+    """Like ``_Builder(...).build(get_single_node())``, or raise _Fallback (or any error)."""
+    parser = yaml.cyaml.CParser(text)  # type: ignore[attr-defined]
+    paused = gc.isenabled()
+    gc.disable()  # only acyclic containers are made here: the collector would scan them for nothing
+    try:
+        return _fast_build(file, parser, text.count("\n"))
+    finally:
+        parser.dispose()
+        if paused:
+            gc.enable()
+
+
+def _put(top: _Frame, value: Any, loc: Loc | None, height: int, tag: str | None) -> None:
+    """A finished value goes into the collection being built."""
+    if height >= top.height:
+        top.height = height + 1
+    if not top.is_map:
+        top.value.add(value, loc)  # type: ignore[union-attr]
+        return
+    key = top.key
+    top.key = None
+    if key is _MERGE_KEY:
+        sources = list(value) if isinstance(value, YList) else [value]
+        if not all(isinstance(s, YMap) for s in sources):
+            raise _Fallback
+        top.merged.extend(sources)
+    else:
+        top.explicit.append((key, value, top.kloc, loc, _KNOWN_TAGS.get(tag) if tag else None))
+
+
+def _close_mapping(frame: _Frame) -> None:
+    """Merge keys, then explicit keys, exactly as ``_Builder.mapping`` orders them."""
+    m = frame.value
+    assert isinstance(m, YMap)
+    seen = frame.seen
+    for src in frame.merged:  # earlier sources win, explicit keys win over all
+        for k, v in src.items():
+            if k not in seen and k not in m:
+                m.put(k, clone(v), src.kpos.get(k), src.vpos.get(k))
+                if k in src.tags:
+                    m.tags[k] = src.tags[k]
+    for key, value, kl, vl, vtag in frame.explicit:
+        m.put(key, value, kl, vl)
+        if vtag:
+            m.tags[key] = vtag
+
+
+def _fast_build(file: str, parser: Any, last_line: int) -> Any:
+    get = parser.get_event
+    if not isinstance(get(), yaml.StreamStartEvent):
+        raise _Fallback
+    ev = get()
+    if isinstance(ev, yaml.StreamEndEvent):
+        return None
+    if not isinstance(ev, yaml.DocumentStartEvent):
+        raise _Fallback
+    root = _Frame(YList(), None, None, None, 0)
+    stack: list[_Frame] = [root]  # the document is the root frame's one item
+    anchors: dict[str, tuple[Any, Loc | None, int, int, str | None]] = {}  # value, loc, height, nodes, tag
+    pending: set[str] = set()  # anchors of collections still open: an alias to one is recursive
+    plain_values: dict[str, Any] = {}  # untagged plain scalar text -> value
+    count = 0
+    flows = 0  # open flow collections ([...] and {...})
+    scalar_ev, alias_ev = yaml.ScalarEvent, yaml.AliasEvent
+    map_start, seq_start, map_end, seq_end = (yaml.MappingStartEvent, yaml.SequenceStartEvent, yaml.MappingEndEvent,
+                                              yaml.SequenceEndEvent)
+    while len(root.value) == 0 or len(stack) > 1:
+        ev = get()
+        cls = ev.__class__
+        top = stack[-1]
+        if cls is scalar_ev:
+            text = ev.value
+            tag = ev.tag
+            if flows and ev.style in (None, "") and (not text or "?" in text):
+                raise _Fallback  # libyaml reads some flow forms PyYAML refuses (`{a? b: c}`, `[!!str,1]`)
+            if tag is not None and tag not in _KNOWN_TAGS and tag != "!" and not tag.startswith(_CORE):
+                raise _Fallback  # other tags: libyaml takes some PyYAML refuses (`!&!x`)
+            mark = ev.start_mark
+            if not text and mark.line >= last_line:
+                raise _Fallback  # an empty value at the very end (`? a` unterminated): placed differently
+            loc = Loc(file, mark.line + 1, mark.column + 1)
+            if top.is_map and top.key is None:  # a key
+                if ev.anchor is not None:
+                    raise _Fallback
+                if tag == _MERGE or (text == "<<" and (tag == "!" or (tag is None and ev.implicit[0]))):
+                    top.key = _MERGE_KEY
+                    continue
+                count += 1
+                if text in top.seen:
+                    raise _Fallback
+                top.seen.add(text)
+                top.key, top.kloc = text, loc
+                continue
+            count += 1
+            if count > MAX_NODES:
+                raise _Fallback
+            if tag is None:
+                if ev.implicit[0]:
+                    value = plain_values.get(text, _MERGE_KEY)
+                    if value is _MERGE_KEY:
+                        value = plain_values[text] = _convert(_resolve(text, True), text)
+                else:
+                    value = text
+            else:
+                rtag = _resolve(text, True) if tag == "!" else tag  # PyYAML: `!` makes any scalar plain
+                if rtag in _KNOWN_TAGS or not rtag.startswith("tag:yaml.org,2002:"):
+                    rtag = _resolve(text, ev.style in (None, ""))
+                value = _convert(rtag, text)  # ValueError: the reference path words it
+            if ev.anchor is not None:
+                if ev.anchor in anchors or ev.anchor in pending:
+                    raise _Fallback
+                anchors[ev.anchor] = (value, loc, 0, 1, tag)
+            _put(top, value, loc, 0, tag)
+        elif cls is map_start or cls is seq_start:
+            if (top.is_map and top.key is None) or len(stack) > MAX_DEPTH:
+                raise _Fallback
+            if ev.tag is not None and ev.tag not in _KNOWN_TAGS and ev.tag != "!" and not ev.tag.startswith(_CORE):
+                raise _Fallback
+            count += 1
+            if count > MAX_NODES:
+                raise _Fallback
+            mark = ev.start_mark
+            loc = Loc(file, mark.line + 1, mark.column + 1)
+            anchor = ev.anchor
+            if anchor is not None:
+                if anchor in anchors or anchor in pending:
+                    raise _Fallback
+                pending.add(anchor)
+            flow = bool(ev.flow_style)
+            flows += flow
+            stack.append(_Frame(YMap(loc) if cls is map_start else YList(loc), loc, anchor, ev.tag, count - 1, flow))
+        elif cls is map_end or cls is seq_end:
+            frame = stack.pop()
+            flows -= frame.flow
+            if frame.is_map:
+                _close_mapping(frame)
+            if frame.anchor is not None:
+                pending.discard(frame.anchor)
+                anchors[frame.anchor] = (frame.value, frame.loc, frame.height, count - frame.count0, frame.tag)
+            _put(stack[-1], frame.value, frame.loc, frame.height, frame.tag)
+        elif cls is alias_ev:
+            if (top.is_map and top.key is None) or ev.anchor not in anchors:
+                raise _Fallback
+            value, where, height, nodes, tag = anchors[ev.anchor]
+            count += nodes
+            if count > MAX_NODES or len(stack) - 1 + height > MAX_DEPTH:
+                raise _Fallback
+            _put(top, value if top.key is _MERGE_KEY else clone(value), where, height, tag)
+        else:
+            raise _Fallback
+    if not isinstance(get(), yaml.DocumentEndEvent) or not isinstance(get(), yaml.StreamEndEvent):
+        raise _Fallback  # more than one document: the reference path says so
+    return root.value[0]
+
+
 def _check_depth(file: str, text: str) -> None:
     """PyYAML's composer recurses once per level: refuse deep nesting before composing."""
     depth = 0
@@ -381,6 +602,16 @@ def decode(file: str, data: bytes) -> str:
 
 def parse_text(file: str, text: str) -> Any:
     """YAML text -> YMap/YList/scalars with positions. Raises YamlProblem."""
+    if _HAVE_LIBYAML and "\t" not in text and "\ufeff" not in text:  # libyaml is laxer about these
+        try:
+            return _fast_parse(file, text)
+        except Exception:  # noqa: BLE001 - any doubt: the reference path decides, and words the error
+            pass
+    return _reference_parse(file, text)
+
+
+def _reference_parse(file: str, text: str) -> Any:
+    """The pure-Python path: depth check, compose, build. Authoritative for every error."""
     try:
         _check_depth(file, text)
         loader = _Loader(text)

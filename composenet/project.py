@@ -11,6 +11,7 @@ Entry point: ``load_project(LoadOptions) -> Project``.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 from collections.abc import Mapping
@@ -60,6 +61,11 @@ class _Loader:
         self.environ: dict[str, str] = dict(os.environ if opts.environ is None else opts.environ)
         self.cwd = os.path.abspath(opts.cwd or os.getcwd())
         self.problems: list[Problem] = []
+        # Schema problems whose part of the document was set aside (set_aside): the rest is still
+        # checked, so one run reports them together with the semantic problems (issue 2).
+        self.soft: list[Problem] = []
+        self.bad_services: set[str] = set()
+        self.bad_networks: set[str] = set()
         self.warnings: list[str] = []
         self.unset: dict[str, str] = {}
         self.current: str | None = None
@@ -160,10 +166,12 @@ class _Loader:
             return None
         if "version" in doc:
             self.warn(doc, ("version",), "`version` is obsolete and ignored", "CS-FILE-04", key=True)
-        probs = schema.validate(strip_tags(clone(doc)), default_file=path)
-        if probs:
-            self.problems.extend(probs)
-            return None
+        found = schema.validate_paths(strip_tags(clone(doc)), default_file=path)
+        if found:
+            if not all(self.set_aside(doc, p) for p, _ in found):
+                self.problems.extend(p for _, p in found)
+                return None
+            self.soft.extend(p for _, p in found)
         services = doc.get("services")
         if isinstance(services, YMap):
             for svc in services.values():
@@ -177,6 +185,33 @@ class _Loader:
             self.include(doc, path, env, stack)
         self.resolve_extends(doc, path, env)
         return doc
+
+    def set_aside(self, doc: YMap, p: Path) -> bool:
+        """Keep a schema error from reaching the semantic checks: a service or network with one is
+        replaced by an empty stand-in (its name stays known, so references to it are not reported
+        as undefined, but it is not modelled); another top-level entry is dropped. False when the
+        error is about a whole section (``services: []``) or ``include``: nothing is checked then."""
+        if not p or p[0] == "include" or (p[0] in ("services", "networks") and len(p) < 2):
+            return False
+        section = doc.get(p[0])
+        if p[0] in ("services", "networks"):
+            if not isinstance(section, YMap) or not isinstance(p[1], str):
+                return False
+            name, body = p[1], section.get(p[1])
+            stand_in = YMap(getattr(body, "pos", None))
+            if p[0] == "services" and isinstance(body, YMap):  # profiles still decide if it is enabled
+                profiles = body.get("profiles")
+                if isinstance(profiles, YList) and all(isinstance(x, str) for x in profiles):
+                    stand_in.put("profiles", profiles, body.kpos.get("profiles"), body.vpos.get("profiles"))
+            if name in section:
+                section.put(name, stand_in, section.kpos.get(name), section.vpos.get(name))
+            (self.bad_services if p[0] == "services" else self.bad_networks).add(name)
+            return True
+        if isinstance(section, YMap) and len(p) >= 2 and isinstance(p[1], str):
+            section.drop(p[1])
+        else:
+            doc.drop(str(p[0]))
+        return True
 
     def warn(self, doc: Any, p: Path, message: str, rule: str | None = None, key: bool = False) -> None:
         loc = locate(doc, p, key=key)
@@ -313,6 +348,8 @@ class _Loader:
         base = self.extend_one(base_doc, bpath, base_name, env, chain + [(path, name)])
         if base is None:
             return None
+        if base_doc is doc and base_name in self.bad_services:
+            self.bad_services.add(name)  # built on a stand-in: not checked either
         own = clone(svc)
         own.drop("extends")
         merged = merge_service(strip_tags(clone(base)), own, name)
@@ -382,7 +419,7 @@ class _Loader:
             merged = strip_tags(prepared) if merged is None else merge_documents(merged, prepared)
         self.current = None
         if self.problems or merged is None:
-            raise InputError(self.problems or [Problem("nothing to load")])
+            raise InputError(_ordered(self.problems + self.soft) or [Problem("nothing to load")])
         return self.build(merged, name, project_dir, files)
 
     def profiles(self) -> set[str]:
@@ -411,6 +448,9 @@ class _Loader:
         net_docs: dict[str, Any] = {}
         bad_nets: set[str] = set()
         for key, body in nets_raw.items():
+            if key in self.bad_networks:
+                bad_nets.add(key)
+                continue
             net, ndoc = build_network(ctx, key, body, name)
             if net is None:
                 bad_nets.add(key)
@@ -421,6 +461,8 @@ class _Loader:
         services: dict[str, Service] = {}
         svc_docs: dict[str, Any] = {}
         for sname, body in sorted(enabled.items()):
+            if sname in self.bad_services:
+                continue
             services[sname], svc_docs[sname] = build_service(ctx, sname, body, set(networks) | bad_nets, internal)
         # The implicit default network, only where used (CS-NET-06).
         if "default" not in networks and "default" not in bad_nets and any(
@@ -428,9 +470,8 @@ class _Loader:
             networks["default"] = Network("default", f"{name}_default")
             net_docs["default"] = {"name": f"{name}_default"}
         check(ctx, services, enabled, {**networks, **{k: Network(k, k) for k in bad_nets}}, disabled)
-        problems = self.problems + ctx.problems
+        problems = _ordered(self.problems + self.soft + ctx.problems)
         if problems:
-            problems.sort(key=lambda p: (p.file or "", p.line or 0, p.col or 0))
             raise InputError(problems)
         document: dict[str, Any] = {"name": name}
         for k, v in doc.items():
@@ -486,9 +527,19 @@ class _Loader:
         return out
 
 
+def _ordered(problems: list[Problem]) -> list[Problem]:
+    """Each problem once, by file, line and column (a stable sort keeps same-place ones in order)."""
+    return sorted(dict.fromkeys(problems), key=lambda p: (p.file or "", p.line or 0, p.col or 0))
+
+
 def load_project(opts: LoadOptions) -> Project:
     """Load, merge, validate and model the project ``opts`` selects. Raises InputError only."""
     loader = _Loader(opts)
+    paused = gc.isenabled()
+    # A big file is hundreds of thousands of acyclic containers, built and copied a few times; the
+    # cyclic collector would rescan them all again and again (a quarter of the time of a 20,000
+    # service file). One load's garbage is bounded by its input: it is collected after.
+    gc.disable()
     try:
         return loader.run()
     except InputError:
@@ -500,6 +551,9 @@ def load_project(opts: LoadOptions) -> Project:
     except Exception as e:  # last resort: a located problem, never a traceback
         raise InputError([Problem(f"cannot load this input ({type(e).__name__}: {e})", file=loader.current,
                                   hint="this is a composenet bug; please report it with the file")]) from None
+    finally:
+        if paused:
+            gc.enable()
 
 
 _ = YList  # re-exported type used by callers of this module's documents

@@ -124,7 +124,13 @@ def _message(err: ValidationError, doc: Any) -> tuple[Path, str, str | None, boo
 
 def validate(doc: Any, default_file: str | None = None) -> list[Problem]:
     """Every schema violation of ``doc`` as a located Problem (sorted by position)."""
-    out: list[Problem] = []
+    return [p for _, p in validate_paths(doc, default_file)]
+
+
+def validate_paths(doc: Any, default_file: str | None = None) -> list[tuple[Path, Problem]]:
+    """Every schema violation of ``doc``, each with the key path of the value it is about (so that
+    callers can set that part of the document aside and still check the rest)."""
+    out: list[tuple[Path, Problem]] = []
     seen: set[tuple[str | None, str]] = set()
     for err in _validator().iter_errors(doc):
         leaf = _leaf(err)
@@ -132,5 +138,5 @@ def validate(doc: Any, default_file: str | None = None) -> list[Problem]:
         p = problem_at(doc, path, msg, hint=hint, key=key, default_file=default_file)
         if (p.path, p.message) not in seen:
             seen.add((p.path, p.message))
-            out.append(p)
+            out.append((path, p))
     return out

@@ -291,7 +291,8 @@ def _ips_overlap(a: str | None, b: str | None) -> bool:
 
 
 def _check_ports(ctx: Ctx, services: Mapping[str, Service], networks: Mapping[str, Network]) -> None:
-    claims: list[tuple[str, int, Port, str | None]] = []
+    # (host port, protocol) -> earlier claims in order: a clash is looked up, not scanned for.
+    claims: dict[tuple[int, str], list[tuple[str, Port, str | None]]] = {}
     for name, svc in sorted(services.items()):
         if svc.network_mode is not None:
             continue
@@ -300,8 +301,9 @@ def _check_ports(ctx: Ctx, services: Mapping[str, Service], networks: Mapping[st
             if r is None:
                 continue
             port = r.start
-            for oname, oport, op, ohip in claims:
-                if oport == port and op.protocol == p.protocol and _ips_overlap(ohip, p.host_ip):
+            same = claims.setdefault((port, p.protocol), [])
+            for oname, op, ohip in same:
+                if _ips_overlap(ohip, p.host_ip):
                     where = op.pos.path if op.pos else f"services.{oname}.ports"
                     loc = f" ({op.pos})" if op.pos else ""
                     path = tuple(_split(p.pos.path)) if p.pos else ("services", name, "ports")
@@ -309,7 +311,7 @@ def _check_ports(ctx: Ctx, services: Mapping[str, Service], networks: Mapping[st
                             f"{where}{loc}", hint="publish it once, or on different host addresses")
                     break
             else:
-                claims.append((name, port, p, p.host_ip))
+                same.append((name, p, p.host_ip))
     _ = networks
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from composenet import load as load_mod
 from composenet.errors import InputError
 from composenet.load import YamlProblem, locate, parse_text, plain
 from composenet.model import Attachment, IpamConfig, Network
@@ -316,3 +320,122 @@ def test_key_paths_quote_odd_keys_readably(tmp_path: Path):
     assert fmt_path(("networks", "n", "driver_opts", "a b")) == 'networks.n.driver_opts["a b"]'
     assert fmt_path(("services", "café")) == 'services["café"]'
     assert 'services["café"]: unknown key' in errors(tmp_path, 'services:\n  "café": {}\n')
+
+
+# ---- the libyaml fast path builds exactly what the reference path builds ----------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _same(a: object, b: object, where: str = "$") -> str | None:
+    """None when two parsed trees are equal in values, types, order, positions and tags."""
+    if type(a) is not type(b):
+        return f"{where}: {type(a).__name__} != {type(b).__name__}"
+    if isinstance(a, load_mod.YMap) and isinstance(b, load_mod.YMap):
+        if (list(a), a.pos, a.kpos, a.vpos, a.tags) != (list(b), b.pos, b.kpos, b.vpos, b.tags):
+            return f"{where}: keys, positions or tags differ"
+        return next((r for k in a if (r := _same(a[k], b[k], f"{where}.{k}"))), None)
+    if isinstance(a, load_mod.YList) and isinstance(b, load_mod.YList):
+        if (len(a), a.pos, a.ipos) != (len(b), b.pos, b.ipos):
+            return f"{where}: items or positions differ"
+        return next((r for i, (x, y) in enumerate(zip(a, b, strict=True)) if (r := _same(x, y, f"{where}[{i}]"))),
+                    None)
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return None
+    return None if a == b else f"{where}: {a!r} != {b!r}"
+
+
+def _fast_or_none(text: str) -> object:
+    try:
+        return load_mod._fast_parse("f.yaml", text)
+    except Exception:  # noqa: BLE001 - the fast path may refuse anything: parse_text then uses the reference
+        return _REFUSED
+
+
+_REFUSED = object()
+
+TRICKY = """\
+x-a: &a {p: 1, q: !reset [1, 2], r: !override {s: 22:22}}
+x-s: &s 0o17
+x-l: &l [{m: 1}, {n: 2}]
+plain: [22:22, on, no, 0755, 0x1F, 1e3, .inf, -.inf, .nan, ~, null, "", True, 2001-01-01, 1_000, +5]
+tagged: [!!str 80, !!int '7', ! 12, ! "13", !!float 1, !!null x, !reset 8, !override "9", !!bool true]
+keys: {"<<": 1, '7': 2, ? k : v, ! <<: {w: 1}, !!str 8: x}
+s:
+  <<: [*a, {q: 3, t: 4}]
+  q: 9
+  u: *s
+  v: *l
+  w: !
+  x: 'é 中 ✓'
+m: {<<: *a, p: 2}
+deep: &d [[[[[[1]]]]]]
+again: [*d, *d]
+block: |
+  two
+  lines
+folded: >-
+  one
+  line
+"""
+
+
+@pytest.mark.parametrize("text", [TRICKY, "", "# only a comment\n", "---\na: 1\n...\n", "- 1\n- [2]\n", "x\n",
+                                  "a:\n  - b: 1\n    c: 2\n  -\n  - - d\n", "a: {b: }\n", "? a\n"])
+def test_fast_path_builds_what_the_reference_builds(text: str):
+    fast = _fast_or_none(text)
+    assert fast is not _REFUSED or not load_mod._HAVE_LIBYAML or text in ("a: {b: }\n", "? a\n")
+    if fast is not _REFUSED:
+        assert _same(fast, load_mod._reference_parse("f.yaml", text)) is None
+    assert _same(parse_text("f.yaml", text), load_mod._reference_parse("f.yaml", text)) is None
+
+
+def test_fast_path_on_every_compose_file_we_have():
+    files = sorted({*ROOT.glob("examples/**/*.y*ml"), *ROOT.glob("tests/**/*.y*ml"),
+                    *(ROOT.parent / "shared" / "corpus").glob("**/*.y*ml")})
+    assert len(files) > 50
+    for f in files:
+        text = f.read_text(encoding="utf-8")
+        fast = _fast_or_none(text)
+        assert fast is not _REFUSED or not load_mod._HAVE_LIBYAML or "\t" in text, f
+        if fast is not _REFUSED:
+            assert _same(fast, load_mod._reference_parse("f.yaml", text)) is None, f
+
+
+@pytest.mark.parametrize("text,msg", [
+    ("a: &a " + "[" * 60 + "]" * 60 + "\nb: [[[[[[*a]]]]]]\n", "nested deeper than 64"),  # deep only once aliased
+    ("a: &a 1\nb: &a 2\n", "duplicate anchor"),
+    ("a: *nope\n", "undefined alias"),
+    ("a: &a [*a]\n", "nested deeper than 64"),
+    ("a: 1\n---\nb: 2\n", "single document"),
+    ("a: !!int x\n", "invalid integer"),
+    ("a: !!bool yes\n", "invalid boolean"),
+    ("a: {b? c: 1}\n", "invalid YAML"),  # libyaml reads `b? c` as a key; the reference refuses it
+    ("a: [!!str,1]\n", "invalid YAML"),
+    ("a:\tb\n", "invalid YAML"),
+])
+def test_what_the_fast_path_refuses_is_worded_by_the_reference(text: str, msg: str):
+    with pytest.raises(YamlProblem) as ei:
+        parse_text("f.yaml", text)
+    assert msg in str(ei.value.problem) and ei.value.problem.line
+
+
+_MUTATIONS = list(":-[]{}&*!|>'\"#?,\n\t$é") + ["\n  ", "<<: *a\n", "!reset ", "!override ", "&b ", "*b", "- ",
+                                                "---\n", "? ", "!!merge ", "! ", "!x ", "\ufeff", "\r\n"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(st.tuples(st.integers(0, len(TRICKY)), st.integers(0, 3), st.sampled_from(_MUTATIONS)),
+                min_size=1, max_size=4))
+def test_fast_path_never_disagrees_on_mutated_yaml(edits):
+    text = TRICKY
+    for at, cut, ins in edits:
+        text = text[:at] + ins + text[at + cut:]
+    try:
+        want = load_mod._reference_parse("f.yaml", text)
+    except YamlProblem as e:
+        with pytest.raises(YamlProblem) as ei:
+            parse_text("f.yaml", text)
+        assert ei.value.problem == e.problem
+        return
+    assert _same(parse_text("f.yaml", text), want) is None

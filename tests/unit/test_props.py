@@ -56,6 +56,8 @@ def _load(text: str, d: Path) -> Project | InputError:
         return load_project(LoadOptions(files=("compose.yaml",), cwd=str(d), environ={"X": "1"}))
     except InputError as e:
         assert e.problems and all(p.message for p in e.problems)
+        where = [(p.file or "", p.line or 0, p.col or 0) for p in e.problems]
+        assert where == sorted(where) and len(set(e.problems)) == len(e.problems), e  # in order, each once
         return e
 
 

@@ -290,3 +290,71 @@ def test_port_warnings_are_said_once_and_located(tmp_path: Path):
     assert len([w for w in ws if "services.db.ports" in w or "service db" in w]) == 1, ws
     assert len([w for w in ws if "services.off.ports" in w or "service off" in w]) == 1, ws
     assert all(w.startswith(str(tmp_path)) for w in ws), ws
+
+
+def test_schema_and_semantic_problems_in_one_run(tmp_path: Path):
+    """Issue 2: a schema error in one service does not hide the semantic errors of the others."""
+    got = errors(tmp_path, """
+        services:
+          c:
+            depends_on: [ghost]
+          a:
+            networks:
+              front: {priority: hi}
+          b:
+            networks: [nope]
+        networks:
+          front: {}
+    """)
+    lines = got.replace(f"{tmp_path}/", "").splitlines()
+    assert lines == [
+        "compose.yaml:3:17: services.c.depends_on: depends_on service 'ghost' is not defined [CS-PROF-04]",
+        "compose.yaml:6:25: services.a.networks.front.priority: must be a number, not a string",
+        "compose.yaml:8:16: services.b.networks.nope: network 'nope' is not defined [CS-SNET-03] (hint: declare "
+        "it under the top-level `networks:` (default, front are))",
+    ], got
+
+
+def test_a_schema_error_keeps_its_name_known(tmp_path: Path):
+    """A service or network with a schema error is not modelled, but references to it are not
+    reported as undefined; a service extending a broken one is not checked either."""
+    got = errors(tmp_path, """
+        services:
+          web:
+            ports: 5
+          child:
+            extends: web
+            ports: ["70000:80"]
+          api:
+            depends_on: [web]
+            links: [web]
+            networks: [back, gone]
+        networks:
+          back:
+            driver_opts: 7
+    """)
+    lines = got.replace(f"{tmp_path}/", "").splitlines()
+    assert [ln.split(": ", 2)[:2] for ln in lines] == [
+        ["compose.yaml:3:12", "services.web.ports"],
+        ["compose.yaml:10:22", "services.api.networks.gone"],
+        ["compose.yaml:13:18", "networks.back.driver_opts"],
+    ], got
+    assert "network 'gone' is not defined" in lines[1]
+
+
+@pytest.mark.parametrize("text,want", [
+    ("services: [web]\nnetworks: {n: {driver_opts: {mtu: x}}}\n", ["compose.yaml:1:11: services: must be a mapping"]),
+    ("services:\n  web:\n    networks: [nope]\nnetworks: [a]\n", ["compose.yaml:4:11: networks: must be a mapping"]),
+    ("services:\n  web:\n    networks: [nope]\nversion: [1]\nname: {x: 1}\n",
+     ["compose.yaml:3:16: services.web.networks.nope: network 'nope' is not defined",
+      "compose.yaml:4:10: version: must be a string", "compose.yaml:5:7: name: must be a string"]),
+    ("services:\n  web:\n    ports: [80, 80]\n    networks: [nope]\n  web2:\n    ports: [80, '99999']\n",
+     ["compose.yaml:3:12: services.web.ports: has duplicate entries", "compose.yaml:6:17: services.web2.ports[1]: container port 99999"]),
+])
+def test_schema_errors_set_aside_only_their_part(tmp_path: Path, text: str, want: list[str]):
+    """A whole section of the wrong type stops the checks; elsewhere the rest is still checked.
+    Each problem is said once, in file order."""
+    lines = errors(tmp_path, text).replace(f"{tmp_path}/", "").splitlines()
+    assert len(lines) == len(want), lines
+    for line, w in zip(lines, want, strict=True):
+        assert line.startswith(w), lines
