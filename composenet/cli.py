@@ -11,7 +11,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from composenet.clihelp import examples
+from composenet.clihelp import Format, examples
 from composenet.options import LoadOptions
 
 app = typer.Typer(
@@ -27,11 +27,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-class Format(str, Enum):
-    text = "text"
-    json = "json"
 
 
 class ConfigFormat(str, Enum):

@@ -1,6 +1,16 @@
-"""Help text shared by the command modules (composenet.cli, composenet.netcmd)."""
+"""Help text and option types shared by the command modules (composenet.cli, composenet.netcmd).
+Light: imports nothing of the pipeline."""
 
 from __future__ import annotations
+
+from enum import Enum
+
+
+class Format(str, Enum):
+    """``--format``: text for people, json for programs."""
+
+    text = "text"
+    json = "json"
 
 
 def examples(*lines: str) -> str:

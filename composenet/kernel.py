@@ -785,6 +785,16 @@ def _unless_doomed(ctx: Context, name: str) -> None:
         KernelHandler.flush(ctx)
 
 
+def _link_and_netns(host: NL, link: str, ns: str, what: str) -> tuple[int, int]:
+    """For a link created in namespace ``ns`` on host link ``link`` (its bridge, its parent): the
+    index of ``link`` and an fd on ``ns`` (the caller closes it). KernelError ``what`` if either
+    is missing."""
+    try:
+        return host.index(link), netns.open_netns(ns)
+    except OSError as e:
+        raise _fail(what, e) from e
+
+
 def _brport(hairpin: bool, isolated: bool) -> bytes:
     data = nla(IFLA_BRPORT_MODE, bytes([int(hairpin)])) + nla(IFLA_BRPORT_ISOLATED, bytes([int(isolated)]))
     return nla(IFLA_LINKINFO, nla(IFLA_INFO_SLAVE_KIND, _str("bridge")) + nla(IFLA_INFO_SLAVE_DATA, data))
@@ -898,11 +908,7 @@ class KernelHandler:
         what = f"create veth {r.ifname} ({r.ns} {r.peer})"
         _unless_doomed(ctx, r.ifname)
         host = nl(ctx, "")
-        try:
-            master = host.index(r.bridge)
-            fd = netns.open_netns(r.ns)
-        except OSError as e:
-            raise _fail(what, e) from e
+        master, fd = _link_and_netns(host, r.bridge, r.ns, what)
         try:
             # The peer cannot be set up here (its open needs the other end, which does not exist
             # yet: ENOTCONN); it goes up with its label below.
@@ -981,11 +987,7 @@ class KernelHandler:
         if r.mode not in MACVLAN_MODES:
             raise KernelError(f"{what}: unknown macvlan mode {r.mode!r} (one of {', '.join(MACVLAN_MODES)})")
         host = nl(ctx, "")
-        try:
-            parent = host.index(r.parent)
-            fd = netns.open_netns(r.ns)
-        except OSError as e:
-            raise _fail(what, e) from e
+        parent, fd = _link_and_netns(host, r.parent, r.ns, what)
         # Created directly inside the namespace (IFLA_NET_NS_FD): its name is checked there, so
         # it may be eth0 even though the host has an eth0 too.
         body = (ifinfomsg(flags=IFF_UP, change=IFF_UP) + nla(IFLA_IFNAME, _str(r.ifname)) + nla(IFLA_MTU, _u32(r.mtu))

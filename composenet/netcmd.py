@@ -30,7 +30,7 @@ from typing import Annotated, Any
 
 import typer
 
-from composenet.clihelp import examples
+from composenet.clihelp import Format, examples
 
 app = typer.Typer(
     name="network",
@@ -41,11 +41,6 @@ app = typer.Typer(
 
 SPEC_NAME = "network.json"
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")  # Docker's network name rule, bounded
-
-
-class Format(str, Enum):
-    text = "text"
-    json = "json"
 
 
 class Driver(str, Enum):

@@ -1,8 +1,9 @@
 """Network namespaces without fork or `ip`: create, delete, enter, and the mount-namespace check.
 
-Owns: the libc calls (setns, unshare, mount, umount2) and the /run/netns layout that
-``ip netns`` shares (a bind mount of a namespace file on /run/netns/<name>, /run/netns itself a
-shared mount point so the bind mounts propagate to every mount namespace).
+Owns: the libc calls (setns, unshare, mount, umount2, sethostname: composenet.procs makes them
+through ``libc`` and ``check`` here too) and the /run/netns layout that ``ip netns`` shares (a
+bind mount of a namespace file on /run/netns/<name>, /run/netns itself a shared mount point so
+the bind mounts propagate to every mount namespace).
 
 Must not: talk netlink (composenet.kernel does), know about resources or projects, or leave the
 calling thread in another namespace: every function that enters a namespace returns to the
@@ -28,16 +29,19 @@ MS_SHARED = 1 << 20
 MNT_DETACH = 2
 NETLINK_ROUTE = 0
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
-_libc.unshare.argtypes = [ctypes.c_int]
+# The libc functions composenet calls (also composenet.procs, in the child before exec).
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
+libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+libc.unshare.argtypes = [ctypes.c_int]
+libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 
 _run_netns_ready = False
 
 
-def _check(rc: int, what: str) -> None:
+def check(rc: int, what: str) -> None:
+    """Raise OSError (errno and ``what``) when a libc call returned non-zero."""
     if rc != 0:
         e = ctypes.get_errno()
         raise OSError(e, f"{what}: {os.strerror(e)}")
@@ -46,7 +50,7 @@ def _check(rc: int, what: str) -> None:
 def setns(fd: int) -> None:
     """Move the calling thread into the network namespace ``fd`` refers to (Python 3.11 has no
     os.setns). The network namespace is per thread, so other threads are not affected."""
-    _check(_libc.setns(fd, CLONE_NEWNET), "setns")
+    check(libc.setns(fd, CLONE_NEWNET), "setns")
 
 
 def netns_path(name: str) -> str:
@@ -121,12 +125,12 @@ def _ensure_run_netns() -> None:
         return
     os.makedirs(NETNS_DIR, mode=0o755, exist_ok=True)
     d = NETNS_DIR.encode()
-    if _libc.mount(b"", d, b"none", MS_SHARED | MS_REC, None) != 0:
+    if libc.mount(b"", d, b"none", MS_SHARED | MS_REC, None) != 0:
         if ctypes.get_errno() != errno.EINVAL:
-            _check(-1, f"make {NETNS_DIR} shared")
+            check(-1, f"make {NETNS_DIR} shared")
         # Not a mount point yet: bind it onto itself, then make it shared.
-        _check(_libc.mount(d, d, b"none", MS_BIND | MS_REC, None), f"bind {NETNS_DIR}")
-        _check(_libc.mount(b"", d, b"none", MS_SHARED | MS_REC, None), f"make {NETNS_DIR} shared")
+        check(libc.mount(d, d, b"none", MS_BIND | MS_REC, None), f"bind {NETNS_DIR}")
+        check(libc.mount(b"", d, b"none", MS_SHARED | MS_REC, None), f"make {NETNS_DIR} shared")
     _run_netns_ready = True
 
 
@@ -148,14 +152,14 @@ def create(name: str) -> socket.socket:
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         try:
-            _check(_libc.unshare(CLONE_NEWNET), "unshare")
+            check(libc.unshare(CLONE_NEWNET), "unshare")
         except OSError:
             _unlink(path)
             raise
         sock: socket.socket | None = None
         mounted = False
         try:
-            _check(_libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", MS_BIND, None),
+            check(libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", MS_BIND, None),
                    f"bind-mount {path}")
             mounted = True
             sock = netlink_socket()
@@ -163,7 +167,7 @@ def create(name: str) -> socket.socket:
             _return_home(home)
             if sock is None:  # undo: nothing half-made stays behind
                 if mounted:
-                    _libc.umount2(path.encode(), MNT_DETACH)
+                    libc.umount2(path.encode(), MNT_DETACH)
                 _unlink(path)
         return sock
     finally:
@@ -174,8 +178,8 @@ def delete(name: str) -> None:
     """Remove /run/netns/<name> (lazy unmount, then unlink). The kernel destroys the namespace,
     and the veth peers and macvlans in it, once nothing else holds it (asynchronously)."""
     path = netns_path(name)
-    if _libc.umount2(path.encode(), MNT_DETACH) != 0 and ctypes.get_errno() not in (errno.EINVAL, errno.ENOENT):
-        _check(-1, f"umount {path}")
+    if libc.umount2(path.encode(), MNT_DETACH) != 0 and ctypes.get_errno() not in (errno.EINVAL, errno.ENOENT):
+        check(-1, f"umount {path}")
     _unlink(path)
 
 

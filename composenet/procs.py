@@ -18,7 +18,6 @@ fork and exec), or signal a pid without checking that it still is the process we
 
 from __future__ import annotations
 
-import ctypes
 import grp
 import hashlib
 import json
@@ -37,6 +36,7 @@ from composenet.apply import defer
 from composenet.dns import peers
 from composenet.errors import KernelError
 from composenet.handlers import Context, Handler
+from composenet.netns import CLONE_NEWNET, MNT_DETACH, MS_BIND, MS_REC, check, libc
 from composenet.resources import (
     ETC_NETNS_DIR,
     NETNS_DIR,
@@ -58,19 +58,8 @@ POLL = 0.02
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
-CLONE_NEWNET = 0x40000000
 MS_RDONLY = 0x1
-MS_BIND = 0x1000
-MS_REC = 0x4000
 MS_SLAVE = 1 << 19
-MNT_DETACH = 2
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
-_libc.unshare.argtypes = [ctypes.c_int]
-_libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 
 # Children started by this process, by pid: polled to reap them (a dead child stays a zombie,
 # "alive" to kill(pid, 0), until its parent waits for it) and kept so that Popen does not warn.
@@ -261,12 +250,6 @@ def resolve_user(spec: str) -> Credentials:
     return Credentials(uid, gid, groups)
 
 
-def _check(rc: int, what: str) -> None:
-    if rc != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, f"{what}: {os.strerror(e)}")
-
-
 def etc_binds(ns: str) -> list[tuple[str, str]]:
     """(source, target) bind mounts `ip netns exec` makes: every /etc/netns/<ns>/<f> over
     /etc/<f>, for the targets that exist."""
@@ -307,24 +290,24 @@ def spawn(argv: list[str] | tuple[str, ...], *, ns: str, hostname: str | None, e
         step = "setns"
         try:
             if nsfd >= 0:
-                _check(_libc.setns(nsfd, CLONE_NEWNET), f"enter network namespace {ns}")
+                check(libc.setns(nsfd, CLONE_NEWNET), f"enter network namespace {ns}")
             flags = (CLONE_NEWNS if nsfd >= 0 else 0) | (CLONE_NEWUTS if hostname is not None else 0)
             if flags:
                 step = "unshare"
-                _check(_libc.unshare(flags), "unshare")
+                check(libc.unshare(flags), "unshare")
             if nsfd >= 0:
                 step = "mount"
-                _check(_libc.mount(b"", b"/", b"none", MS_SLAVE | MS_REC, None), "make / a slave mount")
+                check(libc.mount(b"", b"/", b"none", MS_SLAVE | MS_REC, None), "make / a slave mount")
                 # /sys of the new network namespace (its /sys/class/net); as `ip netns exec`.
                 ro = os.statvfs("/sys").f_flag & os.ST_RDONLY
-                if _libc.umount2(b"/sys", MNT_DETACH) == 0:
-                    _libc.mount(ns.encode(), b"/sys", b"sysfs", MS_RDONLY if ro else 0, None)
+                if libc.umount2(b"/sys", MNT_DETACH) == 0:
+                    libc.mount(ns.encode(), b"/sys", b"sysfs", MS_RDONLY if ro else 0, None)
                 for src, dst in binds:
-                    _check(_libc.mount(src.encode(), dst.encode(), b"none", MS_BIND, None), f"bind {src} on {dst}")
+                    check(libc.mount(src.encode(), dst.encode(), b"none", MS_BIND, None), f"bind {src} on {dst}")
             if hostname is not None:
                 step = "sethostname"
                 b = hostname.encode()
-                _check(_libc.sethostname(b, len(b)), f"set hostname {hostname!r}")
+                check(libc.sethostname(b, len(b)), f"set hostname {hostname!r}")
             if creds is not None:
                 step = "setuid"
                 os.setgroups(list(creds.groups))
@@ -380,12 +363,8 @@ def _record_path(ctx: Context, container: str) -> str:
 
 
 def read_record(path: str) -> dict[str, Any] | None:
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and data.get("kind") == "process" else None
+    data = peers.read_json(path)
+    return data if data is not None and data.get("kind") == "process" else None
 
 
 def read_records(ctx: Context) -> dict[str, dict[str, Any]]:
@@ -645,11 +624,8 @@ class ResolverHandler:
         outcome: list[str] = []
 
         def answered() -> bool:
-            try:
-                with open(log, "rb") as f:
-                    f.seek(offset)
-                    text = f.read().decode(errors="replace")
-            except OSError:
+            text = peers.read_from(log, offset)
+            if text is None:
                 return False
             for line in text.splitlines():
                 if "reload failed" in line or "reloaded" in line:

@@ -120,6 +120,43 @@ def _lock_holder(path: str) -> str:
     return f" (pid {pid})" if pid.isdigit() else ""
 
 
+def _wait_flock(fd: int, path: str, start: float, told: bool, timeout: float | None, message_after: float,
+                say: Callable[[str], None], gave_up: Callable[[str], str], waiting: Callable[[str], str]) -> bool:
+    """Take the exclusive flock on ``fd`` (the lock file ``path``), polling while another run holds
+    it: LockError after ``timeout`` seconds since ``start`` (if given), ``say`` the ``waiting``
+    message once after ``message_after`` seconds (not again when ``told``). ``gave_up`` and
+    ``waiting`` make the messages from the holder's " (pid N)". Returns the new ``told``."""
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return told
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES):
+                raise LockError(f"cannot lock {path}: {e.strerror}") from None
+        waited = time.monotonic() - start
+        if timeout is not None and waited >= timeout:
+            raise LockError(gave_up(_lock_holder(path)), hint=f"wait for it to finish, or check {path}",
+                            retryable=True)
+        if not told and waited >= message_after:
+            say(waiting(_lock_holder(path)))
+            told = True
+        time.sleep(LOCK_POLL)
+
+
+@contextmanager
+def _holding(fd: int) -> Iterator[None]:
+    """The body, with our pid in the locked file ``fd`` (emptied again afterwards)."""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    try:
+        yield
+    finally:
+        try:
+            os.ftruncate(fd, 0)
+        except OSError:
+            pass
+
+
 @contextmanager
 def project_lock(ctx: Context, echo: Callable[[str], None] | None = None,
                  message_after: float = LOCK_MESSAGE_AFTER, timeout: float | None = None) -> Iterator[None]:
@@ -138,22 +175,11 @@ def project_lock(ctx: Context, echo: Callable[[str], None] | None = None,
         path = os.path.join(ctx.project_dir, LOCK_NAME)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as e:
-                    if e.errno not in (errno.EAGAIN, errno.EACCES):
-                        raise LockError(f"cannot lock {path}: {e.strerror}") from None
-                waited = time.monotonic() - start
-                if timeout is not None and waited >= timeout:
-                    raise LockError(f"another composenet run holds the lock of project {ctx.project}"
-                                    f"{_lock_holder(path)}; gave up after {timeout:g} s",
-                                    hint=f"wait for it to finish, or check {path}", retryable=True)
-                if not told and waited >= message_after:
-                    say(f"waiting for another composenet run on project {ctx.project}{_lock_holder(path)}")
-                    told = True
-                time.sleep(LOCK_POLL)
+            told = _wait_flock(
+                fd, path, start, told, timeout, message_after, say,
+                gave_up=lambda holder: (f"another composenet run holds the lock of project {ctx.project}"
+                                        f"{holder}; gave up after {timeout:g} s"),
+                waiting=lambda holder: f"waiting for another composenet run on project {ctx.project}{holder}")
             try:
                 same = os.fstat(fd).st_ino == os.stat(path).st_ino
             except FileNotFoundError:
@@ -162,15 +188,8 @@ def project_lock(ctx: Context, echo: Callable[[str], None] | None = None,
                 os.close(fd)
                 fd = -1
                 continue
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-            try:
+            with _holding(fd):
                 yield
-            finally:
-                try:
-                    os.ftruncate(fd, 0)
-                except OSError:
-                    pass
             return
         finally:
             if fd >= 0:
@@ -191,33 +210,12 @@ def ipam_lock(ctx: Context, echo: Callable[[str], None] | None = None,
     path = os.path.join(ctx.run_dir, IPAM_LOCK_NAME)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        start = time.monotonic()
-        told = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as e:
-                if e.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise LockError(f"cannot lock {path}: {e.strerror}") from None
-            waited = time.monotonic() - start
-            if timeout is not None and waited >= timeout:
-                raise LockError(f"another composenet run{_lock_holder(path)} is choosing subnets; "
-                                f"gave up after {timeout:g} s", hint=f"wait for it to finish, or check {path}",
-                                retryable=True)
-            if not told and waited >= message_after:
-                say(f"waiting for another composenet run{_lock_holder(path)} to choose its subnets")
-                told = True
-            time.sleep(LOCK_POLL)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        try:
+        _wait_flock(
+            fd, path, time.monotonic(), False, timeout, message_after, say,
+            gave_up=lambda holder: f"another composenet run{holder} is choosing subnets; gave up after {timeout:g} s",
+            waiting=lambda holder: f"waiting for another composenet run{holder} to choose its subnets")
+        with _holding(fd):
             yield
-        finally:
-            try:
-                os.ftruncate(fd, 0)
-            except OSError:
-                pass
     finally:
         os.close(fd)  # releases the flock
 

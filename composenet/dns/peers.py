@@ -56,13 +56,24 @@ def _pid_netns(pid: int) -> int | None:
         return None
 
 
-def _read_json(path: str) -> dict[str, Any] | None:
+def read_json(path: str) -> dict[str, Any] | None:
+    """The JSON object in file ``path``; None when it cannot be read or is not an object."""
     try:
         with open(path) as f:
             data = json.load(f)
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def read_from(path: str, offset: int) -> str | None:
+    """What file ``path`` (a resolver's log) holds from byte ``offset`` on; None if unreadable."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+    except OSError:
+        return None
 
 
 def _containers(cfg: dict[str, Any]) -> list[dict[str, Any]]:
@@ -113,7 +124,7 @@ def _projects(run_dir: str) -> list[str]:
 def resolver_pid(run_dir: str, project: str) -> int | None:
     """The live resolver daemon of ``project`` (pidfile, checked against its command line)."""
     cfg_path = os.path.join(run_dir, project, CONFIG_NAME)
-    cfg = _read_json(cfg_path)
+    cfg = read_json(cfg_path)
     pidfile = str(cfg.get("pidfile")) if cfg and cfg.get("pidfile") else os.path.join(run_dir, project, "dns.pid")
     try:
         with open(pidfile) as f:
@@ -153,14 +164,14 @@ def gather(cfg: dict[str, Any], config_path: str) -> list[dict[str, Any]]:
         if q == project:
             continue
         found: list[tuple[dict[str, Any], set[str]]] = []
-        peers = _read_json(os.path.join(run_dir, q, PEERS_NAME))
+        peers = read_json(os.path.join(run_dir, q, PEERS_NAME))
         if peers is not None and peers.get("host_netns") == here:
             for c in _containers(peers):
                 if os.path.exists(os.path.join(NETNS_DIR, str(c.get("name", "")))):  # not stale
                     found.append((c, wanted))
         pid = resolver_pid(run_dir, q)
         if pid is not None and _pid_netns(pid) == here:
-            theirs = _read_json(os.path.join(run_dir, q, CONFIG_NAME)) or {}
+            theirs = read_json(os.path.join(run_dir, q, CONFIG_NAME)) or {}
             owned = listener_networks(theirs) & wanted
             if owned:
                 found += [(c, owned) for c in _containers(theirs)]
@@ -208,7 +219,7 @@ def notify(run_dir: str, project: str, networks: set[str], timeout: float = NOTI
     for q in _projects(run_dir):
         if q == project:
             continue
-        cfg = _read_json(os.path.join(run_dir, q, CONFIG_NAME))
+        cfg = read_json(os.path.join(run_dir, q, CONFIG_NAME))
         if cfg is None or not relevant_networks(cfg) & networks:
             continue
         pid = resolver_pid(run_dir, q)
@@ -238,11 +249,8 @@ def _reloaded(pid: int, log: str, offset: int) -> bool:
         os.kill(pid, 0)
     except OSError:
         return True  # gone: nothing to wait for
-    try:
-        with open(log, "rb") as f:
-            f.seek(offset)
-            text = f.read().decode(errors="replace")
-    except OSError:
+    text = read_from(log, offset)
+    if text is None:
         return False
     # A reload already running when we signalled may have read the old records: only one that
     # started after the signal ("reloading" logged after ``offset``) counts.

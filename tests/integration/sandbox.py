@@ -28,6 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from dnslib import QTYPE, RCODE, DNSRecord
+
 HOST_ADDR = "203.0.113.1"
 OUTSIDE_ADDR = "203.0.113.254"
 WEB_ADDR = "198.51.100.10"
@@ -306,13 +308,17 @@ def in_netns(ns: str, fn: Callable[[], T], timeout: float = 30) -> T:
     return value
 
 
+def _family(addr: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+
 def tcp(ns: str, addr: str, port: int, timeout: float = 1.0) -> str | None:
-    """Connect from namespace ``ns`` to addr:port and read the one-line reply of echo.py.
-    Returns the reply (``"<peer seen> <hostname>"``), or None when the connection is refused,
-    dropped or times out (blocked)."""
+    """Connect from namespace ``ns`` to addr:port (IPv4 or IPv6) and read the one-line reply of
+    echo.py (or echo_dual.py). Returns the reply (``"<peer seen> <hostname>"``), or None when the
+    connection is refused, dropped or times out (blocked)."""
 
     def go() -> str | None:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s = socket.socket(_family(addr), socket.SOCK_STREAM)
         s.settimeout(timeout)
         try:
             s.connect((addr, port))
@@ -391,16 +397,45 @@ def check_matrix(probes: dict[str, tuple[Callable[..., str | None], tuple]], exp
 
 
 def wait_for(ns: str, addr: str, port: int, proto: str = "tcp", deadline: float = 10.0) -> str:
-    """Poll (bounded) until echo.py answers on addr:port from namespace ``ns``."""
-    probe = tcp if proto == "tcp" else udp
+    """Poll (bounded) until echo.py (or echo_dual.py) answers on addr:port from namespace ``ns``;
+    the port of an IPv6 ``addr`` is reached over TCP (``proto`` is not used)."""
+    six = ":" in addr
+    probe = tcp if proto == "tcp" or six else udp
+    where = f"[{addr}]:{port}" if six else f"{addr}:{port}/{proto}"
     end = time.monotonic() + deadline
     while True:
         r = probe(ns, addr, port, 0.5)
         if r is not None:
             return r
         if time.monotonic() > end:
-            raise AssertionError(f"nothing answers on {addr}:{port}/{proto} from {ns} after {deadline} s")
+            raise AssertionError(f"nothing answers on {where} from {ns} after {deadline} s")
         time.sleep(0.05)
+
+
+def dns(ns: str, server: str, name: str, qtype: str = "A", timeout: float = 2.0) -> tuple[str, list[str]]:
+    """One DNS query from inside namespace ``ns`` to ``server`` (IPv4 or IPv6): (rcode name,
+    answers of type ``qtype``). Bounded retries; ("TIMEOUT", []) when nothing answers."""
+
+    def go() -> tuple[str, list[str]]:
+        q = DNSRecord.question(name, qtype)
+        s = socket.socket(_family(server), socket.SOCK_DGRAM)
+        s.settimeout(timeout / 3)
+        try:
+            for _ in range(3):
+                try:
+                    s.sendto(q.pack(), (server, 53))
+                    data, _peer = s.recvfrom(4096)
+                except TimeoutError:
+                    continue
+                r = DNSRecord.parse(data)
+                if r.header.id != q.header.id:
+                    continue
+                return RCODE[r.header.rcode], sorted(str(rr.rdata) for rr in r.rr if rr.rtype == getattr(QTYPE, qtype))
+            return "TIMEOUT", []
+        finally:
+            s.close()
+
+    return in_netns(ns, go)
 
 
 # -- processes -----------------------------------------------------------------------------

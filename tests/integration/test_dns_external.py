@@ -10,17 +10,15 @@ own), which merges the records other projects publish for their endpoints on it
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 
-from dnslib import QTYPE, RCODE, DNSRecord
-
 from tests.integration import dnstopo
-from tests.integration.sandbox import DNS_ADDR, WEB_ADDR, Sandbox, in_netns, wait_for
+from tests.integration.sandbox import DNS_ADDR, WEB_ADDR, Sandbox, wait_for
+from tests.integration.sandbox import dns as query
 from tests.integration.stacks import ECHO
 
 
@@ -35,29 +33,9 @@ def write(d: Path, text: str) -> Path:
     return path
 
 
-def dns(ns: str, server: str, name: str, timeout: float = 3.0) -> tuple[str, list[str]]:
+def dns(ns: str, server: str, name: str) -> tuple[str, list[str]]:
     """One A query from inside namespace ``ns`` to ``server``: (rcode name, addresses)."""
-
-    def go() -> tuple[str, list[str]]:
-        q = DNSRecord.question(name, "A")
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.settimeout(timeout / 3)
-        try:
-            for _ in range(3):
-                try:
-                    s.sendto(q.pack(), (server, 53))
-                    data, _peer = s.recvfrom(4096)
-                except TimeoutError:
-                    continue
-                r = DNSRecord.parse(data)
-                if r.header.id != q.header.id:
-                    continue
-                return RCODE[r.header.rcode], sorted(str(rr.rdata) for rr in r.rr if rr.rtype == QTYPE.A)
-            return "TIMEOUT", []
-        finally:
-            s.close()
-
-    return in_netns(ns, go)
+    return query(ns, server, name, timeout=3.0)
 
 
 def nameserver(ns: str) -> str:

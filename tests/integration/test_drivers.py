@@ -9,19 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
-import time
 import uuid
 from pathlib import Path
-
-from dnslib import QTYPE, RCODE, DNSRecord
 
 from tests.integration.sandbox import (
     HOST_ADDR,
     OUTSIDE_ADDR,
     Sandbox,
-    in_netns,
+    dns,
     netns_inode,
     proc_cmdline,
     processes_in,
@@ -43,62 +39,6 @@ def write(tmp: Path, text: str) -> Path:
     path = tmp / "compose.yaml"
     path.write_text(text)
     return path
-
-
-def dns(ns: str, server: str, name: str, qtype: str = "A", timeout: float = 2.0) -> tuple[str, list[str]]:
-    """One DNS query from inside namespace ``ns``: (rcode name, answers). Bounded retries."""
-    family = socket.AF_INET6 if ":" in server else socket.AF_INET
-
-    def go() -> tuple[str, list[str]]:
-        q = DNSRecord.question(name, qtype)
-        s = socket.socket(family, socket.SOCK_DGRAM)
-        s.settimeout(timeout / 3)
-        try:
-            for _ in range(3):
-                try:
-                    s.sendto(q.pack(), (server, 53))
-                    data, _peer = s.recvfrom(4096)
-                except TimeoutError:
-                    continue
-                r = DNSRecord.parse(data)
-                if r.header.id != q.header.id:
-                    continue
-                return RCODE[r.header.rcode], sorted(str(rr.rdata) for rr in r.rr if rr.rtype == getattr(QTYPE, qtype))
-            return "TIMEOUT", []
-        finally:
-            s.close()
-
-    return in_netns(ns, go)
-
-
-def tcp6(ns: str, addr: str, port: int, timeout: float = 1.0) -> str | None:
-    """tcp() over IPv6: the one-line reply of echo_dual.py, or None when blocked."""
-
-    def go() -> str | None:
-        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-        s.settimeout(timeout)
-        try:
-            s.connect((addr, port))
-            data = s.recv(4096)
-            return data.decode().strip() or None
-        except OSError:
-            return None
-        finally:
-            s.close()
-
-    return in_netns(ns, go)
-
-
-def wait_for6(ns: str, addr: str, port: int, deadline: float = 10.0) -> str:
-    """wait_for() over IPv6: poll (bounded) until echo_dual.py answers."""
-    end = time.monotonic() + deadline
-    while True:
-        r = tcp6(ns, addr, port, 0.5)
-        if r is not None:
-            return r
-        if time.monotonic() > end:
-            raise AssertionError(f"nothing answers on [{addr}]:{port} from {ns} after {deadline} s")
-        time.sleep(0.05)
 
 
 def link_names(sb: Sandbox, ns: str) -> list[str]:
@@ -318,7 +258,7 @@ def test_ipv6_dual_stack_bridge(sandbox: Sandbox, tmp_path) -> None:
     sb.ip(sb.host, f"addr add {HOST6}/64 dev up0 nodad")
     sb.ip(sb.outside, f"addr add {OUTSIDE6}/64 dev up0 nodad")
     sb.spawn_in(sb.outside, sys.executable, str(ECHO_DUAL), "--tcp", "80")
-    wait_for6(sb.outside, OUTSIDE6, 80)
+    wait_for(sb.outside, OUTSIDE6, 80)
 
     compose = write(tmp_path, DUAL)
     sb.up(compose, p)
@@ -337,7 +277,7 @@ def test_ipv6_dual_stack_bridge(sandbox: Sandbox, tmp_path) -> None:
         assert r.stdout.strip() == "0", (knob, r.stdout)
 
     # Inside the network: both families, no NAT.
-    seen = wait_for6(client, web6[0], 80)
+    seen = wait_for(client, web6[0], 80)
     assert seen.split()[0] == client6[0], seen
     assert wait_for(client, web4, 80).split()[0] == sb.ipv4(client)
 
@@ -348,11 +288,11 @@ def test_ipv6_dual_stack_bridge(sandbox: Sandbox, tmp_path) -> None:
 
     # The published port over IPv6 from the outside namespace: DNAT in the ip6 family; the
     # client's address is preserved. And over IPv4, as always.
-    seen = wait_for6(sb.outside, HOST6, 8080)
+    seen = wait_for(sb.outside, HOST6, 8080)
     assert seen.split() == [OUTSIDE6, web], seen
     assert wait_for(sb.outside, HOST_ADDR, 8080).split() == [OUTSIDE_ADDR, web]
     # Egress over IPv6 is masqueraded to the host's address (Docker's default).
-    seen = wait_for6(client, OUTSIDE6, 80)
+    seen = wait_for(client, OUTSIDE6, 80)
     assert seen.split()[0] == HOST6, seen
 
     r = sb.plan(compose, p)

@@ -19,13 +19,22 @@ import time
 
 
 def reply(peer: str) -> bytes:
+    if peer.startswith("::ffff:") and "." in peer:  # an IPv4 peer of a dual-stack socket
+        peer = peer[len("::ffff:"):]
     return f"{peer} {socket.gethostname()}\n".encode()
 
 
-def serve_tcp(bind: str, port: int) -> None:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def _sock(kind: int, bind: str, port: int, dual: bool) -> socket.socket:
+    s = socket.socket(socket.AF_INET6 if dual else socket.AF_INET, kind)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if dual:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     s.bind((bind, port))
+    return s
+
+
+def serve_tcp(bind: str, port: int, dual: bool = False) -> None:
+    s = _sock(socket.SOCK_STREAM, bind, port, dual)
     s.listen(64)
     while True:
         conn, peer = s.accept()
@@ -37,10 +46,8 @@ def serve_tcp(bind: str, port: int) -> None:
             conn.close()
 
 
-def serve_udp(bind: str, port: int) -> None:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((bind, port))
+def serve_udp(bind: str, port: int, dual: bool = False) -> None:
+    s = _sock(socket.SOCK_DGRAM, bind, port, dual)
     while True:
         _data, peer = s.recvfrom(2048)
         try:
@@ -49,18 +56,24 @@ def serve_udp(bind: str, port: int) -> None:
             pass
 
 
-def main() -> None:
+def main(dual: bool = False) -> None:
+    """``dual`` (echo_dual.py): one IPv6 socket per port on [::] that takes IPv4 clients too."""
     ap = argparse.ArgumentParser()
-    ap.add_argument("--bind", default="0.0.0.0")
+    if not dual:
+        ap.add_argument("--bind", default="0.0.0.0")
     ap.add_argument("--tcp", type=int, action="append", default=[])
     ap.add_argument("--udp", type=int, action="append", default=[])
     ap.add_argument("--max-seconds", type=float, default=600)
     a = ap.parse_args()
+    bind = "::" if dual else a.bind
     for port in a.tcp:
-        threading.Thread(target=serve_tcp, args=(a.bind, port), daemon=True).start()
+        threading.Thread(target=serve_tcp, args=(bind, port, dual), daemon=True).start()
     for port in a.udp:
-        threading.Thread(target=serve_udp, args=(a.bind, port), daemon=True).start()
-    print(f"echo: listening on {a.bind} tcp {a.tcp} udp {a.udp}", flush=True)
+        threading.Thread(target=serve_udp, args=(bind, port, dual), daemon=True).start()
+    if dual:
+        print(f"echo_dual: listening on [::] tcp {a.tcp} udp {a.udp}", flush=True)
+    else:
+        print(f"echo: listening on {a.bind} tcp {a.tcp} udp {a.udp}", flush=True)
     time.sleep(a.max_seconds)
     sys.exit(0)
 
