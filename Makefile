@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check composenet tests bench
+	$(VENV)/bin/ruff check composenet tests bench examples
 	$(VENV)/bin/mypy composenet
 
 test-unit: $(STAMP)
