@@ -17,12 +17,13 @@ import json
 import re
 from dataclasses import dataclass, field, replace
 
-from composenet import ipam
+from composenet import ipam, overlay
 from composenet.errors import InputError, Problem
 from composenet.model import Attachment, Network, Project, Service
 from composenet.resources import (
     LABEL_PREFIX,
     RUN_DIR,
+    VXLAN_LABEL_SUFFIX,
     Address,
     Bridge,
     DnsRecords,
@@ -35,9 +36,11 @@ from composenet.resources import (
     Route,
     Sysctl,
     Veth,
+    Vxlan,
     bridge_ifname,
     nft_table_name,
     veth_ifname,
+    vxlan_ifname,
 )
 from composenet.ruleset import NetRules, PortMap, build
 from composenet.state import DesiredState, ObservedState
@@ -69,6 +72,7 @@ class NetPlan:
     pool4: ipam.Pool | None = None
     pool6: ipam.Pool | None = None
     mtu: int = 1500
+    vxlan: overlay.VxlanOpts | None = None  # driver overlay with peers: the bridge's VXLAN port
 
 
 @dataclass
@@ -191,10 +195,13 @@ def desire(project: Project, observed: ObservedState, upstreams: Upstreams, run_
             # listener of the resolver, for other projects' containers that attach to it).
             pass
         kind = "macvlan" if n.driver == "macvlan" else "bridge"
-        if n.driver == "overlay":
+        vx = overlay.vxlan_opts(n, observed.host_addresses)
+        if n.driver == "overlay" and vx is None:
             d.warnings.append(f"network {n.key}: driver overlay is built as a local bridge (single host)")
         br = n.opt("com.docker.network.bridge.name") or bridge_ifname(p, n.name)
-        np = NetPlan(n, kind, bridge=br if kind == "bridge" else "")
+        np = NetPlan(n, kind, bridge=br if kind == "bridge" else "", vxlan=vx)
+        if vx is not None:
+            np.mtu = overlay.DEFAULT_MTU
         mtu = n.opt("com.docker.network.driver.mtu") or n.opt("driver_mtu") or n.opt("mtu")
         if mtu:
             try:
@@ -348,6 +355,10 @@ def desire(project: Project, observed: ObservedState, upstreams: Upstreams, run_
     for np in bridges:
         mac = ipam.mac_for(np.gateway4, np.net.name)
         d.add(Bridge(np.bridge, f"{LABEL_PREFIX}{p}/{np.net.name}", np.net.name, np.mtu, mac))
+        if np.vxlan is not None:
+            vx = np.vxlan
+            d.add(Vxlan(vxlan_ifname(p, np.net.name), f"{LABEL_PREFIX}{p}/{np.net.name}{VXLAN_LABEL_SUFFIX}",
+                        np.net.name, np.bridge, vx.vni, vx.port, vx.local, vx.peers, np.mtu))
         if np.subnet4 is not None and np.gateway4:
             d.add(Address("", np.bridge, f"{np.gateway4}/{np.subnet4.prefixlen}"))
         if np.subnet6 is not None and np.gateway6:
@@ -529,6 +540,8 @@ def desire(project: Project, observed: ObservedState, upstreams: Upstreams, run_
             "subnet": str(np.subnet4) if np.subnet4 else None, "gateway": np.gateway4,
             "subnet6": str(np.subnet6) if np.subnet6 else None, "gateway6": np.gateway6,
             "internal": np.net.internal, "mtu": np.mtu,
+            **({"vxlan": {"vni": np.vxlan.vni, "port": np.vxlan.port, "local": np.vxlan.local,
+                          "peers": list(np.vxlan.peers)}} if np.vxlan is not None else {}),
         })
     for c in containers:
         d.containers.append({

@@ -36,6 +36,7 @@ IN_PLACE: dict[str, set[str]] = {
     "bridge": {"mtu", "mac", "label"},
     "veth": {"mtu", "mac", "hairpin", "isolated", "label"},
     "macvlan": {"mtu", "mac", "label"},
+    "vxlan": {"mtu", "label", "peers", "bridge"},
     "sysctl": {"value"},
     "nft": {"rules"},
     "file": {"content"},

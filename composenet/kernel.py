@@ -1,5 +1,6 @@
-"""The netlink side of the executor: handlers for netns, bridge, veth, macvlan, address, route
-and sysctl, their ``observe``, and the host facts IPAM needs.
+"""The netlink side of the executor: handlers for netns, bridge, vxlan, veth, macvlan, address,
+route and sysctl, their ``observe``, and the host facts IPAM needs (vxlan links and their FDB go
+through pyroute2).
 
 Owns: one rtnetlink socket per namespace per run (``nl``; ``ipr`` gives a pyroute2 IPRoute bound
 the same way), the kernel meaning of each resource kind (see resources.py), and the named rules
@@ -34,6 +35,7 @@ from composenet.netns import check_mount_namespace
 from composenet.resources import (
     LABEL_PREFIX,
     ROUTE_PROTO,
+    VXLAN_LABEL_SUFFIX,
     Address,
     Bridge,
     Macvlan,
@@ -42,6 +44,7 @@ from composenet.resources import (
     Route,
     Sysctl,
     Veth,
+    Vxlan,
 )
 from composenet.state import ObservedState
 
@@ -65,6 +68,8 @@ VETH_INFO_PEER = 1
 IFLA_BR_STP_STATE = 5
 IFLA_BRPORT_MODE, IFLA_BRPORT_ISOLATED = 4, 33  # MODE = hairpin
 IFLA_MACVLAN_MODE = 1
+IFLA_VXLAN_ID, IFLA_VXLAN_LOCAL, IFLA_VXLAN_PORT = 1, 4, 15
+FLOOD_MAC = "00:00:00:00:00:00"  # the FDB entry a VXLAN link floods unknown destinations through
 MACVLAN_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8, "source": 16}
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST, IFA_FLAGS = 1, 2, 4, 8
 IFA_F_NODAD = 0x02
@@ -512,6 +517,11 @@ def observe_kernel(ctx: Context, observed: ObservedState) -> None:
             bridges.append(lk)
             observed.add(Bridge(lk.name, lk.alias, p[0], lk.mtu, lk.mac))
 
+    vxlans = [lk for lk in links if lk.kind == "vxlan" and lk.alias.endswith(VXLAN_LABEL_SUFFIX)
+              and (p := label_parts(lk.alias, project)) is not None and len(p) == 2]
+    if vxlans:
+        _observe_vxlans(ctx, observed, vxlans, by_index)
+
     ns_links: dict[str, list[Link]] = {}
     for ns in sorted(set(owned_ns) | {p[0] for _lk, p in veths if netns.is_netns(netns.netns_path(p[0]))}):
         ns_links[ns] = nl(ctx, ns).links()
@@ -559,6 +569,26 @@ def observe_kernel(ctx: Context, observed: ObservedState) -> None:
         for name in (f"net.ipv4.conf.{b.name}.route_localnet", f"net.ipv6.conf.{b.name}.accept_ra",
                      f"net.ipv6.conf.{b.name}.accept_dad"):
             _observe_sysctl(observed, "", name, b.name)
+
+
+def _observe_vxlans(ctx: Context, observed: ObservedState, vxlans: list[Link], by_index: dict[int, Link]) -> None:
+    """VXLAN links: VNI, port and local address from the link, peers from the flood entries
+    (all-zero MAC with a remote destination) of its FDB, read through pyroute2."""
+    fdb = ipr(ctx, "").fdb("dump")
+    for lk in vxlans:
+        d = lk.data
+        vni = struct.unpack("I", d[IFLA_VXLAN_ID][:4])[0] if IFLA_VXLAN_ID in d else 0
+        port = struct.unpack("!H", d[IFLA_VXLAN_PORT][:2])[0] if IFLA_VXLAN_PORT in d else 0
+        local = socket.inet_ntop(socket.AF_INET, d[IFLA_VXLAN_LOCAL][:4]) if IFLA_VXLAN_LOCAL in d else None
+        if local == "0.0.0.0":
+            local = None
+        peers = sorted({m.get("NDA_DST") for m in fdb
+                        if m["ifindex"] == lk.index and m.get("NDA_LLADDR") == FLOOD_MAC and m.get("NDA_DST")},
+                       key=lambda a: ipaddress.ip_address(a))
+        master = by_index.get(lk.master)
+        network = lk.alias[: -len(VXLAN_LABEL_SUFFIX)].split("/", 1)[1]
+        observed.add(Vxlan(lk.name, lk.alias, network, master.name if master else "", vni, port, local,
+                           tuple(peers), lk.mtu))
 
 
 def _sysctl_path(name: str, ifname: str | None) -> str:
@@ -803,7 +833,7 @@ def _brport(hairpin: bool, isolated: bool) -> bytes:
 class KernelHandler:
     """Handler (composenet.handlers.Handler) for every kind that lives in rtnetlink or sysctl."""
 
-    kinds: tuple[str, ...] = ("netns", "bridge", "veth", "macvlan", "address", "route", "sysctl")
+    kinds: tuple[str, ...] = ("netns", "bridge", "vxlan", "veth", "macvlan", "address", "route", "sysctl")
 
     def observe(self, ctx: Context, observed: ObservedState) -> None:
         try:
@@ -902,6 +932,56 @@ class KernelHandler:
                 _dellink(host, r.ifname)
         except OSError as e:
             raise _fail(f"delete bridge {r.ifname} ({r.network})", e) from e
+
+    # -- vxlan ----------------------------------------------------------------------------
+    def _create_vxlan(self, ctx: Context, r: Vxlan) -> None:
+        what = f"create vxlan {r.ifname} ({r.network}, vni {r.vni})"
+        _unless_doomed(ctx, r.ifname)
+        host = nl(ctx, "")
+        try:
+            master = host.index(r.bridge)
+        except OSError as e:
+            raise _fail(what, e) from e
+        ip = ipr(ctx, "")
+        kw: dict[str, Any] = {"vxlan_id": r.vni, "vxlan_port": r.port, "vxlan_learning": 1}
+        if r.local:
+            kw["vxlan_local"] = r.local
+        try:
+            ip.link("add", ifname=r.ifname, kind="vxlan", mtu=r.mtu, master=master, **kw)
+        except Exception as e:  # noqa: BLE001 -- pyroute2 raises NetlinkError and others
+            raise _fail(what, e) from e
+        try:
+            index = host.index(r.ifname)
+            for peer in r.peers:
+                ip.fdb("append", ifindex=index, lladdr=FLOOD_MAC, dst=peer)
+            host.request(RTM_NEWLINK, ifinfomsg(index=index, flags=IFF_UP, change=IFF_UP)
+                         + nla(IFLA_IFALIAS, _str(r.label)))
+        except Exception as e:  # noqa: BLE001
+            _dellink(host, r.ifname)
+            raise _fail(what, e) from e
+
+    def _update_vxlan(self, ctx: Context, before: Vxlan, after: Vxlan) -> None:
+        host = nl(ctx, "")
+        try:
+            if before.bridge != after.bridge:
+                _setlink(host, after.ifname, nla(IFLA_MASTER, _u32(host.index(after.bridge))))
+            _setlink(host, after.ifname, nla(IFLA_MTU, _u32(after.mtu)), nla(IFLA_IFALIAS, _str(after.label)))
+            index = host.index(after.ifname)
+            ip = ipr(ctx, "")
+            for peer in sorted(set(before.peers) - set(after.peers)):
+                ip.fdb("del", ifindex=index, lladdr=FLOOD_MAC, dst=peer)
+            for peer in sorted(set(after.peers) - set(before.peers)):
+                ip.fdb("append", ifindex=index, lladdr=FLOOD_MAC, dst=peer)
+        except Exception as e:  # noqa: BLE001
+            raise _fail(f"update vxlan {after.ifname} ({after.network})", e) from e
+
+    def _delete_vxlan(self, ctx: Context, r: Vxlan) -> None:
+        try:
+            host = nl(ctx, "")
+            if not _doom(ctx, host, r.ifname):
+                _dellink(host, r.ifname)
+        except OSError as e:
+            raise _fail(f"delete vxlan {r.ifname} ({r.network})", e) from e
 
     # -- veth -----------------------------------------------------------------------------
     def _create_veth(self, ctx: Context, r: Veth) -> None:

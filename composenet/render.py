@@ -24,6 +24,7 @@ from composenet.resources import (
     Route,
     Sysctl,
     Veth,
+    Vxlan,
 )
 
 NO_CHANGES = "No changes. Kernel state matches the compose file."
@@ -38,6 +39,10 @@ def describe(r: Resource) -> str:
         return f"netns    {r.name}"
     if isinstance(r, Bridge):
         return f"bridge   {r.ifname}  mtu {r.mtu}  mac {r.mac}"
+    if isinstance(r, Vxlan):
+        peers = ", ".join(r.peers) or "none"
+        local = f"  local {r.local}" if r.local else ""
+        return f"vxlan    {r.ifname}  vni {r.vni} port {r.port}{local}  bridge {r.bridge}  mtu {r.mtu}  peers {peers}"
     if isinstance(r, Veth):
         flags = ["hairpin"] if r.hairpin else []
         if r.isolated:
@@ -73,7 +78,7 @@ def _group(r: Resource, ns_service: dict[str, str], bridge_net: dict[str, str]) 
     """(order, title) of the section a change is listed under."""
     if isinstance(r, Sysctl) and not r.ifname:
         return (0, "host")
-    if isinstance(r, Bridge):
+    if isinstance(r, Bridge | Vxlan):
         return (1, f"network {r.network}")
     if isinstance(r, Sysctl | Address) and (r.ifname in bridge_net) and not r.ns:
         return (1, f"network {bridge_net[r.ifname or '']}")

@@ -40,6 +40,14 @@ def bridge_ifname(project: str, network: str) -> str:
     return "cnb-" + short_hash(project, network)
 
 
+def vxlan_ifname(project: str, network: str) -> str:
+    """VXLAN link of an overlay network: ``cnx-`` + the same 8 hex as its bridge: 12 bytes."""
+    return "cnx-" + short_hash(project, network)
+
+
+VXLAN_LABEL_SUFFIX = "/vxlan"  # ifalias of a vxlan link: composenet:<project>/<network>/vxlan
+
+
 def veth_ifname(project: str, container: str, network: str) -> str:
     """Host end of a container's veth: ``cnv-`` + 10 hex: 14 bytes."""
     return "cnv-" + short_hash(project, container, network, n=10)
@@ -160,6 +168,41 @@ class Bridge(Resource):
 
     def carried(self) -> tuple[str, ...]:
         return ("network",)
+
+
+@dataclass(frozen=True)
+class Vxlan(Resource):
+    """The VXLAN link of an overlay network with static peers, in the host namespace, enslaved to
+    ``bridge``: VNI ``vni`` on UDP ``port``, source address ``local`` (None: chosen by route),
+    learning on, and one all-zero-MAC flood entry in its FDB per peer (unknown unicast,
+    broadcast and multicast go to every peer; learned entries do the rest). ``label`` goes to
+    ifalias (``composenet:<project>/<network>/vxlan``)."""
+
+    kind: ClassVar[str] = "vxlan"
+    rank: ClassVar[int] = 25  # after the bridge, before the veths
+    ifname: str
+    label: str
+    network: str
+    bridge: str
+    vni: int
+    port: int = 4789
+    local: str | None = None
+    peers: tuple[str, ...] = ()  # sorted underlay addresses
+    mtu: int = 1450
+
+    @property
+    def key(self) -> str:
+        return f"link:-:{self.ifname}"
+
+    @property
+    def ident(self) -> tuple[str, ...]:
+        return ("ifname",)
+
+    def carried(self) -> tuple[str, ...]:
+        return ("network",)
+
+    def deps(self) -> tuple[str, ...]:
+        return (f"link:-:{self.bridge}",)
 
 
 @dataclass(frozen=True)
@@ -407,7 +450,7 @@ class Process(Resource):
 
 
 KINDS: dict[str, type[Resource]] = {
-    c.kind: c for c in (Sysctl, Netns, Bridge, Veth, Macvlan, Address, Route, NftTable, NetnsFile, Resolver, DnsRecords,
+    c.kind: c for c in (Sysctl, Netns, Bridge, Vxlan, Veth, Macvlan, Address, Route, NftTable, NetnsFile, Resolver, DnsRecords,
                          Process)
 }
 

@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from composenet import overlay
 from composenet.model import Network, Port, Service
 from composenet.modelbuild import Ctx, required_deps
 
@@ -70,6 +71,36 @@ def _check_driver_opts(ctx: Ctx, key: str, net: Network) -> None:
         elif name in _IFNAME_OPTS and not _ifname_ok(v):
             ctx.err(path, f"{value!r} is not a valid interface name",
                     hint="1 to 15 bytes, without '/', ':' or spaces")
+        elif name in overlay.OPTIONS:
+            _check_vxlan_opt(ctx, net, path, name, v)
+    if net.driver == "overlay" and net.opt(overlay.PEERS) is not None:
+        v4 = [c for c in net.ipam if c.subnet and ipaddress.ip_network(c.subnet).version == 4]
+        if not v4 or not net.enable_ipv4:
+            ctx.err(("networks", key, "driver_opts", overlay.PEERS),
+                    "an overlay network with VXLAN peers needs an explicit IPv4 subnet (ipam.config[].subnet)",
+                    hint="addresses must agree across hosts: give every host the same subnet, and each host its "
+                         "own ip_range (e.g. ip_range: ${OVERLAY_RANGE}) or static ipv4_address values")
+
+
+def _check_vxlan_opt(ctx: Ctx, net: Network, path: tuple[Any, ...], name: str, v: str) -> None:
+    if net.driver != "overlay":
+        ctx.err(path, f"{name} needs driver: overlay (the network's driver is {net.driver})",
+                hint="set driver: overlay on this network, or remove the option")
+    elif name == overlay.PEERS:
+        peers = overlay.split_peers(v)
+        if not peers:
+            ctx.err(path, "no VXLAN peer addresses", hint="comma-separated IPv4 addresses of the other hosts")
+        for p in peers:
+            if not overlay.is_ipv4(p):
+                ctx.err(path, f"VXLAN peer {p!r} is not an IPv4 address",
+                        hint="comma-separated IPv4 underlay addresses of the other hosts, e.g. 192.0.2.2,192.0.2.3")
+    elif name == overlay.VNI and not overlay.int_in(v, 1, overlay.VNI_MAX):
+        ctx.err(path, f"VXLAN id {v!r} is not a number from 1 to {overlay.VNI_MAX}")
+    elif name == overlay.PORT and not overlay.int_in(v, 1, 65535):
+        ctx.err(path, f"VXLAN port {v!r} is not a number from 1 to 65535", hint="the standard port is 4789")
+    elif name == overlay.LOCAL and not overlay.is_ipv4(v):
+        ctx.err(path, f"VXLAN local address {v!r} is not an IPv4 address",
+                hint="this host's underlay address, e.g. 192.0.2.1")
 
 
 def _is_ip(v: str) -> bool:
