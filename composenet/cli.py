@@ -203,7 +203,7 @@ def plan(
 
     from composenet.pipeline import check_ruleset, make_plan, read_upstreams
     from composenet.render import render_json, render_text
-    from composenet.state import ObservedState
+    from composenet.state import ObservedState, ObservedStateError
 
     project = _load()
     upstreams = read_upstreams(G.resolv_conf)
@@ -211,6 +211,9 @@ def plan(
     if observed_file:
         try:
             observed = ObservedState.from_json(_read_json(observed_file, "observed state"))
+        except ObservedStateError as e:
+            fail(f"{observed_file}: not a recorded observed state (see schemas/observed.schema.json):\n"
+                 + "\n".join(f"  {observed_file}: {p}" for p in e.problems))
         except (AttributeError, KeyError, TypeError, ValueError) as e:
             fail(f"{observed_file}: not a recorded observed state ({type(e).__name__}: {e})")
     elif offline:

@@ -23,14 +23,19 @@ from composenet.load import Path, problem_at
 SCHEMA_NAME = "compose.schema.json"
 
 
-@lru_cache(maxsize=1)
-def schema() -> dict[str, Any]:
+def load_schema(name: str) -> dict[str, Any]:
+    """One of the JSON schemas in schemas/ (compose, plan, observed), installed or in a checkout."""
     try:  # installed: packaged as composenet.schemas (pyproject package-dir)
-        text = resources.files("composenet.schemas").joinpath(SCHEMA_NAME).read_text()
+        text = resources.files("composenet.schemas").joinpath(name).read_text()
     except (ModuleNotFoundError, FileNotFoundError, OSError):
-        text = (FsPath(__file__).resolve().parent.parent / "schemas" / SCHEMA_NAME).read_text()
+        text = (FsPath(__file__).resolve().parent.parent / "schemas" / name).read_text()
     result: dict[str, Any] = json.loads(text)
     return result
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict[str, Any]:
+    return load_schema(SCHEMA_NAME)
 
 
 @lru_cache(maxsize=1)

@@ -6,6 +6,7 @@ files (tests/golden/<case>/observed.json).
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +63,11 @@ class ObservedState:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ObservedState:
+        """The state ``to_json`` wrote (or a hand-written one). A damaged recording raises
+        ObservedStateError naming every problem by its JSON path, before anything reads it."""
+        problems = check_json(d)
+        if problems:
+            raise ObservedStateError(problems)
         st = cls(
             host_routes=tuple(d.get("host_routes", ())),
             host_addresses=tuple(d.get("host_addresses", ())),
@@ -84,6 +90,73 @@ class ObservedState:
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n"
+
+
+OBSERVED_SCHEMA = "observed.schema.json"
+MAX_PROBLEMS = 20  # a recording damaged throughout: the first ones say enough
+
+
+class ObservedStateError(ValueError):
+    """A recorded observed state that is not one: ``problems`` are ``$.json.path: message``."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+def _short(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def check_json(d: Any) -> list[str]:
+    """Every problem of a recorded observed state, sorted by JSON path (``$.host_routes[0]: 5 is
+    not of type 'string'``); [] when it is valid. Shapes and types are schemas/observed.schema.json's;
+    then the addresses the planner parses (host facts, other networks, ``address`` resources)."""
+    import jsonschema
+
+    from composenet.schema import load_schema
+
+    validator = jsonschema.Draft202012Validator(load_schema(OBSERVED_SCHEMA))
+    found = {(e.json_path, _short(e.message)) for e in validator.iter_errors(d)}
+    if not found:
+        found = set(_check_addresses(d))
+    problems = [f"{path}: {message}" for path, message in sorted(found)]
+    if len(problems) > MAX_PROBLEMS:
+        problems = problems[:MAX_PROBLEMS] + [f"... and {len(problems) - MAX_PROBLEMS} more"]
+    return problems
+
+
+def _check_addresses(d: dict[str, Any]) -> list[tuple[str, str]]:
+    """Values the schema can only call strings but the planner parses as addresses (after the
+    schema passed, so the shapes are right)."""
+    out: list[tuple[str, str]] = []
+
+    def check(path: str, value: Any, parse: Any, what: str) -> None:
+        if value is None:
+            return
+        try:
+            parse(value)
+        except ValueError:
+            out.append((path, _short(f"{value!r} is not {what}")))
+
+    def net(v: str) -> Any:
+        return ipaddress.ip_network(v, strict=False)
+
+    for key in ("host_routes", "host_addresses", "foreign_subnets"):
+        for i, v in enumerate(d.get(key, ())):
+            check(f"$.{key}[{i}]", v, net, "an IP network (CIDR)")
+    for name, n in d.get("networks", {}).items():
+        where = f"$.networks.{name}"  # as jsonschema writes JSON paths
+        for i, v in enumerate(n.get("cidrs", ())):
+            check(f"{where}.cidrs[{i}]", v, ipaddress.ip_interface, "an interface address (ADDRESS/PREFIX)")
+        for i, v in enumerate(n.get("used", ())):
+            check(f"{where}.used[{i}]", v, ipaddress.ip_address, "an IP address")
+    for i, c in enumerate(d.get("connections", ())):
+        check(f"$.connections[{i}].ipv4", c.get("ipv4"), ipaddress.IPv4Address, "an IPv4 address")
+    for i, r in enumerate(d.get("resources", ())):
+        if r["kind"] == "address":
+            check(f"$.resources[{i}].cidr", r["cidr"], ipaddress.ip_interface, "an interface address (ADDRESS/PREFIX)")
+    return out
 
 
 @dataclass

@@ -154,7 +154,7 @@ def test_saved_plan_and_observed_files_are_checked(tmp_path: Path):
     write(d, "compose.yaml", PLANNED)
     (d / "junk.json").write_bytes(b"\xff\xfe{")
     write(d, "list.json", "[1, 2]")
-    write(d, "conn.json", '{"connections": [5]}')  # fails while planning, not while reading
+    write(d, "conn.json", '{"connections": [5]}')  # the schema catches it before planning
     write(d, "kind.json", '{"resources": [{"kind": "bogus"}]}')
     write(d, "steps.json", '{"project": "shop", "observed_digest": "", "steps": [{"action": 1}]}')
     cases = [
@@ -163,9 +163,9 @@ def test_saved_plan_and_observed_files_are_checked(tmp_path: Path):
         (("up", "--plan", "list.json"), "list.json: it is not a plan saved by `composenet plan --out`"),
         (("up", "--plan", "steps.json"), "steps.json: its steps are damaged"),
         (("plan", "--observed", "missing.json"), "cannot read observed state missing.json"),
-        (("plan", "--observed", "list.json"), "list.json: not a recorded observed state"),
-        (("plan", "--observed", "conn.json"), "conn.json: not a recorded observed state"),
-        (("plan", "--observed", "kind.json"), "kind.json: not a recorded observed state (KeyError: 'bogus')"),
+        (("plan", "--observed", "list.json"), "list.json: $: [1, 2] is not of type 'object'"),
+        (("plan", "--observed", "conn.json"), "conn.json: $.connections[0]: 5 is not of type 'object'"),
+        (("plan", "--observed", "kind.json"), "kind.json: $.resources[0].kind: 'bogus' is not one of"),
         (("plan", "--offline", "--out", "no/such/dir/plan.json"), "cannot write the plan to no/such/dir/plan.json"),
     ]
     for args, message in cases:
