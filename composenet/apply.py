@@ -15,7 +15,7 @@ from collections.abc import Callable
 from composenet.errors import ComposenetError, KernelError
 from composenet.handlers import Context
 from composenet.plan import Action, Plan, Step
-from composenet.resources import Address, Resource
+from composenet.resources import Address, Netns, Resource
 
 Progress = Callable[[int, int, str], None]
 _DEFER_KEY = "apply.deferred"
@@ -24,16 +24,20 @@ _DEFER_KEY = "apply.deferred"
 def _execution_order(plan: Plan) -> list[tuple[int, Step]]:
     """The plan's steps (numbered from 1) in the order they run: the plan's order, except that
     starting the resolver moves up to right after the last step it needs (the bridges and
-    their gateway addresses, which it binds to), so that its start-up (a Python process,
-    ~0.1 s) overlaps the containers' steps instead of ending the run. Services still start
+    their gateway addresses, which it binds to, and the namespaces it listens in), so that its
+    start-up (a Python process, ~0.1 s) overlaps the containers' steps instead of ending the run. Services still start
     after it answers (apply waits for it before the first process step)."""
     steps = list(enumerate(plan.steps, start=1))
     r = next((i for i, (_n, s) in enumerate(steps) if s.change.kind == "resolver"
               and s.change.action in (Action.create, Action.replace)), None)
     if r is None:
         return steps
+    # A listener inside a container's namespace (``network=address@namespace``) needs the namespace.
+    resolver = steps[r][1].change.after
+    in_ns = {li.rpartition("@")[2] for li in getattr(resolver, "listeners", ()) if "@" in li}
     needs = [i for i, (_n, s) in enumerate(steps[:r]) if s.change.action != Action.delete
-             and (s.change.kind == "bridge" or (isinstance(s.change.after, Address) and not s.change.after.ns))]
+             and (s.change.kind == "bridge" or (isinstance(s.change.after, Address) and not s.change.after.ns)
+                  or (isinstance(s.change.after, Netns) and s.change.after.name in in_ns))]
     first_create = next((i for i, (_n, s) in enumerate(steps) if s.change.action != Action.delete), r)
     at = max([first_create - 1, *needs]) + 1
     if at >= r:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 
 from composenet import ipam, overlay
 from composenet.errors import InputError, Problem
-from composenet.model import Attachment, Network, Project, Service
+from composenet.model import Attachment, Network, Pos, Project, Service
 from composenet.resources import (
     LABEL_PREFIX,
     RUN_DIR,
@@ -39,6 +39,7 @@ from composenet.resources import (
     Vxlan,
     bridge_ifname,
     nft_table_name,
+    resolver_listeners,
     veth_ifname,
     vxlan_ifname,
 )
@@ -46,6 +47,7 @@ from composenet.ruleset import NetRules, PortMap, build
 from composenet.state import DesiredState, ObservedState
 
 EPHEMERAL_FIRST, EPHEMERAL_LAST = 32768, 60999  # Linux's default ip_local_port_range, as Docker
+NETNS_DNS_ADDRESS = "127.0.0.11"  # the resolver inside a macvlan container's namespace (Docker's)
 LOCAL_TTL = 5  # seconds; short so that scaling and restarts show quickly (Docker uses 600)
 
 HOSTS_HEADER = (
@@ -56,6 +58,15 @@ HOSTS_HEADER = (
     "ff02::1\tip6-allnodes\n"
     "ff02::2\tip6-allrouters\n"
 )
+
+
+def _warn(warnings: list[str], pos: Pos | None, path: str, message: str) -> None:
+    """A planner warning located as the loader's are: ``FILE:LINE:COL: key.path: message``.
+    ``pos`` is the best position the model keeps for ``path`` (as ``load.locate`` gives the
+    deepest known one): a network's, service's or port's; None (e.g. the implicit default
+    network) leaves just the key path."""
+    where = f"{pos}: " if pos else ""
+    warnings.append(f"{where}{path}: {message}")
 
 
 @dataclass
@@ -197,7 +208,7 @@ def desire(project: Project, observed: ObservedState, upstreams: Upstreams, run_
         kind = "macvlan" if n.driver == "macvlan" else "bridge"
         vx = overlay.vxlan_opts(n, observed.host_addresses)
         if n.driver == "overlay" and vx is None:
-            d.warnings.append(f"network {n.key}: driver overlay is built as a local bridge (single host)")
+            _warn(d.warnings, n.pos, f"networks.{n.key}.driver", "driver overlay is built as a local bridge (single host)")
         br = n.opt("com.docker.network.bridge.name") or bridge_ifname(p, n.name)
         np = NetPlan(n, kind, bridge=br if kind == "bridge" else "", vxlan=vx)
         if vx is not None:
@@ -207,7 +218,7 @@ def desire(project: Project, observed: ObservedState, upstreams: Upstreams, run_
             try:
                 np.mtu = int(mtu)
             except ValueError:
-                d.warnings.append(f"network {n.key}: ignoring invalid mtu {mtu!r}")
+                _warn(d.warnings, n.pos, f"networks.{n.key}.driver_opts", f"ignoring invalid mtu {mtu!r}")
         v4 = [ic for ic in n.ipam if ic.subnet and ipaddress.ip_network(ic.subnet, strict=False).version == 4]
         v6 = [ic for ic in n.ipam if ic.subnet and ipaddress.ip_network(ic.subnet, strict=False).version == 6]
         prev = _observed_bridge_addrs(observed, br) if kind == "bridge" else []
@@ -277,10 +288,8 @@ def desire(project: Project, observed: ObservedState, upstreams: Upstreams, run_
                     c.hostname = target[0].hostname  # Docker copies the hostname (DOCKER-BEHAVIOUR (d))
         elif mode.startswith("container:"):
             c.ns = mode.split(":", 1)[1]
-            d.warnings.append(
-                f"service {c.service.name}: network_mode {mode} joins the namespace /run/netns/{c.ns}, "
-                "which must exist at up time"
-            )
+            _warn(d.warnings, c.service.pos, f"services.{c.service.name}.network_mode",
+                  f"network_mode {mode} joins the namespace /run/netns/{c.ns}, which must exist at up time")
 
     # Addresses: statics first (all containers), then previously observed, then dynamic.
     endpoint_specs: list[tuple[Container, int, NetPlan, Attachment]] = []
@@ -406,6 +415,18 @@ def desire(project: Project, observed: ObservedState, upstreams: Upstreams, run_
         {"network": np.net.name, "address": np.gateway4, "port": 53, "internal": np.net.internal}
         for np in sorted(resolver_nets, key=lambda n: n.net.name)
     ]
+    # A container on one of the project's macvlan networks cannot reach the bridge gateways (a
+    # macvlan link never talks to its parent's host): the resolver listens inside its namespace
+    # on 127.0.0.11, as Docker's embedded DNS, and answers it with that container's view.
+    ns_listeners = [
+        {"netns": c.ns, "container": c.name, "network": mv.network.net.name}
+        for c in containers
+        if c.own_ns and c.service.network_mode != "none"
+        for mv in [next((ep for ep in c.endpoints if ep.network.kind == "macvlan" and not ep.network.net.external),
+                        None)]
+        if mv is not None
+    ]
+    in_ns = {li["container"] for li in ns_listeners}
     for c in containers:
         if not c.own_ns:
             continue
@@ -419,7 +440,9 @@ def desire(project: Project, observed: ObservedState, upstreams: Upstreams, run_
                 (ep for ep in c.endpoints if ep.network.kind == "external" and ep.network.bridge
                  and ep.network.gateway4 and ep.ipv4), None)
             lines = []
-            if first is not None:
+            if c.name in in_ns:
+                lines.append(f"nameserver {NETNS_DNS_ADDRESS}")
+            elif first is not None:
                 lines.append(f"nameserver {first.network.gateway4}")
             else:
                 lines += [f"nameserver {s}" for s in (svc.dns or upstreams.servers)]
@@ -442,8 +465,8 @@ def desire(project: Project, observed: ObservedState, upstreams: Upstreams, run_
             hosts += f"{ip}\t{host}\n"
         d.add(NetnsFile(c.name, "hosts", hosts))
 
-    if listeners:
-        cfg = {
+    if listeners or ns_listeners:
+        cfg: dict = {
             "project": p,
             "ttl": LOCAL_TTL,
             "pidfile": f"{run_dir}/{p}/dns.pid",
@@ -472,8 +495,10 @@ def desire(project: Project, observed: ObservedState, upstreams: Upstreams, run_
                 if c.endpoints
             ],
         }
+        if ns_listeners:
+            cfg["namespaces"] = ns_listeners
         text = json.dumps(cfg, indent=1, sort_keys=True) + "\n"
-        d.add(Resolver(p, tuple(f"{li['network']}={li['address']}" for li in listeners), text,
+        d.add(Resolver(p, resolver_listeners(cfg), text,
                        hashlib.sha256(text.encode()).hexdigest()))
     # Endpoints on networks other projects own: published for the owner's resolver (and those of
     # the other projects attached), composenet/dns/peers.py.
@@ -579,8 +604,8 @@ def _external(n: Network, project: str, observed: ObservedState, warnings: list[
     found = observed.networks.get(n.name)
     if found is None or found.get("owner") == project:
         if observed.offline:
-            warnings.append(f"network {n.key}: external network {n.name!r} is assumed to exist (offline plan); "
-                            "services are not attached to it in this plan")
+            _warn(warnings, n.pos, f"networks.{n.key}.external", f"external network {n.name!r} is assumed to exist "
+                  "(offline plan); services are not attached to it in this plan")
             return NetPlan(n, "external")
         pos = n.pos
         raise InputError([Problem(
@@ -594,9 +619,12 @@ def _external(n: Network, project: str, observed: ObservedState, warnings: list[
         # macvlan network of the file (no bridge, no resolver, no NAT).
         opts = (("macvlan_mode", str(found.get("mode") or "bridge")), ("parent", str(found.get("parent", ""))))
         np = NetPlan(replace(n, driver="macvlan", driver_opts=opts), "macvlan")
-        where = n.name if n.key.startswith("@") else n.key  # "@NAME": attached by `network connect`
-        warnings.append(f"network {where}: external network {n.name!r} (it is a standalone network) is not served "
-                        "by this project's resolver; its containers resolve names on their other networks")
+        text = (f"external network {n.name!r} (it is a standalone network) is not served by this project's "
+                "resolver; its containers resolve names on their other networks")
+        if n.key.startswith("@"):  # "@NAME": attached by `network connect`, not in the file
+            warnings.append(f"network {n.name}: {text}")
+        else:
+            _warn(warnings, n.pos, f"networks.{n.key}", text)
     else:
         np = NetPlan(n, "external", bridge=str(found["bridge"]))
     # Names on it are served by its owner's resolver (a standalone network's: its pseudo-project's),
@@ -645,8 +673,8 @@ def _ports(project: Project, nets: dict[str, NetPlan], containers: list[Containe
         if not eps:
             if not all(nets[a.network].net.internal for a in svc.networks if a.network in nets):
                 # Only-internal is the validator's located warning; this is the other case.
-                warnings.append(f"service {svc.name}: none of its networks is a bridge composenet manages; "
-                                "its ports are not published")
+                _warn(warnings, svc.ports[0].pos or svc.pos, f"services.{svc.name}.ports", "none of its networks is a bridge "
+                      "composenet manages; its ports are not published")
             continue
         default_ip = None
         for port in svc.ports:
@@ -688,7 +716,8 @@ def _ports(project: Project, nets: dict[str, NetPlan], containers: list[Containe
                     host_port = hp
                     break
             if not host_port:
-                warnings.append(f"service {svc.name}: no free host port in {lo}-{hi}/{port.protocol}")
+                _warn(warnings, port.pos or svc.pos, port.pos.path if port.pos else f"services.{svc.name}.ports",
+                      f"no free host port in {lo}-{hi}/{port.protocol}")
                 continue
         claimed.add((port.protocol, host_port, hip_key))
         fams = []

@@ -44,6 +44,7 @@ from composenet.resources import (
     Process,
     Resolver,
     Resource,
+    resolver_listeners,
     resource_from_json,
 )
 from composenet.state import ObservedState
@@ -544,8 +545,8 @@ class ResolverHandler:
         if not isinstance(cfg, dict) or _daemon_pid(_pidfile_of(text, ctx)) is None:
             return
         try:
-            listeners = tuple(f"{li['network']}={li['address']}" for li in cfg.get("listeners", ()))
-        except (KeyError, TypeError):
+            listeners = resolver_listeners(cfg)
+        except (KeyError, TypeError, AttributeError):
             listeners = ()
         observed.add(Resolver(ctx.project, listeners, text, hashlib.sha256(text.encode()).hexdigest()))
 

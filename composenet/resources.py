@@ -384,6 +384,16 @@ class Resolver(Resource):
         return ("config",)
 
 
+def resolver_listeners(cfg: dict) -> tuple[str, ...]:
+    """The listeners of a resolver config (dns.json) as the Resolver resource shows them:
+    ``network=address`` for one on a bridge gateway, ``network=address@namespace`` for one inside
+    a container's namespace (a container on a macvlan network). Raises KeyError/TypeError on a
+    damaged config."""
+    out = [f"{li['network']}={li['address']}" for li in cfg.get("listeners", ())]
+    out += [f"{li['network']}={li.get('address', '127.0.0.11')}@{li['netns']}" for li in cfg.get("namespaces", ())]
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class DnsRecords(Resource):
     """The project's endpoints on networks it does not own (``external: true``, `network

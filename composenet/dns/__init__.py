@@ -5,6 +5,12 @@ UDP and TCP port 53 on each network's gateway address; each service's resolv.con
 gateway of its first network. It identifies the asker by the query's source address and answers
 with Docker's name semantics, scoped to the networks the asker shares with the target.
 
+A container on a macvlan network cannot reach the gateways (a macvlan link never talks to its
+parent's host): for it the daemon also binds 127.0.0.11:53 inside the container's namespace
+(``namespaces``; the sockets are made there, then the daemon returns to its own namespace), and
+the container's resolv.conf names 127.0.0.11, as Docker's embedded DNS. A query on such a
+listener is from that container, whatever its source address: it gets that container's view.
+
 Config file (JSON, written by the planner; the daemon re-reads it on SIGHUP and swaps its
 tables atomically, binding new listeners and closing removed ones; no query is dropped)::
 
@@ -18,6 +24,10 @@ tables atomically, binding new listeners and closing removed ones; no query is d
       "listeners": [                  # one per network with a resolver
         {"network": "split_frontend", "address": "172.18.0.1", "port": 53, "internal": false},
         {"network": "split_backend", "address": "172.19.0.1", "port": 53, "internal": true}
+      ],
+      "namespaces": [                 # optional: listeners inside container namespaces
+        {"netns": "split-mv-1", "container": "split-mv-1", "network": "split_lan"}
+                                      # "address" (default 127.0.0.11), "port" (default 53)
       ],
       "containers": [
         {

@@ -16,6 +16,11 @@ Life cycle (what the executor relies on):
   close removed ones. A config that does not load keeps the previous one (logged). Queries
   waiting in socket buffers and forwards in flight are kept. A listener that cannot be bound
   yet (address not configured) is logged and retried every few seconds.
+* Listeners inside container namespaces (``namespaces``: containers on macvlan networks) are
+  bound by entering /run/netns/<name>, making the sockets and returning; a failure is logged
+  and retried every ``NS_CHECK`` seconds, never fatal. The sockets keep the namespace alive, so
+  every ``NS_CHECK`` seconds (and on reload) a listener whose /run/netns/<name> is gone or is
+  another namespace now is closed (and rebound if the config still names it).
 * SIGTERM / SIGINT: close everything, remove the pidfile, exit 0.
 * Other projects' containers on the networks this resolver concerns (``peers.py``) are merged
   into the config at start and on every reload; they are re-read every ``PEER_RESCAN``
@@ -55,6 +60,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from composenet import netns as nsmod
 from composenet.dns import fastio, peers
 from composenet.dns.zone import (
     RCODE_NOTIMP,
@@ -62,6 +68,7 @@ from composenet.dns.zone import (
     RCODE_SERVFAIL,
     ConfigError,
     Listener,
+    NsListener,
     View,
     Zone,
     build_zone,
@@ -89,6 +96,7 @@ MMSG_COUNT = 64  # datagrams per recvmmsg/sendmmsg call
 UDP_QUERY_MAX = 4096  # bytes read of a UDP query (a longer datagram is truncated, as by recvfrom)
 RETRY_BIND = 3.0  # seconds between attempts to bind a listener that failed on reload
 PEER_RESCAN = 5.0  # seconds between re-reads of other projects' records (peers.py)
+NS_CHECK = 1.0  # seconds between checks that the namespaces listened in are still there
 RCVBUF = 4 << 20
 
 _FLAG_TC = 0x02  # in byte 2 of the header
@@ -111,6 +119,18 @@ class TcpClient:
     inbuf: bytearray = field(default_factory=bytearray)
     outbuf: bytearray = field(default_factory=bytearray)
     closed: bool = False
+    netns: str = ""  # arrived on the listener in this container namespace: the asker is its container
+
+
+@dataclass(eq=False)
+class NsSockets:
+    """The UDP and TCP listeners bound inside one container namespace, and the identity (inode)
+    of that namespace: they keep it alive, so they are closed once /run/netns/<name> is gone."""
+
+    listener: NsListener
+    udp: socket.socket
+    tcp: socket.socket
+    inode: int
 
 
 @dataclass(eq=False)
@@ -294,6 +314,11 @@ class Server:
         self.tcp: dict[tuple[str, int], socket.socket] = {}
         self.unbound: dict[tuple[str, int], Listener] = {}
         self.next_bind_retry = 0.0
+        # Listeners inside container namespaces (containers on macvlan networks), by namespace.
+        self.ns_bound: dict[str, NsSockets] = {}
+        self.ns_unbound: dict[str, NsListener] = {}
+        self.ns_failed_logged: set[str] = set()
+        self.next_ns_check = 0.0
         self.upstream_udp: dict[tuple[str, int], socket.socket] = {}
         self.pending: collections.OrderedDict[int, Pending] = collections.OrderedDict()
         self.upstream_tcp = 0
@@ -380,6 +405,84 @@ class Server:
                 self.sel.unregister(s)
                 s.close()
 
+    def _bind_ns(self, lst: NsListener) -> None:
+        """Bind UDP and TCP on ``lst.address``:``lst.port`` inside namespace ``lst.netns``: the
+        sockets are made there (a socket belongs to the namespace it is created in), then this
+        thread returns to its own namespace; they keep working from here. Raises OSError."""
+        path = nsmod.netns_path(lst.netns)
+        if not nsmod.is_netns(path):
+            raise OSError(errno.ENOENT, f"no namespace {path}")
+        inode = os.stat(path).st_ino
+        family = socket.AF_INET if ":" not in lst.address else socket.AF_INET6
+        key = (lst.address, lst.port)
+        with nsmod.entered(lst.netns):
+            u = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            t = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            try:
+                u.bind(key)
+                u.setblocking(False)
+                t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                t.bind(key)
+                t.listen(128)
+                t.setblocking(False)
+            except OSError:
+                u.close()
+                t.close()
+                raise
+        self.ns_bound[lst.netns] = NsSockets(lst, u, t, inode)
+        self.sel.register(u, selectors.EVENT_READ, ("nsudp", lst.netns))
+        self.sel.register(t, selectors.EVENT_READ, ("nsaccept", lst.netns))
+
+    def _unbind_ns(self, netns: str) -> None:
+        b = self.ns_bound.pop(netns, None)
+        if b is None:
+            return
+        for s in (b.udp, b.tcp):
+            try:
+                self.sel.unregister(s)
+            except (KeyError, ValueError):
+                pass
+            s.close()
+        for c in [c for c in self.clients if c.netns == netns]:
+            self._close_client(c)
+
+    def _sync_namespaces(self) -> None:
+        """Listen in the namespaces the zone names and only there: close the listeners of a
+        namespace no longer named or no longer at /run/netns/<name> (so the daemon does not keep
+        a deleted namespace, with its links, alive), bind the missing ones (retried every
+        ``NS_CHECK`` seconds; a failure is logged once per namespace, never fatal)."""
+        self.next_ns_check = time.monotonic() + NS_CHECK
+        wanted = {lst.netns: lst for lst in self.zone.ns_listeners}
+        for name, b in list(self.ns_bound.items()):
+            lst = wanted.get(name)
+            try:
+                same = nsmod.is_netns(nsmod.netns_path(name)) and os.stat(nsmod.netns_path(name)).st_ino == b.inode
+            except OSError:
+                same = False
+            if lst is None or lst != b.listener or not same:
+                self._unbind_ns(name)
+                if lst is not None and not same:
+                    log(f"namespace {name} is gone: closed its listener")
+        self.ns_unbound = {n: lst for n, lst in wanted.items() if n not in self.ns_bound}
+        self.ns_failed_logged &= set(self.ns_unbound)
+        for name, lst in list(self.ns_unbound.items()):
+            try:
+                self._bind_ns(lst)
+            except OSError as e:
+                if name not in self.ns_failed_logged:
+                    self.ns_failed_logged.add(name)
+                    log(f"cannot listen on {lst.address}:{lst.port} in namespace {name} (container "
+                        f"{lst.container}): {e.strerror or e}; retrying every {NS_CHECK:.0f} s")
+                continue
+            del self.ns_unbound[name]
+            if name in self.ns_failed_logged:
+                self.ns_failed_logged.discard(name)
+                log(f"listening on {lst.address}:{lst.port} in namespace {name}")
+
+    def _listening(self) -> str:
+        return ", ".join([f"{a}:{p}" for a, p in sorted(self.udp)]
+                         + [f"{b.listener.address}:{b.listener.port} in {n}" for n, b in sorted(self.ns_bound.items())])
+
     def start(self) -> None:
         for lst in self.zone.listeners:
             try:
@@ -396,9 +499,9 @@ class Server:
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
         self._scan_interfaces()
+        self._sync_namespaces()
         self._write_pidfile()
-        log(f"ready: project {self.zone.project}, listening on "
-            + ", ".join(f"{a}:{p}" for a, p in sorted(self.udp)))
+        log(f"ready: project {self.zone.project}, listening on {self._listening()}")
 
     def _write_pidfile(self) -> None:
         path = Path(self.pidfile)
@@ -438,9 +541,9 @@ class Server:
         self.unbound = {k: lst for k, lst in wanted.items() if k not in self.udp}
         self._bind_missing()
         self._scan_interfaces()
+        self._sync_namespaces()
         self._drop_unused_upstreams()
-        log(f"reloaded: {len(zone.containers)} containers, listening on "
-            + ", ".join(f"{a}:{p}" for a, p in sorted(self.udp)))
+        log(f"reloaded: {len(zone.containers)} containers, listening on {self._listening()}")
 
     def _bind_missing(self) -> None:
         for key, lst in list(self.unbound.items()):
@@ -500,7 +603,7 @@ class Server:
 
     def _drop_unused_upstreams(self) -> None:
         used = {parse_upstream(u) for u in self.zone.upstreams}
-        for v in list(self.zone.views.values()) + list(self.zone.listener_views.values()):
+        for v in [*self.zone.views.values(), *self.zone.listener_views.values(), *self.zone.ns_views.values()]:
             used.update(parse_upstream(u) for u in v.upstreams)
         used.update(up for p in self.pending.values() for up in p.upstreams)
         for key in list(self.upstream_udp):
@@ -531,6 +634,10 @@ class Server:
                         self._upstream_udp_read(key.fileobj, arg)  # type: ignore[arg-type]
                     elif kind == "accept":
                         self._accept(key.fileobj, arg)  # type: ignore[arg-type]
+                    elif kind == "nsudp":
+                        self._serve_ns_udp(key.fileobj, arg)  # type: ignore[arg-type]
+                    elif kind == "nsaccept":
+                        self._accept_ns(key.fileobj, arg)  # type: ignore[arg-type]
                     elif kind == "client":
                         self._client_io(arg, mask)
                     elif kind == "uptcp":
@@ -549,6 +656,8 @@ class Server:
                 self._bind_missing()
             if now >= self.next_peer_scan:
                 self._rescan_peers()
+            if (self.ns_bound or self.ns_unbound) and now >= self.next_ns_check:
+                self._sync_namespaces()
         self.shutdown()
 
     def _timeout(self) -> float:
@@ -572,6 +681,8 @@ class Server:
     def shutdown(self) -> None:
         for key in list(self.udp):
             self._unbind(key)
+        for name in list(self.ns_bound):
+            self._unbind_ns(name)
         for c in list(self.clients):
             self._close_client(c)
         for p in list(self.pending.values()):
@@ -613,6 +724,32 @@ class Server:
                 r = fit_udp(data, question_end(data), r)  # type: ignore[arg-type]
             try:
                 sendto(r, addr)  # type: ignore[arg-type]
+            except OSError:
+                self.stats["send-error"] += 1
+
+    def _serve_ns_udp(self, sock: socket.socket, netns: str) -> None:
+        """Queries on the listener inside container namespace ``netns``: all from its container
+        (the socket is reachable from nowhere else), answered with that container's view."""
+        for _ in range(UDP_BATCH):
+            try:
+                data, addr = sock.recvfrom(UDP_QUERY_MAX)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            view = self.zone.ns_views.get(netns)
+            if view is None:  # removed by a reload while queued
+                continue
+            r = respond(view, data)
+            if r is None:
+                continue
+            if isinstance(r, int):
+                self._forward(view, data, r, sock, addr, None)
+                continue
+            if len(r) > 512:
+                r = fit_udp(data, question_end(data), r)
+            try:
+                sock.sendto(r, addr)
             except OSError:
                 self.stats["send-error"] += 1
 
@@ -708,6 +845,21 @@ class Server:
             self.clients[c] = None
             self.sel.register(conn, selectors.EVENT_READ, ("client", c))
 
+    def _accept_ns(self, lsock: socket.socket, netns: str) -> None:
+        for _ in range(64):
+            try:
+                conn, addr = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            if len(self.clients) >= MAX_TCP_CLIENTS:
+                self._close_client(next(iter(self.clients)))
+            conn.setblocking(False)
+            c = TcpClient(conn, "", addr[0], time.monotonic() + TCP_IDLE, netns=netns)
+            self.clients[c] = None
+            self.sel.register(conn, selectors.EVENT_READ, ("client", c))
+
     def _close_client(self, c: TcpClient) -> None:
         if c.closed:
             return
@@ -750,7 +902,10 @@ class Server:
             c.deadline = time.monotonic() + TCP_IDLE
             self.clients.move_to_end(c)
             zone = self.zone
-            view = zone.views.get(c.source) or self._stranger(c.source, c.listener)
+            if c.netns:
+                view = zone.ns_views.get(c.netns)
+            else:
+                view = zone.views.get(c.source) or self._stranger(c.source, c.listener)
             if view is None:
                 self._close_client(c)
                 return

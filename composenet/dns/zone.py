@@ -59,6 +59,7 @@ from composenet.errors import ComposenetError
 
 DEFAULT_TTL = 5
 DEFAULT_PORT = 53
+NETNS_ADDRESS = "127.0.0.11"  # a namespace listener's address inside the container (Docker's)
 DEFAULT_FORWARD_TIMEOUT = 2.0
 
 QTYPE_A = 1
@@ -176,6 +177,19 @@ class Listener:
 
 
 @dataclass(frozen=True)
+class NsListener:
+    """A listener inside one container's network namespace (/run/netns/<netns>), for containers
+    on a macvlan network, which cannot reach the bridge gateways: every query arriving on it is
+    from that container (``container``), whatever its source address."""
+
+    netns: str
+    container: str
+    network: str  # for logs
+    address: str
+    port: int
+
+
+@dataclass(frozen=True)
 class Endpoint:
     network: str
     ipv4: str | None
@@ -230,6 +244,8 @@ class Zone:
     views: dict[str, View]  # by source address (compressed text form)
     listener_views: dict[str, View]  # by listener address: askers we do not know
     warnings: list[str] = field(default_factory=list)
+    ns_listeners: tuple[NsListener, ...] = ()
+    ns_views: dict[str, View] = field(default_factory=dict)  # by namespace name: its container's
 
     def view_for(self, source: str, listener_address: str) -> View:
         view = self.views.get(source)
@@ -316,6 +332,28 @@ def load_config(path: str | Path) -> dict:
     return data
 
 
+def _parse_namespaces(r: _Reader, config: dict) -> list[NsListener]:
+    out = []
+    seen: set[str] = set()
+    for i, obj in enumerate(r.get(config, "namespaces", "", list, [])):
+        p = f"namespaces[{i}]."
+        if not isinstance(obj, dict):
+            raise r.fail(p[:-1], "expected an object")
+        lst = NsListener(netns=r.get(obj, "netns", p, str), container=r.get(obj, "container", p, str),
+                         network=r.get(obj, "network", p, str, ""),
+                         address=r.ip(r.get(obj, "address", p, str, NETNS_ADDRESS), p + "address"),
+                         port=r.get(obj, "port", p, int, DEFAULT_PORT))
+        if not lst.netns or "/" in lst.netns or lst.netns in (".", ".."):
+            raise r.fail(p + "netns", f"{lst.netns!r} is not a namespace name")
+        if not 0 < lst.port < 65536:
+            raise r.fail(p + "port", f"{lst.port} is not a port")
+        if lst.netns in seen:
+            raise r.fail(p + "netns", f"{lst.netns} is listed twice")
+        seen.add(lst.netns)
+        out.append(lst)
+    return out
+
+
 def _parse(config: dict, source: str) -> tuple[dict[str, Any], list[Listener], list[Container]]:
     r = _Reader(source)
     top: dict[str, Any] = {
@@ -378,6 +416,7 @@ def _parse(config: dict, source: str) -> tuple[dict[str, Any], list[Listener], l
             upstreams=None if ups is None else tuple(r.upstream(u, f"{p}upstreams[{k}]") for k, u in enumerate(ups)),
             links=tuple(links),
             endpoints=tuple(endpoints)))
+    top["namespaces"] = _parse_namespaces(r, config)
     return top, listeners, containers
 
 
@@ -545,9 +584,25 @@ def build_zone(config: dict, source: str = "<config>") -> Zone:
         table, visible = b.table((lst.network,), ())
         listener_views[lst.address] = View(table=table, names=visible, project=project,
                                            networks=net_labels, upstreams=default_up, refuse=lst.internal)
+    # Namespace listeners: the asker is the container whose namespace the listener is in.
+    ns_listeners: list[NsListener] = top["namespaces"]
+    ns_views: dict[str, View] = {}
+    for nl in ns_listeners:
+        owner = next((c for c in containers if c.name == nl.container and c.register), None)
+        if owner is None:
+            warnings.append(f"namespace listener in {nl.netns}: no container {nl.container!r}; not listening")
+            continue
+        networks = tuple(dict.fromkeys(ep.network for ep in owner.endpoints))
+        links = tuple(sorted(set(owner.links)))
+        table, visible = b.table(networks, links)
+        ns_views[nl.netns] = View(
+            table=table, names=visible, project=project, networks=net_labels,
+            upstreams=owner.upstreams if owner.upstreams is not None else default_up,
+            refuse=bool(owner.endpoints) and all(ep.internal for ep in owner.endpoints))
     return Zone(project=top["project"], ttl=top["ttl"], pidfile=top["pidfile"],
                 forward_timeout=top["forward_timeout"], upstreams=default_up, listeners=tuple(listeners),
-                containers=tuple(containers), views=views, listener_views=listener_views, warnings=warnings)
+                containers=tuple(containers), views=views, listener_views=listener_views, warnings=warnings,
+                ns_listeners=tuple(nl for nl in ns_listeners if nl.netns in ns_views), ns_views=ns_views)
 
 
 # -- per-query decision ------------------------------------------------------------------------

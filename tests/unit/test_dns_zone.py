@@ -291,3 +291,72 @@ def test_question_end_matches_wire_layout():
     q = bytes(DNSRecord.question("a.bc", "AAAA").pack())
     assert question_end(q) == 12 + len(b"\x01a\x02bc\x00") + 4 == len(q)
     assert struct.unpack_from("!H", q, question_end(q) - 4)[0] == 28
+
+
+# -- listeners inside container namespaces (containers on macvlan networks) ---------------------
+
+
+def _macvlan_config() -> dict:
+    lan, side = "mv_lan", "mv_side"
+    return {
+        "project": "mv", "ttl": 5, "pidfile": "/nonexistent/dns.pid", "upstreams": ["192.0.2.53"],
+        "listeners": [{"network": side, "address": "10.157.0.1", "port": 53, "internal": False}],
+        "namespaces": [{"netns": "mv-a-1", "container": "mv-a-1", "network": lan},
+                       {"netns": "mv-b-1", "container": "mv-b-1", "network": lan}],
+        "containers": [
+            container("mv-a-1", "a", [endpoint(lan, "192.168.57.10", ["alpha-alias"])], upstreams=["192.0.2.9"]),
+            container("mv-b-1", "b", [endpoint(lan, "192.168.57.2", ["beta-alias"]), endpoint(side, "10.157.0.2")]),
+            container("mv-c-1", "c", [endpoint(side, "10.157.0.3")]),
+        ],
+    }
+
+
+def ask_ns(zone, netns: str, name: str) -> object:
+    data = bytes(DNSRecord.question(name, "A").pack())
+    r = respond(zone.ns_views[netns], data)
+    if isinstance(r, int):
+        return "FORWARD"
+    assert isinstance(r, bytes)
+    d = DNSRecord.parse(r)
+    if d.header.rcode:
+        return RCODE.get(d.header.rcode)
+    return sorted(str(rr.rdata) for rr in d.rr) or "EMPTY"
+
+
+def test_namespace_listeners_answer_with_their_containers_view():
+    zone = build_zone(_macvlan_config())
+    assert [(nl.netns, nl.address, nl.port) for nl in zone.ns_listeners] == [
+        ("mv-a-1", "127.0.0.11", 53), ("mv-b-1", "127.0.0.11", 53)]
+    assert ask_ns(zone, "mv-a-1", "b") == ["192.168.57.2"]
+    assert ask_ns(zone, "mv-a-1", "beta-alias") == ["192.168.57.2"]
+    assert ask_ns(zone, "mv-a-1", "c") == "NXDOMAIN"  # not on a shared network
+    assert ask_ns(zone, "mv-a-1", "foo.example") == "FORWARD"
+    assert zone.ns_views["mv-a-1"].upstreams == ("192.0.2.9",)  # the container's own `dns:`
+    assert ask_ns(zone, "mv-b-1", "ALPHA-alias.") == ["192.168.57.10"]
+    assert ask_ns(zone, "mv-b-1", "c") == ["10.157.0.3"]  # b shares the bridge network with c
+    assert ask_ns(zone, "mv-b-1", "b") == ["192.168.57.2"]  # its first network's address
+    # The bridge listener is unchanged.
+    assert ask(zone, "10.157.0.3", "b", listener="10.157.0.1") == ["10.157.0.2"]
+
+
+def test_namespace_listener_of_an_unknown_container_is_warned_and_skipped():
+    cfg = _macvlan_config()
+    cfg["namespaces"].append({"netns": "mv-x-1", "container": "mv-x-1", "network": "mv_lan"})
+    zone = build_zone(cfg)
+    assert [nl.netns for nl in zone.ns_listeners] == ["mv-a-1", "mv-b-1"]
+    assert any("mv-x-1" in w for w in zone.warnings)
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda c: c["namespaces"][0].pop("netns"), "namespaces[0].netns: missing"),
+    (lambda c: c["namespaces"][0].update(netns="../x"), "namespaces[0].netns"),
+    (lambda c: c["namespaces"][1].update(netns="mv-a-1"), "listed twice"),
+    (lambda c: c["namespaces"][0].update(port=0), "namespaces[0].port"),
+    (lambda c: c["namespaces"][0].update(address="nope"), "namespaces[0].address"),
+])
+def test_namespace_config_errors_name_the_key(mutate, message):
+    cfg = _macvlan_config()
+    mutate(cfg)
+    with pytest.raises(ConfigError) as e:
+        build_zone(cfg, "dns.json")
+    assert message in str(e.value)

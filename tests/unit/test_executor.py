@@ -52,3 +52,21 @@ def test_restorable_replaces_the_table_with_what_was_listed() -> None:
     assert cmds[:2] == [{"add": {"table": t}}, {"delete": {"table": t}}]
     assert cmds[2:] == [{"add": o} for o in listed["nftables"][1:]]
     assert restorable({"nftables": [{"metainfo": {}}]}) == ""
+
+
+def test_resolver_with_namespace_listeners_starts_after_those_namespaces() -> None:
+    """A listener inside a container's namespace (a container on a macvlan network) needs that
+    namespace; other namespaces do not hold the resolver back."""
+    a = Netns("p-a-1", "p", "a")
+    b = Netns("p-b-1", "p", "b")
+    br = Bridge("cnb-1", "composenet:p/front", "front")
+    gw = Address("", "cnb-1", "172.18.0.1/16")
+    f = NetnsFile("p-a-1", "hosts", "")
+    res = Resolver("p", ("front=172.18.0.1", "lan=127.0.0.11@p-a-1"))
+    plan = _plan((Action.create, br), (Action.create, gw), (Action.create, b), (Action.create, a),
+                 (Action.create, f), (Action.create, res))
+    assert [n for n, _s in _execution_order(plan)] == [1, 2, 3, 4, 6, 5]
+    res2 = Resolver("p", ("front=172.18.0.1", "lan=127.0.0.11@p-b-1"))
+    plan2 = _plan((Action.create, br), (Action.create, gw), (Action.create, b), (Action.create, a),
+                  (Action.create, f), (Action.create, res2))
+    assert [n for n, _s in _execution_order(plan2)] == [1, 2, 3, 6, 4, 5]

@@ -285,3 +285,35 @@ def test_table_name_is_an_nft_identifier():
 def test_resolv_conf_parsing():
     up = parse_resolv_conf("# x\nnameserver 198.51.100.53\nsearch a b\noptions ndots:2\n")
     assert up.servers == ("198.51.100.53",) and up.search == ("a", "b") and up.options == ("ndots:2",)
+
+
+# ---- macvlan: the resolver inside the containers' namespaces ---------------------------------
+
+def test_macvlan_containers_get_a_resolver_in_their_namespace():
+    import json
+
+    from composenet.resources import NetnsFile, Resolver
+
+    project = Project(
+        name="mv", working_dir="/",
+        networks=(Network("lan", "mv_lan", driver="macvlan", driver_opts=(("parent", "eth9"),),
+                          ipam=(IpamConfig(subnet="192.168.57.0/24", gateway="192.168.57.1"),)),
+                  Network("side", "mv_side")),
+        services=(Service("a", networks=(Attachment("lan"),)),
+                  Service("b", networks=(Attachment("side"), Attachment("lan"))),
+                  Service("c", networks=(Attachment("side"),))),
+    )
+    d = desire(project, ObservedState(), UP)
+    files = {r.ns: r.content for r in d.resources.values() if isinstance(r, NetnsFile) and r.name == "resolv.conf"}
+    assert files["mv-a-1"] == "nameserver 127.0.0.11\noptions ndots:0\n"
+    assert files["mv-b-1"] == "nameserver 127.0.0.11\noptions ndots:0\n"  # also on a bridge network
+    assert files["mv-c-1"].startswith("nameserver ") and "127.0.0.11" not in files["mv-c-1"]
+    res = next(r for r in d.resources.values() if isinstance(r, Resolver))
+    cfg = json.loads(res.config)
+    assert cfg["namespaces"] == [{"container": "mv-a-1", "netns": "mv-a-1", "network": "mv_lan"},
+                                 {"container": "mv-b-1", "netns": "mv-b-1", "network": "mv_lan"}]
+    assert res.listeners[1:] == ("mv_lan=127.0.0.11@mv-a-1", "mv_lan=127.0.0.11@mv-b-1")
+    # A project with bridge networks only has no "namespaces" key (its config is unchanged).
+    d2 = desire(split_project(), ObservedState(), UP)
+    res2 = next(r for r in d2.resources.values() if isinstance(r, Resolver))
+    assert "namespaces" not in json.loads(res2.config)
