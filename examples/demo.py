@@ -99,6 +99,10 @@ def main() -> int:
         r = run(cn + ["plan", "--detailed-exitcode"], check=False)
         ok = ok and r.returncode == 0
         run(cn + ["down"])
+        left = [n for n in os.listdir("/run/netns") if n.startswith(f"{project}-")]
+        print("\n== after down: " + (f"LEFT BEHIND: {left}" if left else "no namespace of the project is left"))
+        ok = ok and not left
+        print("\ndemo " + ("passed" if ok else "FAILED"))
         return 0 if ok else 1
     finally:
         subprocess.run(cn + ["down", "-q"], capture_output=True, timeout=120)
