@@ -146,17 +146,30 @@ def rollback(ctx: Context, journal: list[tuple[str, Resource, Resource | None]])
                 flush(ctx)
             except Exception as e:  # noqa: BLE001 -- keep undoing; the creates below will say what is wrong
                 failed.append(f"finish deletes: {e}")
-    for action, r, prev in reversed(journal):
+    def undo(action: str, r: Resource, prev: Resource | None) -> None:
         h = handler_for(r.kind)
+        if action == "delete":
+            h.delete(ctx, r)
+        elif action == "create":
+            h.create(ctx, r)
+        else:
+            assert prev is not None
+            h.update(ctx, r, prev)
+
+    # An undo can need what a later one restores: the old default route of a service moved to
+    # another network (its step ran after the address and veth steps) needs the old veth and
+    # address back first. So what fails is tried once more after the others.
+    retry: list[tuple[str, Resource, Resource | None]] = []
+    for entry in reversed(journal):
         try:
-            if action == "delete":
-                h.delete(ctx, r)
-            elif action == "create":
-                h.create(ctx, r)
-            else:
-                assert prev is not None
-                h.update(ctx, r, prev)
+            undo(*entry)
             done += 1
-        except Exception as e:  # keep undoing the rest; report what could not be undone
-            failed.append(f"{action} {describe(r)}: {e}")
+        except Exception:  # noqa: BLE001 -- keep undoing the rest; tried again below
+            retry.append(entry)
+    for entry in retry:
+        try:
+            undo(*entry)
+            done += 1
+        except Exception as e:  # report what could not be undone
+            failed.append(f"{entry[0]} {describe(entry[1])}: {e}")
     return done, failed

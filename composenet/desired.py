@@ -641,14 +641,26 @@ def _external(n: Network, project: str, observed: ObservedState, warnings: list[
     return np
 
 
+def _same_addresses(a: str | None, b: str | None) -> bool:
+    """Whether host addresses ``a`` and ``b`` of two published ports overlap (None: all)."""
+    if a is None or b is None:
+        return True
+    try:
+        ia, ib = ipaddress.ip_address(a), ipaddress.ip_address(b)
+    except ValueError:
+        return a == b
+    return ia == ib or ia.is_unspecified or ib.is_unspecified
+
+
 def _ports(project: Project, nets: dict[str, NetPlan], containers: list[Container], observed: ObservedState,
            warnings: list[str]) -> tuple[list[PortMap], list[dict]]:
     prev = _observed_port_set(observed)
-    in_use = set()
+    in_use: dict[tuple[str, int], list[str | None]] = {}  # (proto, port) -> host addresses (None: all)
     for item in observed.ports_in_use:
-        proto, _, num = item.partition("/")
+        proto, _, rest = item.partition("/")
+        num, _, ip = rest.partition("@")
         if num.isdigit():
-            in_use.add((proto, int(num)))
+            in_use.setdefault((proto, int(num)), []).append(ip or None)
     claimed: set[tuple[str, int, str]] = set()  # (proto, port, host_ip)
     maps: list[PortMap] = []
     exposure: list[dict] = []
@@ -697,6 +709,15 @@ def _ports(project: Project, nets: dict[str, NetPlan], containers: list[Containe
         hip_key = host_ip or "*"
         if port.published and "-" not in port.published:
             host_port = int(port.published)
+            taken = [ip for ip in in_use.get((port.protocol, host_port), []) if _same_addresses(ip, host_ip)]
+            if taken:
+                pos = port.pos or svc.pos
+                raise InputError([Problem(
+                    f"host port {host_ip or '*'}:{host_port}/{port.protocol} is already published by another "
+                    "composenet project" + (f" (on {taken[0]})" if taken[0] else ""),
+                    file=pos.file if pos else None, line=pos.line if pos else None, col=pos.col if pos else None,
+                    path=port.pos.path if port.pos else f"services.{svc.name}.ports",
+                    hint="publish another host port, or take the other project down first")])
         else:
             if port.published:
                 lo, hi = (int(x) for x in port.published.split("-", 1))

@@ -34,7 +34,7 @@ from composenet.state import DesiredState, ObservedState
 # Fields that can change in place; any other differing field means delete and re-create.
 IN_PLACE: dict[str, set[str]] = {
     "bridge": {"mtu", "mac", "label"},
-    "veth": {"mtu", "mac", "hairpin", "isolated", "label"},
+    "veth": {"mtu", "mac", "hairpin", "isolated", "label", "bridge"},  # bridge: re-enslaved in place
     "macvlan": {"mtu", "mac", "label"},
     "vxlan": {"mtu", "label", "peers", "bridge"},
     "sysctl": {"value"},
@@ -73,7 +73,7 @@ def diff(desired: DesiredState, observed: ObservedState) -> list[Change]:
         if not fields:
             continue
         if isinstance(want, NftTable) and isinstance(have, NftTable):
-            reason = _nft_reason(want, have, was_applied)
+            reason = _nft_reason(want, have, was_applied, applied.get(key) == digest(have))
         else:
             reason = Reason.drift if was_applied else Reason.changed
         action = Action.update if set(fields) <= IN_PLACE.get(want.kind, set()) else Action.replace
@@ -88,9 +88,11 @@ def diff(desired: DesiredState, observed: ObservedState) -> list[Change]:
     return changes
 
 
-def _nft_reason(want: NftTable, have: NftTable, was_applied: bool) -> Reason:
+def _nft_reason(want: NftTable, have: NftTable, was_applied: bool, kernel_as_applied: bool = False) -> Reason:
     if was_applied:
         return Reason.drift
+    if kernel_as_applied:  # the kernel holds what the last apply wrote: the file changed
+        return Reason.changed
     missing = set(want.rules) - set(have.rules)
     extra = set(have.rules) - set(want.rules)
     # Only rules gone, or rules added by hand (no composenet comment): someone edited the table.

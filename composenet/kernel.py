@@ -777,6 +777,8 @@ def _dellink(n: NL, name: str) -> None:
 # anything else is, the marked links are deleted one by one instead.
 
 _DOOMED_KEY = "kernel.doomed"
+# The namespace ends (namespace, name) of the doomed veths: they hold their names until the flush.
+_DOOMED_PEERS_KEY = "kernel.doomed_peers"
 
 
 def doom_group(project: str) -> int:
@@ -808,10 +810,12 @@ def _doom(ctx: Context, host: NL, name: str) -> bool:
     return True
 
 
-def _unless_doomed(ctx: Context, name: str) -> None:
-    """Before creating link ``name``: if this run marked a link of that name for deletion (a
-    replace), delete the marked links now."""
-    if name in ctx.cache.get(_DOOMED_KEY, ()):
+def _unless_doomed(ctx: Context, name: str, peer: tuple[str, str] | None = None) -> None:
+    """Before creating link ``name`` (and, for a veth, its end ``peer`` = (namespace, name)): if
+    this run marked a link of that name for deletion (a replace, or a service moved to another
+    network whose new veth reuses the old one's name in the namespace, e.g. eth0), delete the
+    marked links now."""
+    if name in ctx.cache.get(_DOOMED_KEY, ()) or (peer is not None and peer in ctx.cache.get(_DOOMED_PEERS_KEY, ())):
         KernelHandler.flush(ctx)
 
 
@@ -845,6 +849,7 @@ class KernelHandler:
     def flush(ctx: Context) -> None:
         """Delete the host links this run marked for deletion (see _doom), in one request."""
         doomed: set[str] = ctx.cache.pop(_DOOMED_KEY, None) or set()
+        ctx.cache.pop(_DOOMED_PEERS_KEY, None)
         if not doomed:
             return
         host = nl(ctx, "")
@@ -986,7 +991,7 @@ class KernelHandler:
     # -- veth -----------------------------------------------------------------------------
     def _create_veth(self, ctx: Context, r: Veth) -> None:
         what = f"create veth {r.ifname} ({r.ns} {r.peer})"
-        _unless_doomed(ctx, r.ifname)
+        _unless_doomed(ctx, r.ifname, (r.ns, r.peer))
         host = nl(ctx, "")
         master, fd = _link_and_netns(host, r.bridge, r.ns, what)
         try:
@@ -1053,7 +1058,9 @@ class KernelHandler:
     def _delete_veth(self, ctx: Context, r: Veth) -> None:
         host = nl(ctx, "")
         try:
-            if not _doom(ctx, host, r.ifname):
+            if _doom(ctx, host, r.ifname):
+                ctx.cache.setdefault(_DOOMED_PEERS_KEY, set()).add((r.ns, r.peer))
+            else:
                 _dellink(host, r.ifname)
         except OSError as e:
             raise _fail(f"delete veth {r.ifname} ({r.ns} {r.peer})", e) from e

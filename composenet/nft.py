@@ -204,6 +204,31 @@ def list_table(family: str, name: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def foreign_published(own: str) -> tuple[str, ...]:
+    """The host ports the other composenet projects' tables publish (their DNAT rules), as
+    ObservedState.ports_in_use entries: ``proto/port`` (every host address) or
+    ``proto/port@hostip``. ``own`` is this project's table, left out."""
+    r = _nft(["-j", "list", "tables"], "list tables", json_io=True)
+    if r.returncode != 0:
+        raise KernelError(f"nft could not list tables: {r.stderr.strip()}")
+    try:
+        items = json.loads(r.stdout).get("nftables", [])
+    except (ValueError, AttributeError) as e:
+        raise KernelError(f"nft -j list tables: unreadable JSON: {e}") from None
+    out: set[str] = set()
+    for item in items:
+        t = item.get("table") if isinstance(item, dict) else None
+        if not t or t.get("family") != "inet" or t.get("name") == own or not str(t.get("name")).startswith("composenet_"):
+            continue
+        data = list_table("inet", t["name"])
+        if data is None:
+            continue  # deleted meanwhile
+        for hostip, port, proto in published(identities(data)).values():
+            ip = hostip.strip("[]")
+            out.add(f"{proto}/{port}" + ("" if ip == "*" else f"@{ip}"))
+    return tuple(sorted(out))
+
+
 def restorable(list_table_json: dict[str, Any]) -> str:
     """A JSON ruleset (for ``nft -j -f -``) that puts the listed table back exactly as it was, in
     one transaction: declare it, delete it (whatever is there now), re-add every object listed.
@@ -231,6 +256,7 @@ class NftHandler:
 
     def observe(self, ctx: Context, observed: ObservedState) -> None:
         family, name = "inet", nft_table_name(ctx.project)
+        observed.ports_in_use = tuple(sorted({*observed.ports_in_use, *foreign_published(name)}))
         data = list_table(family, name)
         if data is None:
             return

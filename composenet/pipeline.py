@@ -114,12 +114,19 @@ def run_apply(ctx: Context, project: Project | None, project_name: str, upstream
     with runtime.project_lock(ctx):
         if project is None:
             return _apply_locked(ctx, None, project_name, upstreams, echo, quiet, saved_plan)
-        # Host-wide, after the project lock (see runtime.ipam_lock): two `up`s of different
-        # projects must not both pick the same free subnet. Held from observing the host's
-        # subnets until the bridges carry theirs (the end of apply).
-        with contextlib.ExitStack() as ipam:
-            ipam.enter_context(runtime.ipam_lock(ctx))
-            return _apply_locked(ctx, project, project_name, upstreams, echo, quiet, saved_plan, ipam.close)
+        try:
+            # Host-wide, after the project lock (see runtime.ipam_lock): two `up`s of different
+            # projects must not both pick the same free subnet. Held from observing the host's
+            # subnets until the bridges carry theirs (the end of apply).
+            with contextlib.ExitStack() as ipam:
+                ipam.enter_context(runtime.ipam_lock(ctx))
+                return _apply_locked(ctx, project, project_name, upstreams, echo, quiet, saved_plan, ipam.close)
+        except BaseException:
+            # A refused `up` of a project that is not up (a plan error, a failed first apply
+            # rolled back): taking the lock made its directory; leave nothing behind.
+            if os.path.isdir(ctx.project_dir) and os.listdir(ctx.project_dir) == [runtime.LOCK_NAME]:
+                runtime.remove_project_dir(ctx)
+            raise
 
 
 def _apply_locked(ctx: Context, project: Project | None, project_name: str, upstreams: Upstreams | None,

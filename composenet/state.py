@@ -23,7 +23,8 @@ class ObservedState:
       namespace, default routes excluded) and addresses, for automatic subnet allocation;
     - foreign_subnets: subnets of other composenet projects' networks;
     - foreign_links: names of links that exist but are not ours (name clashes);
-    - ports_in_use: "proto/port" taken on the host by others (listeners, other projects' DNAT);
+    - ports_in_use: host ports other composenet projects publish (their DNAT rules): "proto/port"
+      (every host address) or "proto/port@hostip";
     - networks: every composenet bridge network in the host namespace, by network name:
       ``{"bridge", "owner" (project; "-NAME" for a standalone network), "cidrs" (the bridge's
       addresses), "used" (addresses of other projects' endpoints on it)}``: external networks

@@ -107,7 +107,7 @@ def test_networks_connections_and_ports():
     assert _problems(d) == [
         "$.connections[0].ipv4: 7 is not of type 'string', 'null'",
         "$.networks.shared: 'bridge' is a required property",
-        "$.ports_in_use[0]: '8080' does not match '^(tcp|udp|sctp)/[0-9]+$'",
+        "$.ports_in_use[0]: '8080' does not match '^(tcp|udp|sctp)/[0-9]+(@[0-9A-Fa-f:.]+)?$'",
     ]
 
 

@@ -1,0 +1,163 @@
+"""Editing the compose file between two `up`s of a running project (root, sandboxes).
+
+Each test uses a unique project name in its own sandbox, ends with `down` and
+``sandbox.assert_clean`` (nothing left), and the sandbox fixture removes everything even when a
+test fails.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from pathlib import Path
+
+from tests.integration.sandbox import Sandbox, dns, wait_for
+from tests.integration.stacks import ECHO
+
+NO_CHANGES = "No changes. Kernel state matches the compose file."
+
+
+def project() -> str:
+    return f"t{uuid.uuid4().hex[:6]}"
+
+
+def write(path: Path, app_networks: str) -> Path:
+    """Two networks; ``peer`` on both, ``app`` (an echo server on port 80) on ``app_networks``."""
+    path.write_text(f"""\
+services:
+  app:
+    command: "{sys.executable} {ECHO} --tcp 80"
+    networks: {app_networks}
+  peer:
+    networks: [a, b]
+networks:
+  a: {{}}
+  b: {{}}
+""")
+    return path
+
+
+def assert_no_changes(sb: Sandbox, compose: Path, p: str) -> None:
+    r = sb.plan(compose, p)
+    assert r.returncode == 0, f"plan --detailed-exitcode exited {r.returncode}:\n{r.stdout}\n{r.stderr}"
+    assert NO_CHANGES in r.stdout, r.stdout
+
+
+def test_moving_a_service_to_another_network(sandbox: Sandbox, tmp_path) -> None:
+    # The new veth's end in the namespace is eth0 again: the old one (marked for a batched
+    # delete) must be gone before it is created, or the kernel says EEXIST.
+    sb, p = sandbox, project()
+    compose = write(tmp_path / "compose.yaml", "[a]")
+    sb.up(compose, p)
+    app, peer = f"{p}-app-1", f"{p}-peer-1"
+    old_ip = sb.ipv4(app)
+    wait_for(peer, old_ip, 80)
+
+    write(compose, "[b]")
+    r = sb.up(compose, p, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert_no_changes(sb, compose, p)
+    new_ip = sb.ipv4(app)
+    assert new_ip != old_ip
+    wait_for(peer, new_ip, 80)
+    assert dns(peer, sb.gateway_for(new_ip), "app") == ("NOERROR", [new_ip])
+    sb.down(p, compose)
+    sb.assert_clean(p)
+
+
+def write_ports(path: Path, *ports: str) -> Path:
+    """One service ``app`` (echo server on port 80) publishing ``ports``."""
+    listed = ", ".join(f'"{p}"' for p in ports)
+    path.write_text(f"""\
+services:
+  app:
+    command: "{sys.executable} {ECHO} --tcp 80"
+    networks: [a]
+    ports: [{listed}]
+networks:
+  a: {{}}
+""")
+    return path
+
+
+def test_a_host_port_another_project_publishes_is_refused(sandbox: Sandbox, tmp_path) -> None:
+    # Two projects' DNAT rules for one host port: only one of them can get the traffic. `up`
+    # refuses the second (as Docker does), and ephemeral ports avoid the other project's.
+    sb, pa, pb, pc = sandbox, project(), project(), project()
+    a = write_ports(tmp_path / "a.yaml", "127.0.0.1:8080:80", "80")
+    b = write_ports(tmp_path / "b.yaml", "127.0.0.2:8080:80", "80")  # other address: fine
+    c = write_ports(tmp_path / "c.yaml", "8080:80")  # every address: clashes with both
+    sb.up(a, pa)
+    sb.up(b, pb)
+    port_a = sb.composenet("-f", str(a), "-p", pa, "port", "app", "80", cwd=str(sb.tmp)).stdout.split()
+    port_b = sb.composenet("-f", str(b), "-p", pb, "port", "app", "80", cwd=str(sb.tmp)).stdout.split()
+    eph_a = {x.rpartition(":")[2] for x in port_a if not x.startswith("127.")}
+    eph_b = {x.rpartition(":")[2] for x in port_b if not x.startswith("127.")}
+    assert eph_a and eph_b and not eph_a & eph_b, (port_a, port_b)
+
+    r = sb.up(c, pc, check=False)
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert "8080/tcp is already published by another composenet project" in r.stderr, r.stderr
+    assert sb.namespaces(pc) == []
+    r = sb.plan(c, pc)
+    assert r.returncode == 1 and "already published" in r.stderr, r.stdout + r.stderr
+
+    assert_no_changes(sb, a, pa)
+    assert_no_changes(sb, b, pb)
+    for p, f in ((pa, a), (pb, b)):
+        sb.down(p, f)
+        sb.assert_clean(p)
+    sb.assert_clean(pc)
+
+
+def test_a_bridge_deleted_by_hand_is_repaired(sandbox: Sandbox, tmp_path) -> None:
+    # The veths survive their bridge, detached: `up` re-creates the bridge and enslaves them
+    # again in place. (Re-creating them instead lost their addresses and routes in the
+    # namespaces: `up` failed with "the kernel still differs".)
+    sb, p = sandbox, project()
+    compose = write(tmp_path / "compose.yaml", "[a]")
+    sb.up(compose, p)
+    app, peer = f"{p}-app-1", f"{p}-peer-1"
+    app_ip = sb.ipv4(app)
+    wait_for(peer, app_ip, 80)
+    bridge = sb.gateway_for(app_ip)
+    ifname = next(lk["ifname"] for lk in sb.links() if lk["ifname"].startswith("cnb-")
+                  and bridge in sb.ip(sb.host, f"-4 addr show dev {lk['ifname']}"))
+    sb.ip(sb.host, f"link del {ifname}")
+
+    r = sb.plan(compose, p)
+    assert r.returncode == 2 and ifname in r.stdout.split("Drift", 1)[1], r.stdout
+    r = sb.up(compose, p, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert_no_changes(sb, compose, p)
+    assert sb.ipv4(app) == app_ip
+    wait_for(peer, app_ip, 80)
+    assert dns(peer, bridge, "app") == ("NOERROR", [app_ip])
+    sb.down(p, compose)
+    sb.assert_clean(p)
+
+
+def test_a_failed_move_to_another_network_is_rolled_back_completely(sandbox: Sandbox, tmp_path) -> None:
+    # The move's last step fails (the new command does not exist): the rollback must restore
+    # the old default route too, although its undo comes before the old veth and address are
+    # back (it used to fail with ENETUNREACH and leave the container without a default route).
+    sb, p = sandbox, project()
+    compose = write(tmp_path / "compose.yaml", "[a]")
+    sb.up(compose, p)
+    app, peer = f"{p}-app-1", f"{p}-peer-1"
+    app_ip = sb.ipv4(app)
+    routes = sb.ip(app, "route show default")
+    assert "default via" in routes
+
+    good = compose.read_text()
+    compose.write_text(good.replace("networks: [a]\n", "networks: [b]\n", 1)
+                       .replace(f"{sys.executable} {ECHO} --tcp 80", "/nonexistent/cmd", 1))
+    r = sb.up(compose, p, check=False)
+    assert r.returncode == 1 and "rolled back" in r.stderr and "rollback failed" not in r.stderr, r.stderr
+
+    compose.write_text(good)
+    assert_no_changes(sb, compose, p)
+    assert sb.ip(app, "route show default") == routes
+    wait_for(peer, app_ip, 80)
+    sb.down(p, compose)
+    sb.assert_clean(p)
