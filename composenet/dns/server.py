@@ -301,6 +301,28 @@ def sockaddr_tuple(raw: bytes) -> tuple:
 # -- the daemon --------------------------------------------------------------------------------
 
 
+
+def _listen_pair(family: int, key: tuple[str, int], bufsize: int | None = None) -> tuple[socket.socket, socket.socket]:
+    """A non-blocking UDP socket and a listening TCP socket bound to ``key``, in the namespace
+    of the calling thread; ``bufsize`` sets the UDP buffers. Raises OSError, leaving nothing open."""
+    u = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    t = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        if bufsize:
+            u.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, bufsize)
+            u.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, bufsize)
+        u.bind(key)
+        u.setblocking(False)
+        t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        t.bind(key)
+        t.listen(128)
+        t.setblocking(False)
+    except OSError:
+        u.close()
+        t.close()
+        raise
+    return u, t
+
 class Server:
     def __init__(self, config_path: str):
         self.config_path = config_path
@@ -375,21 +397,7 @@ class Server:
         """Bind UDP and TCP on one listener; raises OSError (nothing left half-bound)."""
         family = socket.AF_INET if lst.family == 4 else socket.AF_INET6
         key = (lst.address, lst.port)
-        u = socket.socket(family, socket.SOCK_DGRAM)
-        t = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            u.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
-            u.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, RCVBUF)
-            u.bind(key)
-            u.setblocking(False)
-            t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            t.bind(key)
-            t.listen(128)
-            t.setblocking(False)
-        except OSError:
-            u.close()
-            t.close()
-            raise
+        u, t = _listen_pair(family, key, RCVBUF)
         self.udp[key] = u
         self.tcp[key] = t
         if family not in self.batches:
@@ -416,19 +424,7 @@ class Server:
         family = socket.AF_INET if ":" not in lst.address else socket.AF_INET6
         key = (lst.address, lst.port)
         with nsmod.entered(lst.netns):
-            u = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-            t = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-            try:
-                u.bind(key)
-                u.setblocking(False)
-                t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                t.bind(key)
-                t.listen(128)
-                t.setblocking(False)
-            except OSError:
-                u.close()
-                t.close()
-                raise
+            u, t = _listen_pair(family, key)
         self.ns_bound[lst.netns] = NsSockets(lst, u, t, inode)
         self.sel.register(u, selectors.EVENT_READ, ("nsudp", lst.netns))
         self.sel.register(t, selectors.EVENT_READ, ("nsaccept", lst.netns))
