@@ -142,6 +142,30 @@ def _observed_bridge_addrs(observed: ObservedState, bridge: str) -> list[str]:
     return sorted(r.cidr for r in observed.resources.values() if isinstance(r, Address) and r.ns == "" and r.ifname == bridge)
 
 
+def _observed_member_subnets(observed: ObservedState, project: str) -> dict[str, list[str]]:
+    """Subnets the project's containers still hold on each network, by network name, sorted:
+    the CIDR prefix of every observed address on a container's end of one of the network's
+    veths (label ``composenet:<project>/<container>/<network>``). They stand in for the subnet of
+    a network whose bridge is gone (deleted by hand), so that it keeps its subnet and the
+    containers their addresses."""
+    by_if: dict[tuple[str, str], str] = {}
+    prefix = f"{LABEL_PREFIX}{project}/"
+    for r in observed.resources.values():
+        if isinstance(r, Veth) and r.label.startswith(prefix + r.ns + "/"):
+            by_if[(r.ns, r.peer)] = r.label[len(prefix + r.ns + "/"):]
+    out: dict[str, set[str]] = {}
+    for r in observed.resources.values():
+        if isinstance(r, Address) and r.ns and (r.ns, r.ifname) in by_if:
+            try:
+                net = ipaddress.ip_interface(r.cidr).network
+            except ValueError:
+                continue
+            if net.prefixlen < net.max_prefixlen and not net.is_link_local:
+                out.setdefault(by_if[(r.ns, r.ifname)], set()).add(str(net))
+    return {name: sorted(nets, key=lambda c: (ipaddress.ip_network(c).version, ipaddress.ip_network(c)))
+            for name, nets in out.items()}
+
+
 def _observed_endpoint_addrs(observed: ObservedState) -> dict[tuple[str, str], list[str]]:
     """Addresses the kernel has on each container interface, by (namespace, ifname), sorted:
     one pass over the observed state (not one per endpoint, which is quadratic)."""
@@ -191,9 +215,15 @@ def desire(project: Project, observed: ObservedState, upstreams: Upstreams, run_
     avoid = list(observed.host_routes) + list(observed.host_addresses) + list(observed.foreign_subnets)
     # Subnets the project's existing bridges already hold are taken before any new allocation,
     # so adding a network never steals the subnet of one that exists.
+    # A network whose bridge is gone (deleted by hand) keeps the subnet its containers' addresses
+    # still imply: also taken first, and its previous subnet below.
+    member_subnets = _observed_member_subnets(observed, p)
     for n in project.networks:
         br = n.opt("com.docker.network.bridge.name") or bridge_ifname(p, n.name)
-        taken += [str(ipaddress.ip_interface(a).network) for a in _observed_bridge_addrs(observed, br)]
+        held = [str(ipaddress.ip_interface(a).network) for a in _observed_bridge_addrs(observed, br)]
+        if not held and not n.external and n.driver not in ("none", "host", "macvlan"):
+            held = member_subnets.get(n.name, [])
+        taken += held
     for n in sorted(project.networks, key=lambda n: n.key):
         if n.external:
             nets[n.key] = _external(n, p, observed, d.warnings)
@@ -222,6 +252,11 @@ def desire(project: Project, observed: ObservedState, upstreams: Upstreams, run_
         v4 = [ic for ic in n.ipam if ic.subnet and ipaddress.ip_network(ic.subnet, strict=False).version == 4]
         v6 = [ic for ic in n.ipam if ic.subnet and ipaddress.ip_network(ic.subnet, strict=False).version == 6]
         prev = _observed_bridge_addrs(observed, br) if kind == "bridge" else []
+        if kind == "bridge" and not prev:
+            # No bridge address (the bridge was deleted by hand): the subnets its containers'
+            # addresses imply, with their first hosts as the gateways (the automatic default).
+            prev = [f"{ipam.first_host(net)}/{net.prefixlen}"
+                    for net in map(ipaddress.ip_network, member_subnets.get(n.name, []))]
         prev4 = [a for a in prev if ipaddress.ip_interface(a).version == 4]
         prev6 = [a for a in prev if ipaddress.ip_interface(a).version == 6]
         if n.enable_ipv4:

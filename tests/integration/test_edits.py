@@ -137,6 +137,37 @@ def test_a_bridge_deleted_by_hand_is_repaired(sandbox: Sandbox, tmp_path) -> Non
     sb.assert_clean(p)
 
 
+def test_a_network_whose_bridge_is_deleted_by_hand_keeps_its_subnet(sandbox: Sandbox, tmp_path) -> None:
+    # Issue 3: the subnet was remembered only through the bridge's address. A host route holds
+    # 172.17.0.0/16 at the first `up`, so a gets 172.18.0.0/16 and b 172.19.0.0/16; the route
+    # goes, then a's bridge: 172.17.0.0/16 is the lowest free subnet, and `up` moved a there and
+    # re-addressed its containers. The addresses they still hold now keep a where it was.
+    sb, p = sandbox, project()
+    compose = write(tmp_path / "compose.yaml", "[a]")
+    sb.ip(sb.host, "route add blackhole 172.17.0.0/16")
+    sb.up(compose, p)
+    app, peer = f"{p}-app-1", f"{p}-peer-1"
+    before = {ns: sb.addrs(ns) for ns in (app, peer)}
+    assert sb.subnet(app) == "172.18.0.0/16" and sb.subnet(peer, "eth1") == "172.19.0.0/16", before
+    app_ip = before[app]["eth0"][0]
+    wait_for(peer, app_ip, 80)
+    gateway = sb.gateway_for(app_ip)
+    ifname = next(lk["ifname"] for lk in sb.links() if lk["ifname"].startswith("cnb-")
+                  and gateway in sb.ip(sb.host, f"-4 addr show dev {lk['ifname']}"))
+    sb.ip(sb.host, "route del blackhole 172.17.0.0/16")
+    sb.ip(sb.host, f"link del {ifname}")
+
+    r = sb.up(compose, p, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert_no_changes(sb, compose, p)
+    assert {ns: sb.addrs(ns) for ns in (app, peer)} == before
+    assert sb.addrs(sb.host)[ifname] == (gateway, 16)
+    wait_for(peer, app_ip, 80)
+    assert dns(peer, gateway, "app") == ("NOERROR", [app_ip])
+    sb.down(p, compose)
+    sb.assert_clean(p)
+
+
 def test_a_failed_move_to_another_network_is_rolled_back_completely(sandbox: Sandbox, tmp_path) -> None:
     # The move's last step fails (the new command does not exist): the rollback must restore
     # the old default route too, although its undo comes before the old veth and address are

@@ -113,6 +113,27 @@ def test_endpoints_keep_addresses_when_a_service_is_added():
     assert old <= new
 
 
+def test_a_network_whose_bridge_is_gone_keeps_the_subnet_its_containers_hold():
+    # Issue 3: the subnet was remembered only through the bridge's address. With the bridge
+    # deleted by hand and a lower automatic subnet free, the network moved and every container
+    # was re-addressed; the addresses on its veths' container ends now keep it in place.
+    p = split_project()
+    d1 = desire(p, ObservedState(host_routes=("172.17.0.0/16",)), UP)
+    sub1 = {n["name"]: n["subnet"] for n in d1.networks}
+    assert sub1 == {"split_backend": "172.18.0.0/16", "split_frontend": "172.19.0.0/16"}
+    gone = bridge_ifname("split", "split_backend")
+    st = observed_after(d1)  # 172.17.0.0/16 is free now
+    for key in [k for k, r in st.resources.items() if isinstance(r, Bridge) and r.ifname == gone
+                or isinstance(r, Address) and not r.ns and r.ifname == gone]:
+        del st.resources[key]
+    assert any(isinstance(r, Veth) and r.bridge == gone for r in st.resources.values())
+    d2 = desire(p, st, UP)
+    assert {n["name"]: n["subnet"] for n in d2.networks} == sub1
+    assert d2.resources == d1.resources
+    assert {c.resource.key for c in diff(d2, st)} >= {f"link:-:{gone}", f"addr:-:{gone}:172.18.0.1/16"}
+    assert all(not (isinstance(c.resource, Address) and c.resource.ns) for c in diff(d2, st))
+
+
 def test_static_address_and_gateway():
     p = Project(name="n", working_dir="/", networks=(
         Network("net2", "n_net2", ipam=(IpamConfig("10.201.2.0/24", "10.201.2.128/25", "10.201.2.254"),)),),
