@@ -789,6 +789,16 @@ def doom_group(project: str) -> int:
     return 0x80000000 | (zlib.crc32(f"composenet:{project}".encode()) & 0x7FFFFFFF)
 
 
+def _delete_host_link(ctx: Context, name: str, what: str) -> None:
+    """Delete host link ``name``: batched into the doom group under the executor, else at once."""
+    try:
+        host = nl(ctx, "")
+        if not _doom(ctx, host, name):
+            _dellink(host, name)
+    except OSError as e:
+        raise _fail(what, e) from e
+
+
 def _doom(ctx: Context, host: NL, name: str) -> bool:
     """Under the executor: move host link ``name`` into the doom group and leave its deletion to
     KernelHandler.flush (True). Outside it (direct handler calls), False: delete at once."""
@@ -931,12 +941,7 @@ class KernelHandler:
             raise _fail(f"update bridge {after.ifname} ({after.network})", e) from e
 
     def _delete_bridge(self, ctx: Context, r: Bridge) -> None:
-        try:
-            host = nl(ctx, "")
-            if not _doom(ctx, host, r.ifname):
-                _dellink(host, r.ifname)
-        except OSError as e:
-            raise _fail(f"delete bridge {r.ifname} ({r.network})", e) from e
+        _delete_host_link(ctx, r.ifname, f"delete bridge {r.ifname} ({r.network})")
 
     # -- vxlan ----------------------------------------------------------------------------
     def _create_vxlan(self, ctx: Context, r: Vxlan) -> None:
@@ -981,12 +986,7 @@ class KernelHandler:
             raise _fail(f"update vxlan {after.ifname} ({after.network})", e) from e
 
     def _delete_vxlan(self, ctx: Context, r: Vxlan) -> None:
-        try:
-            host = nl(ctx, "")
-            if not _doom(ctx, host, r.ifname):
-                _dellink(host, r.ifname)
-        except OSError as e:
-            raise _fail(f"delete vxlan {r.ifname} ({r.network})", e) from e
+        _delete_host_link(ctx, r.ifname, f"delete vxlan {r.ifname} ({r.network})")
 
     # -- veth -----------------------------------------------------------------------------
     def _create_veth(self, ctx: Context, r: Veth) -> None:

@@ -633,7 +633,7 @@ class Server:
                     elif kind == "nsudp":
                         self._serve_ns_udp(key.fileobj, arg)  # type: ignore[arg-type]
                     elif kind == "nsaccept":
-                        self._accept_ns(key.fileobj, arg)  # type: ignore[arg-type]
+                        self._accept(key.fileobj, "", netns=arg)  # type: ignore[arg-type]
                     elif kind == "client":
                         self._client_io(arg, mask)
                     elif kind == "uptcp":
@@ -821,7 +821,10 @@ class Server:
 
     # -- TCP askers ----------------------------------------------------------------------------
 
-    def _accept(self, lsock: socket.socket, listener: str) -> None:
+    def _accept(self, lsock: socket.socket, listener: str, netns: str = "") -> None:
+        """Accept TCP askers on a host listener (``listener``: its address; strangers are
+        closed at once) or on a container's own listener (``netns``: the asker is that
+        container, whatever its source address)."""
         for _ in range(64):
             try:
                 conn, addr = lsock.accept()
@@ -829,7 +832,7 @@ class Server:
                 return
             except OSError:
                 return
-            if addr[0] not in self.zone.views and self._stranger(addr[0], listener) is None:
+            if not netns and addr[0] not in self.zone.views and self._stranger(addr[0], listener) is None:
                 conn.close()  # not on the project's networks: nothing, not even a FORMERR
                 continue
             if len(self.clients) >= MAX_TCP_CLIENTS:
@@ -837,22 +840,7 @@ class Server:
                 # cannot lock out new ones.
                 self._close_client(next(iter(self.clients)))
             conn.setblocking(False)
-            c = TcpClient(conn, listener, addr[0], time.monotonic() + TCP_IDLE)
-            self.clients[c] = None
-            self.sel.register(conn, selectors.EVENT_READ, ("client", c))
-
-    def _accept_ns(self, lsock: socket.socket, netns: str) -> None:
-        for _ in range(64):
-            try:
-                conn, addr = lsock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
-            if len(self.clients) >= MAX_TCP_CLIENTS:
-                self._close_client(next(iter(self.clients)))
-            conn.setblocking(False)
-            c = TcpClient(conn, "", addr[0], time.monotonic() + TCP_IDLE, netns=netns)
+            c = TcpClient(conn, listener, addr[0], time.monotonic() + TCP_IDLE, netns=netns)
             self.clients[c] = None
             self.sel.register(conn, selectors.EVENT_READ, ("client", c))
 
