@@ -14,23 +14,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from composenet.diff import diff, digest, implied_deletes
+from composenet.core.diff import diff, digest, implied_deletes
+from composenet.core.model import Project
+from composenet.core.plan import Plan, order, saved_plan_difference
+from composenet.core.render import describe, render_text
+from composenet.core.resources import Bridge, NftTable, Sysctl
+from composenet.core.state import DesiredState, ObservedState
 from composenet.errors import ComposenetError, PlanError
-from composenet.handlers import Context
-from composenet.model import Project
-from composenet.plan import Plan, order, saved_plan_difference
-from composenet.render import describe, render_text
-from composenet.resources import Bridge, NftTable, Sysctl
-from composenet.state import DesiredState, ObservedState
+from composenet.kernel.context import Context
+from composenet.paths import LOCK, RUN_DIR
 
 if TYPE_CHECKING:  # composenet.desired is imported where a plan is made: `down` never needs it
-    from composenet.desired import Upstreams
+    from composenet.core.desired import Upstreams
 
 Echo = Callable[[str], None]
 
 
 def read_upstreams(path: str | None) -> Upstreams:
-    from composenet.desired import Upstreams, parse_resolv_conf
+    from composenet.core.desired import Upstreams, parse_resolv_conf
 
     """Upstream resolvers: the given file (--resolv-conf / COMPOSENET_RESOLV_CONF), else
     /etc/resolv.conf; on a systemd-resolved host (only 127.0.0.53), its real upstream list."""
@@ -61,10 +62,10 @@ class Planned:
 
 
 def make_plan(project: Project | None, project_name: str, observed: ObservedState, upstreams: Upstreams | None,
-              run_dir: str = "/run/composenet") -> Planned:
+              run_dir: str = RUN_DIR) -> Planned:
     """Pure: the plan that takes ``observed`` to what ``project`` wants (None: to nothing)."""
     if project is not None:
-        from composenet.desired import Upstreams, desire
+        from composenet.core.desired import Upstreams, desire
 
         desired = desire(project, observed, upstreams or Upstreams(), run_dir)
     else:
@@ -91,7 +92,7 @@ def check_ruleset(ruleset: str) -> str | None:
     or if nft is not available (plan on a machine without nftables)."""
     if shutil.which("nft") is None or os.geteuid() != 0:
         return None
-    from composenet import nft
+    from composenet.kernel import nft
 
     return nft.check(ruleset)
 
@@ -102,39 +103,39 @@ def record_applied(ctx: Context, desired: DesiredState) -> None:
     tmp = os.path.join(ctx.project_dir, ".applied.json.tmp")
     with open(tmp, "w") as f:
         json.dump(data, f, indent=1, sort_keys=True)
-    os.replace(tmp, os.path.join(ctx.project_dir, "applied.json"))
+    os.replace(tmp, ctx.paths.applied)
 
 
 def run_apply(ctx: Context, project: Project | None, project_name: str, upstreams: Upstreams | None, echo: Echo,
               quiet: bool = False, saved_plan: dict | None = None) -> Planned:
     """Observe, plan, check, apply, record, verify. Used by `up` (project) and `down` (None)."""
-    from composenet import kernel, runtime
+    from composenet.kernel import links, rundir
 
-    kernel.check_mount_namespace()
-    with runtime.project_lock(ctx):
+    links.check_mount_namespace()
+    with rundir.project_lock(ctx):
         if project is None:
             return _apply_locked(ctx, None, project_name, upstreams, echo, quiet, saved_plan)
         try:
-            # Host-wide, after the project lock (see runtime.ipam_lock): two `up`s of different
+            # Host-wide, after the project lock (see rundir.ipam_lock): two `up`s of different
             # projects must not both pick the same free subnet. Held from observing the host's
             # subnets until the bridges carry theirs (the end of apply).
             with contextlib.ExitStack() as ipam:
-                ipam.enter_context(runtime.ipam_lock(ctx))
+                ipam.enter_context(rundir.ipam_lock(ctx))
                 return _apply_locked(ctx, project, project_name, upstreams, echo, quiet, saved_plan, ipam.close)
         except BaseException:
             # A refused `up` of a project that is not up (a plan error, a failed first apply
             # rolled back): taking the lock made its directory; leave nothing behind.
-            if os.path.isdir(ctx.project_dir) and os.listdir(ctx.project_dir) == [runtime.LOCK_NAME]:
-                runtime.remove_project_dir(ctx)
+            if os.path.isdir(ctx.project_dir) and os.listdir(ctx.project_dir) == [LOCK]:
+                rundir.remove_project_dir(ctx)
             raise
 
 
 def _apply_locked(ctx: Context, project: Project | None, project_name: str, upstreams: Upstreams | None,
                   echo: Echo,
                   quiet: bool, saved_plan: dict | None, applied: Callable[[], None] = lambda: None) -> Planned:
-    from composenet import runtime
-    from composenet.apply import apply
-    from composenet.observe import observe_project
+    from composenet.kernel import rundir
+    from composenet.kernel.apply import apply
+    from composenet.kernel.observe import observe_project
 
     observed = observe_project(ctx)
     planned = make_plan(project, project_name, observed, upstreams, ctx.run_dir)
@@ -153,7 +154,7 @@ def _apply_locked(ctx: Context, project: Project | None, project_name: str, upst
             echo("No changes. Kernel state matches the compose file." if project is not None
                  else f"Nothing to remove: project {project_name!r} owns nothing in this kernel.")
         if project is None:  # `down` of a project already down: taking the lock made its directory
-            runtime.remove_project_dir(ctx)
+            rundir.remove_project_dir(ctx)
         return planned
     if planned.ruleset is not None and any(c.kind == "nft" and c.after is not None for c in planned.plan.changes):
         err = check_ruleset(planned.ruleset)
@@ -173,7 +174,7 @@ def _apply_locked(ctx: Context, project: Project | None, project_name: str, upst
     after = observe_project(ctx)
     again = make_plan(project, project_name, after, upstreams, ctx.run_dir)
     if project is None:
-        runtime.remove_project_dir(ctx)
+        rundir.remove_project_dir(ctx)
     if not again.plan.empty:
         text = render_text(again.plan)
         raise ComposenetError(

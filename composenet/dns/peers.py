@@ -36,10 +36,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-PEERS_NAME = "dns-peers.json"
-CONFIG_NAME = "dns.json"
+from composenet.paths import DNS_CONFIG, DNS_LOG, NETNS_DIR, ProjectPaths, list_projects
+
 RESOLVER_MODULE = "composenet.dns.server"
-NETNS_DIR = "/run/netns"
 NOTIFY_TIMEOUT = 2.0  # seconds to wait for one notified resolver to reload
 POLL = 0.02
 
@@ -108,24 +107,16 @@ def run_dir_of(config_path: str, project: str) -> str | None:
     """The runtime directory of a config at ``<run dir>/<project>/dns.json``; None for a config
     anywhere else (a resolver started by hand or by a test: no peers)."""
     p = Path(config_path).absolute()
-    if p.name != CONFIG_NAME or p.parent.name != project:
+    if p.name != DNS_CONFIG or p.parent.name != project:
         return None
     return str(p.parent.parent)
 
 
-def _projects(run_dir: str) -> list[str]:
-    try:
-        names = os.listdir(run_dir)
-    except OSError:
-        return []
-    return sorted(n for n in names if not n.startswith("."))
-
-
 def resolver_pid(run_dir: str, project: str) -> int | None:
     """The live resolver daemon of ``project`` (pidfile, checked against its command line)."""
-    cfg_path = os.path.join(run_dir, project, CONFIG_NAME)
-    cfg = read_json(cfg_path)
-    pidfile = str(cfg.get("pidfile")) if cfg and cfg.get("pidfile") else os.path.join(run_dir, project, "dns.pid")
+    where = ProjectPaths(run_dir, project)
+    cfg = read_json(where.dns_config)
+    pidfile = str(cfg.get("pidfile")) if cfg and cfg.get("pidfile") else where.dns_pid
     try:
         with open(pidfile) as f:
             pid = int(f.read().strip())
@@ -160,18 +151,18 @@ def gather(cfg: dict[str, Any], config_path: str) -> list[dict[str, Any]]:
     here = host_netns()
     own_names = {str(c.get("name")) for c in _containers(cfg)}
     out: list[dict[str, Any]] = []
-    for q in _projects(run_dir):
+    for q in list_projects(run_dir):
         if q == project:
             continue
         found: list[tuple[dict[str, Any], set[str]]] = []
-        peers = read_json(os.path.join(run_dir, q, PEERS_NAME))
+        peers = read_json(ProjectPaths(run_dir, q).dns_peers)
         if peers is not None and peers.get("host_netns") == here:
             for c in _containers(peers):
                 if os.path.exists(os.path.join(NETNS_DIR, str(c.get("name", "")))):  # not stale
                     found.append((c, wanted))
         pid = resolver_pid(run_dir, q)
         if pid is not None and _pid_netns(pid) == here:
-            theirs = read_json(os.path.join(run_dir, q, CONFIG_NAME)) or {}
+            theirs = read_json(ProjectPaths(run_dir, q).dns_config) or {}
             owned = listener_networks(theirs) & wanted
             if owned:
                 found += [(c, owned) for c in _containers(theirs)]
@@ -216,16 +207,16 @@ def notify(run_dir: str, project: str, networks: set[str], timeout: float = NOTI
         return []
     here = host_netns()
     waiting: list[tuple[int, str, int]] = []
-    for q in _projects(run_dir):
+    for q in list_projects(run_dir):
         if q == project:
             continue
-        cfg = read_json(os.path.join(run_dir, q, CONFIG_NAME))
+        cfg = read_json(ProjectPaths(run_dir, q).dns_config)
         if cfg is None or not relevant_networks(cfg) & networks:
             continue
         pid = resolver_pid(run_dir, q)
         if pid is None or _pid_netns(pid) != here:
             continue
-        log = os.path.join(run_dir, q, "logs", "dns.log")
+        log = ProjectPaths(run_dir, q).log(DNS_LOG)
         try:
             offset = os.path.getsize(log)
         except OSError:

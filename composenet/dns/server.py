@@ -60,7 +60,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from composenet import netns as nsmod
 from composenet.dns import fastio, peers
 from composenet.dns.zone import (
     RCODE_NOTIMP,
@@ -80,6 +79,7 @@ from composenet.dns.zone import (
     respond,
     skip_name,
 )
+from composenet.linux import netns as nsmod
 
 MAX_PENDING = 4096  # forwarded queries waiting for an upstream
 MAX_UPSTREAM_TCP = 64  # concurrent TCP connections to upstreams

@@ -9,14 +9,14 @@ import subprocess
 from dataclasses import replace
 from pathlib import Path
 
-from composenet.desired import Upstreams
-from composenet.diff import digest
-from composenet.options import LoadOptions
+from composenet.compose.options import LoadOptions
+from composenet.compose.project import load_project
+from composenet.core.desired import Upstreams
+from composenet.core.diff import digest
+from composenet.core.render import render_json, render_text
+from composenet.core.resources import NftTable
+from composenet.core.state import DesiredState, ObservedState
 from composenet.pipeline import make_plan
-from composenet.project import load_project
-from composenet.render import render_json, render_text
-from composenet.resources import NftTable
-from composenet.state import DesiredState, ObservedState
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"

@@ -55,8 +55,8 @@ def test_plan_json_matches_schema(case: Path):
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.parent.name for e in EXAMPLES])
 def test_examples_plan(example: Path):
+    from composenet.core.state import ObservedState
     from composenet.pipeline import make_plan
-    from composenet.state import ObservedState
     from tests.golden.harness import UPSTREAMS
 
     project = load(example)

@@ -183,7 +183,7 @@ class Sandbox:
             mine = str(link.get("ifalias", "")).startswith(f"composenet:{project}/")
             if mine or (not others_up and name.startswith(("cnb-", "cnv-"))):
                 found.append(f"link {name} ({link.get('ifalias', '')}) in {self.host}")
-        from composenet.resources import nft_table_name
+        from composenet.core.resources import nft_table_name
 
         table = nft_table_name(project)
         tables = self.nft("list", "tables", check=False).stdout

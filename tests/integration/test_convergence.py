@@ -17,8 +17,8 @@ import threading
 import uuid
 from typing import Any
 
-from composenet import runtime
-from composenet.handlers import Context
+from composenet.kernel import rundir
+from composenet.kernel.context import Context
 from tests.integration.sandbox import (
     HOST_ADDR,
     WEB_ADDR,
@@ -46,7 +46,7 @@ def assert_no_changes(sb: Sandbox, compose, p: str) -> None:
 def kernel_snapshot(sb: Sandbox, p: str) -> dict[str, Any]:
     """What a no-op `up` must not touch: link indexes, the nft table's rule handles, the
     namespaces and the processes in them."""
-    from composenet.resources import nft_table_name
+    from composenet.core.resources import nft_table_name
 
     links = {link["ifname"]: link["ifindex"] for link in sb.links()}
     table = sb.nft("-j", "-a", "list", "table", "inet", nft_table_name(p)).stdout
@@ -74,7 +74,7 @@ def test_idempotent_up(sandbox: Sandbox, tmp_path) -> None:
 
 def nft_rule(sb: Sandbox, p: str, comment_prefix: str) -> tuple[str, int]:
     """(chain, handle) of the project's rule whose comment starts with ``comment_prefix``."""
-    from composenet.resources import nft_table_name
+    from composenet.core.resources import nft_table_name
 
     data = json.loads(sb.nft("-j", "-a", "list", "table", "inet", nft_table_name(p)).stdout)
     for o in data["nftables"]:
@@ -87,7 +87,7 @@ def nft_rule(sb: Sandbox, p: str, comment_prefix: str) -> tuple[str, int]:
 def test_drift_deleted_nft_rule_is_repaired(sandbox: Sandbox, tmp_path) -> None:
     """Delete the egress masquerade rule by hand: egress breaks, `plan` shows the drift, `up`
     puts the rule back and egress works again (masqueraded)."""
-    from composenet.resources import nft_table_name
+    from composenet.core.resources import nft_table_name
 
     sb, p = sandbox, project()
     compose = render("small", tmp_path)
@@ -238,7 +238,7 @@ def test_up_holds_the_host_wide_subnet_lock(sandbox: Sandbox, tmp_path) -> None:
     sb.projects.add(p)
     env = dict(os.environ, COMPOSENET_RESOLV_CONF=str(sb.resolv_conf))
     holder = Context(project=f"{p}-holder", run_dir=os.environ.get("COMPOSENET_RUN_DIR", "/run/composenet"))
-    with runtime.ipam_lock(holder):
+    with rundir.ipam_lock(holder):
         proc = subprocess.Popen(["nsenter", f"--net=/run/netns/{sb.host}", sys.executable, "-m", "composenet",
                                  "-f", str(compose), "-p", p, "up", "-q"], cwd=str(sb.tmp), env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -28,12 +28,14 @@ from pathlib import Path
 
 import pytest
 
-from composenet import files, netns, nft, procs, runtime
+from composenet.core.resources import NetnsFile, NftTable, Process, Resolver, nft_table_name
+from composenet.core.ruleset import NetRules, PortMap, build
+from composenet.core.state import ObservedState
 from composenet.errors import ComposenetError, KernelError
-from composenet.handlers import Context
-from composenet.resources import NetnsFile, NftTable, Process, Resolver, nft_table_name
-from composenet.ruleset import NetRules, PortMap, build
-from composenet.state import ObservedState
+from composenet.kernel import files, nft, procs, rundir
+from composenet.kernel.context import Context
+from composenet.linux import netns
+from composenet.paths import list_projects
 
 REPO = Path(__file__).resolve().parents[2]
 STAND_IN = "tests.integration.test_handlers"
@@ -115,7 +117,7 @@ class Env:
                 p.rmdir()
         for ns in self.namespaces:
             sh("ip", "netns", "del", ns, check=False)
-        kept = runtime.remove_project_dir(self.ctx)
+        kept = rundir.remove_project_dir(self.ctx)
         return kept + leftovers(self.tag, self.ctx)
 
 
@@ -209,7 +211,7 @@ def test_nft_load_observe_update_drift_delete(env: Env) -> None:
 def test_nft_rollback_restores_the_observed_table(env: Env) -> None:
     """An observed table carries a ruleset that re-creates it as it was: rolling back its
     delete (or an update) puts the same chains and rules back, in one transaction."""
-    from composenet.apply import rollback
+    from composenet.kernel.apply import rollback
 
     h = nft.HANDLERS[0]
     t1 = table(env.project, [PortMap("web", None, 8080, "tcp", ("10.99.0.2",), 80)])
@@ -326,7 +328,7 @@ def test_files_write_observe_delete(env: Env) -> None:
     st = ObservedState()
     h.observe(env.ctx, st)
     assert st.resources == {}
-    assert runtime.remove_project_dir(env.ctx) == []
+    assert rundir.remove_project_dir(env.ctx) == []
 
 
 def test_files_observed_for_namespace_records(env: Env) -> None:
@@ -335,7 +337,7 @@ def test_files_observed_for_namespace_records(env: Env) -> None:
     ns = f"{env.project}-db-1"
     os.makedirs(f"/etc/netns/{ns}")
     Path(f"/etc/netns/{ns}/hosts").write_text("x\n")
-    runtime.atomic_write(os.path.join(env.ctx.project_dir, "netns", ns), json.dumps({"service": "db"}))
+    rundir.atomic_write(os.path.join(env.ctx.project_dir, "netns", ns), json.dumps({"service": "db"}))
     st = ObservedState()
     files.HANDLERS[0].observe(env.ctx, st)
     assert st.resources == {f"file:{ns}/hosts": NetnsFile(ns, "hosts", "x\n")}
@@ -550,7 +552,7 @@ def test_dead_or_reused_pid_is_not_observed(env: Env) -> None:
     assert p.container in procs.read_records(env.ctx)  # ps can still say "exited"
     # A record whose pid now belongs to another process (start time differs) is not observed.
     fake = dict(rec, pid=os.getpid(), starttime=1)
-    runtime.atomic_write(os.path.join(env.ctx.project_dir, "proc", f"{p.container}.json"), json.dumps(fake))
+    rundir.atomic_write(os.path.join(env.ctx.project_dir, "proc", f"{p.container}.json"), json.dumps(fake))
     assert observe_procs(env) == {}
     h.delete(env.ctx, p)  # must not signal the test process
     assert procs.read_records(env.ctx) == {}
@@ -590,8 +592,8 @@ def test_resolve_user_forms() -> None:
 LOCKER = """
 import sys, time
 from pathlib import Path
-from composenet.handlers import Context
-from composenet.runtime import project_lock
+from composenet.kernel.context import Context
+from composenet.kernel.rundir import project_lock
 run_dir, project, name, log, release = sys.argv[1:]
 ctx = Context(project=project, run_dir=run_dir)
 with project_lock(ctx, message_after=0.1):
@@ -629,17 +631,17 @@ def test_lock_serialises_two_processes(env: Env, tmp_path: Path) -> None:
                 p.kill()
                 p.wait(timeout=5)
     assert log.read_text().split("\n") == ["A got", "A released", "B got", "B released", ""]
-    assert runtime.list_projects(env.ctx.run_dir) == [env.project]
+    assert list_projects(env.ctx.run_dir) == [env.project]
 
 
 def test_lock_survives_removal_of_the_project_dir(env: Env) -> None:
     # `down` removes the directory (and the lock file) while holding the lock.
-    with runtime.project_lock(env.ctx):
-        assert runtime.remove_project_dir(env.ctx) == []
+    with rundir.project_lock(env.ctx):
+        assert rundir.remove_project_dir(env.ctx) == []
         assert not os.path.exists(env.ctx.project_dir)
-    with runtime.project_lock(env.ctx, timeout=5):
+    with rundir.project_lock(env.ctx, timeout=5):
         assert os.path.exists(os.path.join(env.ctx.project_dir, "lock"))
-    runtime.remove_project_dir(env.ctx)
+    rundir.remove_project_dir(env.ctx)
 
 
 def test_remove_project_dir_keeps_records_of_live_things(env: Env) -> None:
@@ -647,10 +649,10 @@ def test_remove_project_dir_keeps_records_of_live_things(env: Env) -> None:
     p = Process(f"{env.project}-keep-1", "keep", ns, ("sleep", "300"), hostname="k")
     procs.ProcessHandler().create(env.ctx, p)
     Path(env.ctx.project_dir, "applied.json").write_text("{}")
-    kept = runtime.remove_project_dir(env.ctx)
+    kept = rundir.remove_project_dir(env.ctx)
     assert kept == [os.path.join(env.ctx.project_dir, "proc", f"{p.container}.json")]
     procs.ProcessHandler().delete(env.ctx, p)
-    assert runtime.remove_project_dir(env.ctx) == []
+    assert rundir.remove_project_dir(env.ctx) == []
     assert not os.path.exists(env.ctx.project_dir)
 
 
@@ -658,9 +660,10 @@ def test_remove_project_dir_keeps_records_of_live_things(env: Env) -> None:
 
 
 def test_status_commands_over_the_kernel(env: Env, capfd: pytest.CaptureFixture[str]) -> None:
-    from composenet import kernel, status
-    from composenet.observe import observe_project
-    from composenet.resources import Address, Bridge, Netns, Veth, bridge_ifname, veth_ifname
+    from composenet.core import status
+    from composenet.core.resources import Address, Bridge, Netns, Veth, bridge_ifname, veth_ifname
+    from composenet.kernel import links as kernel
+    from composenet.kernel.observe import observe_project
 
     c = f"{env.project}-web-1"
     env.namespaces.append(c)

@@ -19,10 +19,7 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from composenet import kernel, netns
-from composenet.errors import ComposenetError, KernelError
-from composenet.handlers import Context
-from composenet.resources import (
+from composenet.core.resources import (
     ROUTE_PROTO,
     Address,
     Bridge,
@@ -35,7 +32,11 @@ from composenet.resources import (
     bridge_ifname,
     veth_ifname,
 )
-from composenet.state import ObservedState
+from composenet.core.state import ObservedState
+from composenet.errors import ComposenetError, KernelError
+from composenet.kernel import links as kernel
+from composenet.kernel.context import Context
+from composenet.linux import netns
 
 
 def sh(*args: str, check: bool = True) -> str:
@@ -383,7 +384,7 @@ def test_netns_records_and_errors(host: Host) -> None:
 
 
 def test_mount_namespace_check() -> None:
-    code = "from composenet.kernel import check_mount_namespace as c; c(); print('ok')"
+    code = "from composenet.kernel.links import check_mount_namespace as c; c(); print('ok')"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30).stdout == "ok\n"
     r = subprocess.run(["unshare", "-m", sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert r.returncode != 0 and "private mount namespace" in r.stderr
@@ -391,7 +392,7 @@ def test_mount_namespace_check() -> None:
     r = subprocess.run(["unshare", "-m", sys.executable, "-c", code], capture_output=True, text=True, timeout=30, env=env)
     assert r.stdout == "ok\n"
     # In process: the error is a ComposenetError with a hint, never a traceback.
-    code2 = ("from composenet.kernel import check_mount_namespace as c\nfrom composenet.errors import ComposenetError\n"
+    code2 = ("from composenet.kernel.links import check_mount_namespace as c\nfrom composenet.errors import ComposenetError\n"
              "try:\n    c()\nexcept ComposenetError as e:\n    print('refused', bool(e.hint))")
     r = subprocess.run(["unshare", "-m", sys.executable, "-c", code2], capture_output=True, text=True, timeout=30)
     assert r.stdout == "refused True\n"
@@ -419,7 +420,7 @@ def test_normalisation_rules() -> None:
 
 
 def _plan(h: Host, changes: list) -> object:
-    from composenet.plan import Plan, Step
+    from composenet.core.plan import Plan, Step
 
     return Plan(h.project, [Step(i, c) for i, c in enumerate(changes)])
 
@@ -432,8 +433,8 @@ def test_executor_deletes_host_links_in_one_batch_and_rolls_back(host: Host) -> 
     """Under the executor, deleting veths and bridges marks them with the project's link group
     and deletes the group in one request at the end; a later failure first finishes those
     deletes, then re-creates what was deleted (same names, same labels)."""
-    from composenet.apply import apply
-    from composenet.plan import Action, Change, Reason
+    from composenet.core.plan import Action, Change, Reason
+    from composenet.kernel.apply import apply
 
     rs = stack(host, 2, v6=False)
     create_all(host, rs)

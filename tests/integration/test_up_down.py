@@ -33,7 +33,7 @@ def project() -> str:
 
 
 def test_up_builds_the_stack_and_down_leaves_nothing(sandbox: Sandbox, tmp_path) -> None:
-    from composenet.resources import nft_table_name
+    from composenet.core.resources import nft_table_name
 
     sb, p = sandbox, project()
     compose = render("small", tmp_path)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from composenet.compose.options import LoadOptions
+from composenet.compose.project import load_project
+from composenet.core.model import Project
 from composenet.errors import InputError
-from composenet.model import Project
-from composenet.options import LoadOptions
-from composenet.project import load_project
 
 
 def write(d: Path, name: str, text: str) -> Path:

@@ -111,10 +111,10 @@ networks:
 
 
 def test_plan_detailed_exitcode(tmp_path: Path):
-    from composenet.desired import Upstreams
+    from composenet.compose.project import load_project
+    from composenet.core.desired import Upstreams
+    from composenet.core.state import ObservedState
     from composenet.pipeline import make_plan
-    from composenet.project import load_project
-    from composenet.state import ObservedState
     from tests.golden.harness import observed_after
 
     d = tmp_path / "shop"
@@ -122,7 +122,7 @@ def test_plan_detailed_exitcode(tmp_path: Path):
     r = run(d, "plan", "--offline", "--detailed-exitcode")
     assert r.returncode == 2 and "to add" in r.stdout, r.stderr
     assert run(d, "plan", "--offline").returncode == 0  # changes, but no --detailed-exitcode
-    from composenet.options import LoadOptions
+    from composenet.compose.options import LoadOptions
 
     p = load_project(LoadOptions(files=("compose.yaml",), cwd=str(d), environ={}))
     # The state right after `up`: nothing to do. --resolv-conf: the same upstreams as here.
@@ -181,13 +181,13 @@ def test_saved_plan_and_observed_files_are_checked(tmp_path: Path):
 
 
 def test_saved_plan_difference_names_the_steps(tmp_path: Path):
-    from composenet.desired import Upstreams
-    from composenet.options import LoadOptions
+    from composenet.compose.options import LoadOptions
+    from composenet.compose.project import load_project
+    from composenet.core.desired import Upstreams
+    from composenet.core.plan import saved_plan_difference, saved_plan_problem
+    from composenet.core.render import plan_to_json
+    from composenet.core.state import ObservedState
     from composenet.pipeline import make_plan
-    from composenet.plan import saved_plan_difference, saved_plan_problem
-    from composenet.project import load_project
-    from composenet.render import plan_to_json
-    from composenet.state import ObservedState
 
     def planned(text: str):
         write(tmp_path, "compose.yaml", text)

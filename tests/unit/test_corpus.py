@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from composenet.compose.options import LoadOptions
+from composenet.compose.project import load_project
+from composenet.compose.render_config import render_config
 from composenet.errors import InputError
-from composenet.options import LoadOptions
-from composenet.project import load_project
-from composenet.render_config import render_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT.parent / "shared" / "corpus"

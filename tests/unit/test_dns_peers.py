@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from composenet.desired import Upstreams, desire
+from composenet.core.desired import Upstreams, desire
+from composenet.core.resources import DnsRecords, NetnsFile, Resolver
+from composenet.core.state import ObservedState
 from composenet.dns import peers
 from composenet.dns.zone import build_zone
-from composenet.resources import DnsRecords, NetnsFile, Resolver
-from composenet.state import ObservedState
+from composenet.paths import DNS_PEERS
 from tests.unit.helpers import load_text
 
 JOINER = """
@@ -92,7 +93,7 @@ def run_dir(tmp_path, monkeypatch) -> Path:
         ctr("b-gone-1", "gone", ep("a_shared", "10.70.0.9")),  # its namespace is gone: stale
         ctr("b-bad-1", "bad", ep("a_shared", "not-an-ip")),  # invalid: skipped alone
     ]}
-    (run / "b" / peers.PEERS_NAME).write_text(json.dumps(records))
+    (run / "b" / DNS_PEERS).write_text(json.dumps(records))
     for ns in ("b-app-1", "b-bad-1"):
         (netns / ns).write_text("")
     return run
@@ -116,7 +117,7 @@ def test_the_owner_merges_live_records_on_its_networks_only(run_dir) -> None:
 
 
 def test_records_of_another_host_namespace_or_outside_a_run_dir_are_ignored(run_dir, tmp_path) -> None:
-    path = run_dir / "b" / peers.PEERS_NAME
+    path = run_dir / "b" / DNS_PEERS
     rec = json.loads(path.read_text())
     rec["host_netns"] = rec["host_netns"] + 1
     path.write_text(json.dumps(rec))

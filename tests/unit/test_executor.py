@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from composenet.apply import _execution_order
-from composenet.nft import restorable
-from composenet.plan import Action, Change, Plan, Reason, Step
-from composenet.resources import Address, Bridge, Netns, NetnsFile, Resolver, Route
+from composenet.core.plan import Action, Change, Plan, Reason, Step
+from composenet.core.resources import Address, Bridge, Netns, NetnsFile, Resolver, Route
+from composenet.kernel.apply import _execution_order
+from composenet.kernel.nft import restorable
 
 
 def _plan(*rs: tuple[Action, object]) -> Plan:

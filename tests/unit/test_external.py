@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from composenet.desired import Upstreams, desire
+from composenet.core.desired import Upstreams, desire
+from composenet.core.resources import Bridge, Veth
+from composenet.core.state import ObservedState
 from composenet.errors import InputError
-from composenet.resources import Bridge, Veth
-from composenet.state import ObservedState
 from tests.unit.helpers import load_text
 
 COMPOSE = """
@@ -112,7 +112,7 @@ def test_connection_adds_an_endpoint_with_aliases_and_static_address(tmp_path) -
 
 
 def test_netcmd_ipam_and_options() -> None:
-    from composenet import netcmd
+    from composenet.cli import network as netcmd
     from composenet.errors import ComposenetError
 
     assert netcmd._ipam(["10.9.0.0/24"], ["10.9.0.254"], []) == [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from composenet.interpolate import InterpolationError, parse_dotenv, substitute
+from composenet.compose.interpolate import InterpolationError, parse_dotenv, substitute
 
 ENV = {"SET": "v", "EMPTY": "", "FOO": "foo", "PORT": "8080"}
 

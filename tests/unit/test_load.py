@@ -10,11 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from composenet import load as load_mod
+from composenet.compose import load as load_mod
+from composenet.compose.load import YamlProblem, locate, parse_text, plain
+from composenet.compose.project import normalize_project_name
+from composenet.core.model import Attachment, IpamConfig, Network
 from composenet.errors import InputError
-from composenet.load import YamlProblem, locate, parse_text, plain
-from composenet.model import Attachment, IpamConfig, Network
-from composenet.project import normalize_project_name
 
 from .helpers import errors, load, load_text, write
 
@@ -314,7 +314,7 @@ def test_top_level_network_keys(tmp_path: Path):
 
 
 def test_key_paths_quote_odd_keys_readably(tmp_path: Path):
-    from composenet.load import fmt_path
+    from composenet.compose.load import fmt_path
 
     assert fmt_path(("services", "web", "ports", 1)) == "services.web.ports[1]"
     assert fmt_path(("networks", "n", "driver_opts", "a b")) == 'networks.n.driver_opts["a b"]'

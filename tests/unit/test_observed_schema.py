@@ -13,8 +13,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from composenet.resources import KINDS, Resource
-from composenet.state import ObservedState, ObservedStateError, check_json
+from composenet.core.resources import KINDS, Resource
+from composenet.core.state import ObservedState, ObservedStateError, check_json
 
 from .test_cli_config import run
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from composenet.desired import Upstreams, desire
-from composenet.diff import diff
-from composenet.overlay import default_vni
-from composenet.plan import Action
-from composenet.render import describe
-from composenet.resources import Bridge, Veth, Vxlan, resource_from_json
-from composenet.state import ObservedState
+from composenet.core.desired import Upstreams, desire
+from composenet.core.diff import diff
+from composenet.core.overlay import default_vni
+from composenet.core.plan import Action
+from composenet.core.render import describe
+from composenet.core.resources import Bridge, Veth, Vxlan, resource_from_json
+from composenet.core.state import ObservedState
 from tests.unit.helpers import errors, load_text
 
 COMPOSE = """

@@ -18,11 +18,11 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from composenet.options import LoadOptions
+from composenet.compose.options import LoadOptions
+from composenet.compose.project import load_project
+from composenet.core.render import render_json, render_text
+from composenet.core.state import ObservedState
 from composenet.pipeline import make_plan
-from composenet.project import load_project
-from composenet.render import render_json, render_text
-from composenet.state import ObservedState
 from tests.golden.harness import UPSTREAMS
 from tests.unit.test_corpus import CASES, CORPUS, ENVIRON, MISSING_FILES, REJECT
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from composenet.desired import Upstreams
+from composenet.core.desired import Upstreams
+from composenet.core.state import ObservedState
 from composenet.pipeline import make_plan
-from composenet.state import ObservedState
 from tests.unit.helpers import load_text
 
 UP = Upstreams(("192.0.2.53",))

@@ -7,15 +7,13 @@ from dataclasses import replace
 
 import pytest
 
-from composenet import ipam
-from composenet.desired import Upstreams, desire, parse_resolv_conf
-from composenet.diff import diff, digest, implied_deletes
-from composenet.errors import PlanError
-from composenet.model import Attachment, IpamConfig, Network, Port, Project, Service
-from composenet.pipeline import make_plan
-from composenet.plan import Action, Change, Reason, order
-from composenet.render import NO_CHANGES, render_text
-from composenet.resources import (
+from composenet.core import ipam
+from composenet.core.desired import Upstreams, desire, parse_resolv_conf
+from composenet.core.diff import diff, digest, implied_deletes
+from composenet.core.model import Attachment, IpamConfig, Network, Port, Project, Service
+from composenet.core.plan import Action, Change, Reason, order
+from composenet.core.render import NO_CHANGES, render_text
+from composenet.core.resources import (
     Address,
     Bridge,
     Macvlan,
@@ -26,8 +24,10 @@ from composenet.resources import (
     bridge_ifname,
     nft_table_name,
 )
-from composenet.ruleset import PortMap, build
-from composenet.state import ObservedState
+from composenet.core.ruleset import PortMap, build
+from composenet.core.state import ObservedState
+from composenet.errors import PlanError
+from composenet.pipeline import make_plan
 
 UP = Upstreams(("192.0.2.53",))
 
@@ -155,7 +155,7 @@ def test_up_twice_is_empty():
 def test_orphans_are_deleted_and_sysctls_kept():
     d = desire(split_project(), ObservedState(), UP)
     obs = observed_after(d)
-    from composenet.state import DesiredState
+    from composenet.core.state import DesiredState
 
     changes = diff(DesiredState("split"), obs)
     kinds = {c.kind for c in changes}
@@ -251,7 +251,7 @@ def test_order_creates_by_dependency_and_deletes_reversed():
                 assert pos[dep] < s.index, (dep, s.change.key)
     kinds = [s.change.kind for s in steps]
     assert kinds.index("process") > kinds.index("nft") > max(i for i, k in enumerate(kinds) if k == "veth")
-    from composenet.state import DesiredState
+    from composenet.core.state import DesiredState
 
     down = order(diff(DesiredState("split"), observed_after(d)), set())
     dpos = {s.change.key: s.index for s in down}
@@ -299,7 +299,7 @@ def test_ruleset_identities_one_per_rule_and_chain():
 def test_ruleset_hairpin_per_subnet_without_iifname():
     """Hairpin masquerade matches the output bridge and the source subnet (one rule per subnet,
     per family): br_netfilter runs postrouting with no input device, so no iifname."""
-    from composenet.ruleset import NetRules
+    from composenet.core.ruleset import NetRules
 
     net = NetRules("front", "cnb-x", ("10.0.0.0/24", "fd00::/64"), ("10.0.0.1", "fd00::1"))
     text, idents = build("composenet_t", [net], [])
@@ -329,7 +329,7 @@ def test_resolv_conf_parsing():
 def test_macvlan_containers_get_a_resolver_in_their_namespace():
     import json
 
-    from composenet.resources import NetnsFile, Resolver
+    from composenet.core.resources import NetnsFile, Resolver
 
     project = Project(
         name="mv", working_dir="/",

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from composenet.model import Port
-from composenet.modelbuild import ValueProblem, parse_port
+from composenet.compose.modelbuild import ValueProblem, parse_port
+from composenet.core.model import Port
 
 from .helpers import errors, load_text
 

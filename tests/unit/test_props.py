@@ -11,11 +11,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from composenet.compose.options import LoadOptions
+from composenet.compose.project import load_project
+from composenet.compose.render_config import render_config
+from composenet.core.model import Project
 from composenet.errors import InputError
-from composenet.model import Project
-from composenet.options import LoadOptions
-from composenet.project import load_project
-from composenet.render_config import render_config
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 
@@ -63,10 +63,10 @@ def _load(text: str, d: Path) -> Project | InputError:
 
 def _plan(p: Project) -> None:
     """An accepted project always plans (offline) and renders: the planner never crashes on it."""
-    from composenet.desired import Upstreams
+    from composenet.core.desired import Upstreams
+    from composenet.core.render import render_json, render_text
+    from composenet.core.state import ObservedState
     from composenet.pipeline import make_plan
-    from composenet.render import render_json, render_text
-    from composenet.state import ObservedState
 
     planned = make_plan(p, p.name, ObservedState(offline=True), Upstreams(("192.0.2.53",)))
     assert render_text(planned.plan) and render_json(planned.plan, planned.ruleset)

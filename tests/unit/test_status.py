@@ -7,13 +7,13 @@ import json
 
 import pytest
 
-from composenet.desired import HOSTS_HEADER
+from composenet.core.desired import HOSTS_HEADER
+from composenet.core.resources import Address, Netns, NetnsFile, NftTable, Process, Veth
+from composenet.core.ruleset import NetRules, PortMap, build
+from composenet.core.state import ObservedState
+from composenet.core.status import containers, parse_mappings, pick, port, render_ps
 from composenet.errors import ComposenetError
-from composenet.nft import identities, stale_ports
-from composenet.resources import Address, Netns, NetnsFile, NftTable, Process, Veth
-from composenet.ruleset import NetRules, PortMap, build
-from composenet.state import ObservedState
-from composenet.status import containers, parse_mappings, pick, port, render_ps
+from composenet.kernel.nft import identities, stale_ports
 
 # `nft -j list table inet t1` (nftables 1.0.6) plus an empty chain: chains come first, then rules.
 LISTING = {"nftables": [

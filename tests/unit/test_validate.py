@@ -267,9 +267,9 @@ def test_driver_opts_values_are_checked_where_written(tmp_path: Path):
 
 
 def _plan_warnings(p) -> list[str]:
-    from composenet.desired import Upstreams
+    from composenet.core.desired import Upstreams
+    from composenet.core.state import ObservedState
     from composenet.pipeline import make_plan
-    from composenet.state import ObservedState
 
     return make_plan(p, p.name, ObservedState(offline=True), Upstreams(("192.0.2.53",))).plan.warnings
 

@@ -1,0 +1,142 @@
+"""Validate a compose document against schemas/compose.schema.json (JSON Schema 2020-12).
+
+Owns: loading the schema, turning jsonschema errors into located Problems with short messages,
+and the lists of keys composenet interprets / ignores (read from the schema itself, so one table
+drives both). Must not: change the document.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import ValidationError, best_match
+
+from composenet.compose.load import Path, problem_at
+from composenet.errors import Problem
+from composenet.paths import schema_text
+
+SCHEMA_NAME = "compose.schema.json"
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    """One of the JSON schemas in schemas/ (compose, plan, observed), parsed."""
+    result: dict[str, Any] = json.loads(schema_text(name))
+    return result
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict[str, Any]:
+    return load_schema(SCHEMA_NAME)
+
+
+@lru_cache(maxsize=1)
+def _validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(schema())
+
+
+def _props(defn: dict[str, Any]) -> tuple[set[str], set[str]]:
+    known = set(defn.get("properties", {}))
+    ignored = {k for k, v in defn.get("properties", {}).items() if v.get("x-composenet-ignored")}
+    return known, ignored
+
+
+def top_level_keys() -> tuple[set[str], set[str]]:
+    """(known, ignored) top-level keys."""
+    return _props(schema())
+
+
+def service_keys() -> tuple[set[str], set[str]]:
+    return _props(schema()["$defs"]["service"])
+
+
+def deploy_keys() -> tuple[set[str], set[str]]:
+    return _props(schema()["$defs"]["deployment"])
+
+
+_JSON_TYPES = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+               float: "a number", type(None): "null"}
+_SCHEMA_TYPES = {"object": "a mapping", "array": "a list", "string": "a string", "boolean": "a boolean",
+                 "integer": "an integer", "number": "a number", "null": "null"}
+
+
+def _what(v: Any) -> str:
+    for t, name in _JSON_TYPES.items():
+        if isinstance(v, t):
+            return name
+    return type(v).__name__
+
+
+def _leaf(err: ValidationError) -> ValidationError:
+    """For oneOf/anyOf, the most relevant error among the alternatives."""
+    while err.validator in ("oneOf", "anyOf") and err.context:
+        # Prefer the alternative whose type matched the value (the deepest error).
+        deeper = [e for e in err.context
+                  if e.validator != "type" or len(e.absolute_path) > len(err.absolute_path)]
+        nxt = best_match(deeper or err.context)
+        if nxt is None or nxt is err:
+            break
+        if nxt.validator == "type" and not deeper:
+            return err
+        err = nxt
+    return err
+
+
+def _message(err: ValidationError, doc: Any) -> tuple[Path, str, str | None, bool]:
+    """(path, message, hint, point at key)."""
+    path: Path = tuple(err.absolute_path)
+    v = err.validator
+    inst = err.instance
+    if v in ("oneOf", "anyOf"):
+        kinds = []
+        for sub in err.validator_value:
+            t = sub.get("type") if isinstance(sub, dict) else None
+            if isinstance(t, str):
+                kinds.append(_SCHEMA_TYPES.get(t, t))
+            elif isinstance(sub, dict) and "$ref" in sub:
+                kinds.append(sub["$ref"].split("/")[-1].replace("_", " "))
+        return path, f"invalid value ({_what(inst)})" + (f"; expected {' or '.join(kinds)}" if kinds else ""), None, False
+    if v == "type":
+        want = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
+        return path, f"must be {' or '.join(_SCHEMA_TYPES.get(str(t), str(t)) for t in want)}, not {_what(inst)}", None, False
+    if v == "additionalProperties" and isinstance(inst, dict):
+        allowed = set(err.schema.get("properties", {}))
+        pats = [re.compile(p) for p in err.schema.get("patternProperties", {})]
+        extra = [k for k in inst if k not in allowed and not any(p.search(k) for p in pats)]
+        k = extra[0] if extra else "?"
+        hint = None
+        if path and path[-1] in ("services", "networks") and len(path) == 1:
+            hint = "names may contain only letters, digits, '.', '_' and '-'"
+        elif allowed:
+            hint = "allowed keys: " + ", ".join(sorted(allowed))
+        return path + (k,), f"unknown key {k!r}", hint, True
+    if v == "required":
+        return path, err.message.replace("is a required property", "is required"), None, False
+    if v == "enum":
+        return path, f"must be one of {', '.join(map(str, err.validator_value))}, not {inst!r}", None, False
+    if v == "uniqueItems":
+        return path, "has duplicate entries", None, False
+    return path, err.message, None, False
+
+
+def validate(doc: Any, default_file: str | None = None) -> list[Problem]:
+    """Every schema violation of ``doc`` as a located Problem (sorted by position)."""
+    return [p for _, p in validate_paths(doc, default_file)]
+
+
+def validate_paths(doc: Any, default_file: str | None = None) -> list[tuple[Path, Problem]]:
+    """Every schema violation of ``doc``, each with the key path of the value it is about (so that
+    callers can set that part of the document aside and still check the rest)."""
+    out: list[tuple[Path, Problem]] = []
+    seen: set[tuple[str | None, str]] = set()
+    for err in _validator().iter_errors(doc):
+        leaf = _leaf(err)
+        path, msg, hint, key = _message(leaf, doc)
+        p = problem_at(doc, path, msg, hint=hint, key=key, default_file=default_file)
+        if (p.path, p.message) not in seen:
+            seen.add((p.path, p.message))
+            out.append((path, p))
+    return out

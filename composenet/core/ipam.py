@@ -1,0 +1,114 @@
+"""IP address management: subnets for networks and addresses for endpoints. Pure; no I/O.
+
+Deterministic: the same networks, the same previous allocations and the same constraints give
+the same result. Previous allocations (read back from the kernel) win over fresh ones, so a
+changed file keeps existing subnets and existing endpoint addresses.
+
+Docker's rules, measured (../shared/DOCKER-BEHAVIOUR.md (b)):
+- the gateway defaults to the first host of the subnet;
+- dynamic addresses start at the first address of ``ip_range`` when one is given, else at the
+  first free host of the subnet;
+- automatic subnets come from 172.17.0.0/16 ... 172.31.0.0/16, then 192.168.0.0/16 in /20s,
+  skipping anything that overlaps a host route, a host address or another project's network.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from ipaddress import IPv4Network, IPv6Network
+
+from composenet.core.resources import short_hash
+from composenet.errors import PlanError
+
+Net = IPv4Network | IPv6Network
+
+
+def default_pools() -> list[IPv4Network]:
+    pools = [IPv4Network(f"172.{i}.0.0/16") for i in range(17, 32)]
+    pools += list(IPv4Network("192.168.0.0/16").subnets(new_prefix=20))
+    return pools
+
+
+def _nets(cidrs: Iterable[str]) -> list[Net]:
+    out: list[Net] = []
+    for c in cidrs:
+        try:
+            out.append(ipaddress.ip_network(c, strict=False))
+        except ValueError:
+            continue
+    return out
+
+
+def allocate_subnet(taken: Iterable[str], avoid: Iterable[str]) -> IPv4Network:
+    """First default pool that overlaps nothing in ``taken`` (this run's subnets) or ``avoid``
+    (host routes and addresses, other projects' subnets)."""
+    blocked = _nets(taken) + _nets(avoid)
+    for pool in default_pools():
+        if not any(pool.overlaps(b) for b in blocked if b.version == 4 and b.prefixlen > 0):
+            return pool
+    raise PlanError(
+        "no free subnet left in the default pools (172.17-31.0.0/16, 192.168.0.0/16 in /20s)",
+        hint="give the network an explicit ipam.config subnet",
+    )
+
+
+def ula_subnet(project: str, network: str) -> IPv6Network:
+    """A deterministic unique-local /64 for an IPv6 network without an explicit subnet."""
+    h = short_hash(project, network, n=10)
+    return IPv6Network(f"fd{h[0:2]}:{h[2:6]}:{h[6:10]}::/64")
+
+
+class Pool:
+    """Addresses of one subnet: reserved ones (network, gateway, aux, statics, broadcast) and a
+    cursor for dynamic ones that starts at ``ip_range``'s first address."""
+
+    def __init__(self, subnet: Net, gateway: str, ip_range: str | None = None, reserved: Iterable[str] = ()):
+        self.subnet = subnet
+        self.gateway = ipaddress.ip_address(gateway)
+        self.range: Net = ipaddress.ip_network(ip_range) if ip_range else subnet
+        self.used = {self.gateway}
+        for r in reserved:
+            self.used.add(ipaddress.ip_address(r))
+
+    def claim(self, addr: str) -> bool:
+        """Reserve a specific address; False if taken or outside the subnet."""
+        a = ipaddress.ip_address(addr)
+        if a not in self.subnet or a in self.used:
+            return False
+        self.used.add(a)
+        return True
+
+    def next(self) -> str:
+        net = self.range
+        first = int(net.network_address)
+        last = int(net.broadcast_address)
+        sub_first = int(self.subnet.network_address)
+        sub_last = int(self.subnet.broadcast_address)
+        # Never the subnet's network address; never its broadcast address (IPv4).
+        lo = max(first, sub_first + 1)
+        hi = min(last, sub_last - 1) if self.subnet.version == 4 else min(last, sub_last)
+        limit = 1 << 16  # bounded search even in a /64
+        i = lo
+        n = 0
+        while i <= hi and n < limit:
+            a = ipaddress.ip_address(i)
+            if a not in self.used:
+                self.used.add(a)
+                return str(a)
+            i += 1
+            n += 1
+        raise PlanError(f"no free address left in {self.range}", hint="use a larger subnet or ip_range")
+
+
+def first_host(subnet: Net) -> str:
+    return str(ipaddress.ip_address(int(subnet.network_address) + 1))
+
+
+def mac_for(ipv4: str | None, seed: str) -> str:
+    """Docker's MAC: 02:42 + the 4 IPv4 bytes; without IPv4, 02:42 + 4 bytes of a hash."""
+    if ipv4:
+        b = ipaddress.IPv4Address(ipv4).packed
+    else:
+        b = bytes.fromhex(short_hash(seed, n=8))
+    return "02:42:" + ":".join(f"{x:02x}" for x in b)

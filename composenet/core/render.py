@@ -1,0 +1,230 @@
+"""Plan -> text (for review and golden files) | JSON. Pure.
+
+Stable and boring: everything sorted, no pids, ifindexes, timestamps or random names, so the
+same inputs give byte-identical output. The fixed sentences are part of the contract.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from composenet.core.plan import Action, Change, Plan, Reason
+from composenet.core.resources import (
+    Address,
+    Bridge,
+    DnsRecords,
+    Macvlan,
+    Netns,
+    NetnsFile,
+    NftTable,
+    Process,
+    Resolver,
+    Resource,
+    Route,
+    Sysctl,
+    Veth,
+    Vxlan,
+)
+
+NO_CHANGES = "No changes. Kernel state matches the compose file."
+PLAN_FORMAT_VERSION = 1
+
+
+def describe(r: Resource) -> str:
+    """One line saying what the resource is, for humans."""
+    if isinstance(r, Sysctl):
+        return f"sysctl   {r.name} = {r.value}" + (f" (in {r.ns})" if r.ns else "")
+    if isinstance(r, Netns):
+        return f"netns    {r.name}"
+    if isinstance(r, Bridge):
+        return f"bridge   {r.ifname}  mtu {r.mtu}  mac {r.mac}"
+    if isinstance(r, Vxlan):
+        peers = ", ".join(r.peers) or "none"
+        local = f"  local {r.local}" if r.local else ""
+        return f"vxlan    {r.ifname}  vni {r.vni} port {r.port}{local}  bridge {r.bridge}  mtu {r.mtu}  peers {peers}"
+    if isinstance(r, Veth):
+        flags = ["hairpin"] if r.hairpin else []
+        if r.isolated:
+            flags.append("isolated")
+        return f"veth     {r.ifname} <-> {r.ns} {r.peer}  bridge {r.bridge}  mtu {r.mtu}  mac {r.mac}" + (
+            f"  [{', '.join(flags)}]" if flags else "")
+    if isinstance(r, Macvlan):
+        return f"macvlan  {r.ns} {r.ifname}  parent {r.parent} mode {r.mode}  mtu {r.mtu}  mac {r.mac}"
+    if isinstance(r, Address):
+        return f"address  {r.cidr} on {(r.ns + ' ') if r.ns else ''}{r.ifname}"
+    if isinstance(r, Route):
+        dst = "default" if r.dst in ("0.0.0.0/0", "::/0") else r.dst
+        fam = " (ipv6)" if ":" in r.dst else ""
+        return f"route    {dst}{fam} via {r.gateway} dev {r.ifname}" + (f" in {r.ns}" if r.ns else "")
+    if isinstance(r, NftTable):
+        n = sum(1 for x in r.rules if not x.startswith("chain "))
+        return f"nft      table {r.family} {r.name} ({n} rules)"
+    if isinstance(r, NetnsFile):
+        return f"file     /etc/netns/{r.ns}/{r.name}"
+    if isinstance(r, Resolver):
+        return f"resolver {r.project}: " + ", ".join(r.listeners)
+    if isinstance(r, DnsRecords):
+        return "dns      names on " + ", ".join(r.networks) + " (served by their owners' resolvers)"
+    if isinstance(r, Process):
+        import shlex
+
+        where = f"in {r.ns}" if r.ns else "in the host namespace"
+        return f"process  {r.container} {where}: {shlex.join(r.argv)}"
+    return f"{r.kind} {r.key}"
+
+
+def _group(r: Resource, ns_service: dict[str, str], bridge_net: dict[str, str]) -> tuple[int, str]:
+    """(order, title) of the section a change is listed under."""
+    if isinstance(r, Sysctl) and not r.ifname:
+        return (0, "host")
+    if isinstance(r, Bridge | Vxlan):
+        return (1, f"network {r.network}")
+    if isinstance(r, Sysctl | Address) and (r.ifname in bridge_net) and not r.ns:
+        return (1, f"network {bridge_net[r.ifname or '']}")
+    if isinstance(r, NftTable | Resolver | DnsRecords):
+        return (3, "project")
+    ns = ""
+    if isinstance(r, Netns):
+        return (2, f"service {r.service or '?'}")
+    if isinstance(r, Process):
+        return (2, f"service {r.service}")
+    if isinstance(r, Veth | Macvlan | Address | Route | NetnsFile):
+        ns = r.ns
+    return (2, f"service {ns_service.get(ns, '?')}")
+
+
+def _details(c: Change) -> list[str]:
+    out = []
+    if c.action in (Action.update, Action.replace) and c.before is not None and c.after is not None:
+        b, a = c.before.compared(), c.after.compared()
+        for f in c.fields:
+            if isinstance(c.after, NftTable) and f == "rules":
+                missing = [x for x in a.get("rules", ()) if x not in b.get("rules", ())]
+                extra = [x for x in b.get("rules", ()) if x not in a.get("rules", ())]
+                out += [f"      + {x}" for x in missing] + [f"      - {x}" for x in extra]
+            elif f == "content":
+                out.append("      content differs")
+            elif f == "digest":
+                out.append("      configuration differs")
+            else:
+                out.append(f"      {f}: {b.get(f)!r} -> {a.get(f)!r}")
+    return out
+
+
+def counts(plan: Plan) -> dict[str, int]:
+    n = {"add": 0, "change": 0, "replace": 0, "remove": 0}
+    for c in plan.changes:
+        n[{"create": "add", "update": "change", "replace": "replace", "delete": "remove"}[c.action.value]] += 1
+    return n
+
+
+def render_text(plan: Plan, show_ruleset: str | None = None) -> str:
+    lines: list[str] = []
+    services = sorted({c["service"] for c in plan.containers})
+    lines.append(
+        f'composenet plan — project "{plan.project}" (networks: {len(plan.networks)}, '
+        f"services: {len(services)}, containers: {len(plan.containers)})"
+    )
+    lines.append("")
+    if plan.networks:
+        lines.append("Networks:")
+        for n in plan.networks:
+            desc = f"  {n['name']}  {n['kind']}"
+            if n.get("bridge"):
+                desc += f" {n['bridge']}"
+            if n.get("subnet"):
+                desc += f"  {n['subnet']} gw {n['gateway']}"
+            if n.get("subnet6"):
+                desc += f"  {n['subnet6']} gw {n['gateway6']}"
+            if n.get("internal"):
+                desc += "  internal"
+            lines.append(desc)
+        lines.append("")
+    ns_service: dict[str, str] = {}
+    bridge_net: dict[str, str] = {}
+    for c in plan.changes:
+        r = c.resource
+        if isinstance(r, Netns):
+            ns_service[r.name] = r.service
+        if isinstance(r, Bridge):
+            bridge_net[r.ifname] = r.network
+    for cont in plan.containers:
+        if cont["ns"]:
+            ns_service.setdefault(cont["ns"], cont["service"])
+    for n in plan.networks:
+        if n.get("bridge"):
+            bridge_net.setdefault(n["bridge"], n["name"])
+    drift = [c for c in plan.changes if c.reason in (Reason.drift, Reason.dead)]
+    if drift:
+        lines.append("Drift (changed outside composenet):")
+        for c in sorted(drift, key=lambda c: (c.resource.rank, describe(c.resource), c.key)):
+            what = "deleted" if c.action == Action.create else "modified"
+            if c.reason == Reason.dead:
+                what = "not running"
+            lines.append(f"  {c.action.symbol} {describe(c.resource)}  ({what})")
+        lines.append("")
+    if plan.steps:
+        lines.append("Changes:")
+        groups: dict[tuple[int, str], list[Change]] = {}
+        for c in plan.changes:
+            groups.setdefault(_group(c.resource, ns_service, bridge_net), []).append(c)
+        for g in sorted(groups):
+            lines.append(f"  {g[1]}:")
+            for c in sorted(groups[g], key=lambda c: (c.resource.rank, describe(c.resource), c.key)):
+                sym = c.action.symbol.ljust(3)
+                reason = c.reason.value
+                if c.fields and c.action in (Action.update, Action.replace):
+                    reason += ": " + ", ".join(c.fields)
+                lines.append(f"    {sym} {describe(c.resource)}  ({reason})")
+                lines += _details(c)
+        lines.append("")
+    if plan.exposure:
+        lines.append("Exposure:")
+        for e in sorted(plan.exposure, key=lambda e: (e["host_port"], e["protocol"], e["host_ip"], e["service"])):
+            tg = ", ".join(f"{t}:{e['target_port']}" for t in e["targets"])
+            lines.append(
+                f"  {e['service']}  {e['host_ip']}:{e['host_port']}/{e['protocol']} -> {tg} "
+                f"on {e['network']}  ({e['scope']})"
+            )
+        lines.append("")
+    if plan.warnings:
+        lines.append("Warnings:")
+        lines += [f"  ! {w}" for w in plan.warnings]
+        lines.append("")
+    if plan.kept:
+        lines.append("Kept on purpose:")
+        lines += [f"  {k}" for k in plan.kept]
+        lines.append("")
+    if not plan.steps:
+        lines.append(NO_CHANGES)
+    else:
+        n = counts(plan)
+        lines.append(
+            f"Plan: {n['add']} to add, {n['change']} to change, {n['replace']} to replace, {n['remove']} to remove."
+        )
+    if show_ruleset is not None:
+        lines.append("")
+        lines.append("Ruleset:")
+        lines.append(show_ruleset.rstrip("\n"))
+    return "\n".join(lines) + "\n"
+
+
+def plan_to_json(plan: Plan, ruleset: str | None) -> dict[str, Any]:
+    return {
+        "format_version": PLAN_FORMAT_VERSION,
+        "project": plan.project,
+        "summary": counts(plan),
+        "observed_digest": plan.observed_digest,
+        "networks": plan.networks,
+        "containers": plan.containers,
+        "exposure": sorted(plan.exposure, key=lambda e: (e["host_port"], e["protocol"], e["host_ip"], e["service"])),
+        "warnings": plan.warnings,
+        "kept": plan.kept,
+        "steps": [{"index": s.index, "deps": list(s.deps), **s.change.to_json()} for s in plan.steps],
+        "ruleset": ruleset,
+    }
+
+
+def render_json(plan: Plan, ruleset: str | None) -> str:
+    return json.dumps(plan_to_json(plan, ruleset), indent=2, sort_keys=True) + "\n"

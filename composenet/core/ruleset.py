@@ -1,0 +1,195 @@
+"""The project's nftables table, built as text plus the rule identities the diff compares. Pure.
+
+One ``inet`` table per project, replaced whole in one transaction (declare, delete, re-create,
+as moby's reload template does). It never touches other tables or global policy: every chain
+has policy accept and only drops what composenet must isolate, so other software's rules keep
+working (no FORWARD DROP).
+
+What the rules do, and why:
+- nat_pre / nat_out jump to ``published`` for local destinations: published ports are pure
+  DNAT, no userland proxy. From outside the client's address is preserved. From the host the
+  output hook handles its own addresses and 127.0.0.1 (with route_localnet=1 on the bridge,
+  a plan step, and the loopback source masqueraded to the bridge address, since a 127/8 source
+  cannot leave the host).
+- nat_post: egress masquerade per non-internal network (Docker's POSTROUTING MASQUERADE); hairpin
+  masquerade when a container reaches a published port of its own network (the reply would
+  otherwise bypass the host, since both are on one L2 segment), one rule per subnet matched on
+  the output bridge and the source subnet, so it holds with or without br_netfilter.
+- filter_fwd: DNATed connections are accepted first (published ports are reachable from other
+  networks through a host address, like Docker's default proxy); then internal networks get no
+  egress and no ingress; a network never forwards to another composenet network (this project's
+  or another's: every composenet bridge is named ``cnb-*``); and no new connection enters a
+  network from elsewhere unless DNATed (unpublished ports stay closed even when a route exists).
+- filter_in: a network's resolver (its gateway, port 53) answers only its own network and the
+  host itself: never an open resolver.
+
+br_netfilter may be loaded or not (``bridge-nf-call-iptables`` is per namespace): every rule must
+hold both when bridged frames skip the inet hooks and when they traverse them (then forward
+sees iifname = oifname = the bridge, and postrouting sees no input device).
+
+ICC off (``enable_icc: "false"``) is not a rule: without br_netfilter bridged frames never reach
+inet hooks, so the bridge ports are marked ``isolated`` instead (see desired.py), which the
+bridge enforces in either mode.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from composenet.core.resources import short_hash
+
+COMMENT_MAX = 128  # nftables limit on comment length (NFT_USERDATA_MAXLEN)
+
+
+@dataclass(frozen=True)
+class NetRules:
+    network: str  # network name (display)
+    bridge: str
+    subnets: tuple[str, ...]  # CIDRs, v4 and v6
+    gateways: tuple[str, ...]  # gateway addresses (resolver listeners)
+    internal: bool = False
+    masquerade: bool = True
+    resolver: bool = True
+
+
+@dataclass(frozen=True)
+class PortMap:
+    """One published port: host side -> one or more container addresses (replicas)."""
+
+    service: str
+    host_ip: str | None  # None = every local address
+    host_port: int
+    protocol: str  # tcp | udp | sctp
+    targets: tuple[str, ...]  # container addresses (one family)
+    target_port: int
+    family: int = 4
+
+
+@dataclass
+class _Chain:
+    name: str
+    base: str = ""  # "nat prerouting -100 accept" for base chains
+    rules: list[tuple[str, str]] = field(default_factory=list)  # (nft rule text, comment)
+
+
+def _comment(text: str) -> str:
+    text = "cn:" + text.replace('"', "'")
+    if len(text.encode()) > COMMENT_MAX:
+        h = short_hash(text, n=8)
+        text = text.encode()[: COMMENT_MAX - 10].decode(errors="ignore") + " #" + h
+    return text
+
+
+def _q(name: str) -> str:
+    return '"' + name + '"'
+
+
+def _ipfam(addr: str) -> str:
+    return "ip6" if ipaddress.ip_address(addr).version == 6 else "ip"
+
+
+def _fmt_target(addr: str, port: int) -> str:
+    a = ipaddress.ip_address(addr)
+    return f"[{a}]:{port}" if a.version == 6 else f"{a}:{port}"
+
+
+def describe_port(p: PortMap) -> str:
+    """The DNAT rule identity: ``dnat <service> <hostip|*>:<port>/<proto> -> <addr>:<port>[,...]``."""
+    if p.host_ip is None:
+        hip = "*" if p.family == 4 else "[*]"
+    else:
+        hip = f"[{p.host_ip}]" if ":" in p.host_ip else p.host_ip
+    tgt = ",".join(_fmt_target(t, p.target_port) for t in p.targets)
+    return f"dnat {p.service} {hip}:{p.host_port}/{p.protocol} -> {tgt}"
+
+
+def build(table: str, nets: list[NetRules], ports: list[PortMap]) -> tuple[str, tuple[str, ...]]:
+    """Return (ruleset text, identities). Identities follow nft.identities(): for each chain
+    sorted by name ``chain <name>[ <type> <hook> <prio> <policy>]``, then ``<chain>: <comment>``
+    for its rules in order."""
+    chains = {
+        "published": _Chain("published"),
+        "nat_pre": _Chain("nat_pre", "nat prerouting -100 accept"),
+        "nat_out": _Chain("nat_out", "nat output -100 accept"),
+        "nat_post": _Chain("nat_post", "nat postrouting 100 accept"),
+        "filter_fwd": _Chain("filter_fwd", "filter forward 0 accept"),
+        "filter_in": _Chain("filter_in", "filter input 0 accept"),
+    }
+
+    def add(chain: str, rule: str, comment: str) -> None:
+        chains[chain].rules.append((rule, _comment(comment)))
+
+    if ports:
+        add("nat_pre", "fib daddr type local jump published", "published ports, arriving for a local address")
+        add("nat_out", "fib daddr type local jump published", "published ports, from the host itself")
+    for p in sorted(ports, key=lambda p: (p.host_port, p.protocol, p.family, p.host_ip or "", p.service)):
+        fam = "ip6" if p.family == 6 else "ip"
+        nfproto = "ipv6" if p.family == 6 else "ipv4"
+        match = f"meta nfproto {nfproto} "
+        if p.host_ip is not None:
+            match += f"{fam} daddr {p.host_ip} "
+        match += f"{p.protocol} dport {p.host_port} "
+        if len(p.targets) == 1:
+            to = f"dnat {fam} to {_fmt_target(p.targets[0], p.target_port)}"
+        else:
+            # Replicas share one published port: spread new connections round-robin.
+            elems = ", ".join(f"{i} : {t} . {p.target_port}" for i, t in enumerate(p.targets))
+            to = f"dnat {fam} to numgen inc mod {len(p.targets)} map {{ {elems} }}"
+        add("published", match + to, describe_port(p))
+
+    bridges = sorted(n.bridge for n in nets)
+    for n in sorted(nets, key=lambda n: n.bridge):
+        br = _q(n.bridge)
+        for cidr in n.subnets:
+            fam = _ipfam(cidr.split("/")[0])
+            if n.masquerade and not n.internal:
+                add("nat_post", f"{fam} saddr {cidr} oifname != {br} masquerade",
+                    f"masquerade {n.network} {cidr} egress")
+        for cidr in n.subnets:
+            # Matched on the source subnet, not on iifname: with br_netfilter loaded a DNATed
+            # frame that goes back out of its own bridge is bridged, and br_netfilter runs
+            # postrouting with no input device, so an iifname match would never hit.
+            fam = _ipfam(cidr.split("/")[0])
+            add("nat_post", f"oifname {br} {fam} saddr {cidr} ct status dnat masquerade",
+                f"hairpin {n.network} {cidr}: published port of the same network")
+        add("nat_post", f"oifname {br} ip saddr 127.0.0.0/8 masquerade",
+            f"loopback {n.network}: 127.0.0.1 published ports")
+    add("filter_fwd", "ct status dnat accept", "published ports (DNAT) pass isolation")
+    for n in sorted(nets, key=lambda n: n.bridge):
+        br = _q(n.bridge)
+        if n.internal:
+            add("filter_fwd", f"iifname {br} oifname != {br} drop", f"internal {n.network}: no egress")
+            add("filter_fwd", f"oifname {br} iifname != {br} drop", f"internal {n.network}: no ingress")
+        others = [b for b in bridges if b != n.bridge and not b.startswith("cnb-")]
+        if others:
+            add("filter_fwd", f"iifname {br} oifname {{ {', '.join(_q(b) for b in others)} }} drop",
+                f"isolate {n.network} from the project's other networks")
+        add("filter_fwd", f'iifname {br} oifname "cnb-*" oifname != {br} drop',
+            f"isolate {n.network} from other composenet networks")
+        add("filter_fwd", f"oifname {br} iifname != {br} ct state new drop",
+            f"{n.network}: no new connections from outside but published ports")
+        if n.resolver:
+            for gw in n.gateways:
+                fam = _ipfam(gw)
+                add("filter_in",
+                    f'{fam} daddr {gw} meta l4proto {{ tcp, udp }} th dport 53 iifname != {{ {br}, "lo" }} drop',
+                    f"resolver {n.network} {gw}: only its own network")
+
+    lines = [f"table inet {table}", f"delete table inet {table}", f"table inet {table} {{"]
+    idents: list[str] = []
+    for name in sorted(chains):
+        c = chains[name]
+        lines.append(f"\tchain {name} {{")
+        if c.base:
+            typ, hook, prio, policy = c.base.split()
+            lines.append(f"\t\ttype {typ} hook {hook} priority {prio}; policy {policy};")
+            idents.append(f"chain {name} {typ} {hook} {prio} {policy}")
+        else:
+            idents.append(f"chain {name}")
+        for rule, comment in c.rules:
+            lines.append(f'\t\t{rule} comment "{comment}"')
+            idents.append(f"{name}: {comment}")
+        lines.append("\t}")
+    lines.append("}")
+    return "\n".join(lines) + "\n", tuple(idents)

@@ -1,0 +1,350 @@
+"""`ps`, `port`, `exec` and `logs`: what runs, where, and how to reach it.
+
+Owns: pure functions from an ObservedState (plus the process records, which say whether a
+stopped service had a command) to per-container status, their text/JSON rendering, and the
+thin I/O of the four commands (observe, run a command in a namespace, read log files).
+
+Must not: change anything the project owns (these commands only read; `exec` only starts the
+user's command in a container's namespace).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from composenet.core.resources import (
+    LABEL_PREFIX,
+    Address,
+    Macvlan,
+    Netns,
+    NetnsFile,
+    NftTable,
+    Process,
+    Veth,
+)
+from composenet.core.state import ObservedState
+from composenet.errors import ComposenetError
+from composenet.kernel.context import Context
+from composenet.paths import netns_path
+
+# Published-port identity (ruleset.describe_port):
+#   dnat <service> <hostip>:<port>/<proto> -> <addr>:<port>[,<addr>:<port>...]
+_DNAT = re.compile(
+    r"\bdnat (?P<service>\S+) (?P<hostip>\*|\[\*\]|[0-9.]+|\[[0-9A-Fa-f:.]+\]):(?P<port>\d+)/(?P<proto>tcp|udp|sctp)"
+    r" -> (?P<targets>\S+)"
+)
+_TARGET = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<v4>[0-9.]+)):(?P<port>\d+)$")
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """One published port as the kernel has it."""
+
+    service: str
+    host_ip: str  # as `docker port` prints it: 0.0.0.0, [::], 127.0.0.1, [::1]
+    host_port: int
+    protocol: str
+    targets: tuple[tuple[str, int], ...]  # (container address, container port)
+
+    def render(self, target_port: int) -> str:
+        return f"{self.host_ip}:{self.host_port}->{target_port}/{self.protocol}"
+
+
+@dataclass
+class ContainerStatus:
+    container: str
+    service: str
+    index: int | None
+    namespace: str  # "" = the host's (network_mode: host)
+    networks: dict[str, list[str]] = field(default_factory=dict)  # network -> CIDRs
+    ports: list[str] = field(default_factory=list)  # 0.0.0.0:8080->80/tcp
+    state: str = "no command"  # running | exited | no command
+    pid: int | None = None
+    hostname: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_mappings(rules: tuple[str, ...] | list[str]) -> list[Mapping]:
+    out = []
+    for r in rules:
+        m = _DNAT.search(r)
+        if not m:
+            continue
+        hostip = {"*": "0.0.0.0", "[*]": "[::]"}.get(m["hostip"], m["hostip"])
+        targets = []
+        for t in m["targets"].split(","):
+            tm = _TARGET.match(t)
+            if tm:
+                targets.append((tm["v6"] or tm["v4"], int(tm["port"])))
+        out.append(Mapping(m["service"], hostip, int(m["port"]), m["proto"], tuple(targets)))
+    return out
+
+
+def _index(container: str) -> int | None:
+    m = re.search(r"-(\d+)$", container)
+    return int(m.group(1)) if m else None
+
+
+def _hostname_from_hosts(content: str) -> str | None:
+    """The container's hostname: the last name of the first line that is not a localhost line
+    (desired.py writes ``<address>\\t[<fqdn>\\t]<hostname>`` after the standard header)."""
+    for line in content.splitlines():
+        parts = line.split("#", 1)[0].split()
+        if len(parts) < 2 or parts[1] in ("localhost", "ip6-localhost") or parts[0] in ("127.0.0.1", "::1"):
+            continue
+        if parts[1].startswith("ip6-"):
+            continue
+        return parts[-1]
+    return None
+
+
+def containers(observed: ObservedState, project: str, records: dict[str, dict[str, Any]] | None = None
+               ) -> list[ContainerStatus]:
+    """Every container of the project the kernel (or a process record) knows, sorted by service
+    and index. ``records`` (procs.read_records) tells an exited command from no command."""
+    records = records or {}
+    res = list(observed.resources.values())
+    by_name: dict[str, ContainerStatus] = {}
+
+    def get(name: str, service: str, ns: str) -> ContainerStatus:
+        c = by_name.get(name)
+        if c is None:
+            c = by_name[name] = ContainerStatus(name, service, _index(name), ns)
+        elif service and not c.service:
+            c.service = service
+        return c
+
+    for r in res:
+        if isinstance(r, Netns):
+            get(r.name, r.service, r.name)
+    procs = {r.container: r for r in res if isinstance(r, Process)}
+    for name, rec in records.items():
+        get(name, str(rec.get("service", "")), str(rec.get("ns", ""))).state = "exited"
+    for p in procs.values():
+        c = get(p.container, p.service, p.ns)
+        c.state, c.namespace, c.hostname = "running", p.ns, p.hostname
+    for name, c in by_name.items():
+        known = records.get(name)
+        if c.state == "running" and known is not None and isinstance(known.get("pid"), int):
+            c.pid = known["pid"]
+        if c.hostname is None and c.namespace:
+            f = observed.resources.get(f"file:{c.namespace}/hosts")
+            if isinstance(f, NetnsFile):
+                c.hostname = _hostname_from_hosts(f.content)
+
+    # Addresses per network: the container end of each labelled link, and its addresses.
+    prefix = f"{LABEL_PREFIX}{project}/"
+    addrs: dict[tuple[str, str], list[str]] = {}
+    for r in res:
+        if isinstance(r, Address):
+            addrs.setdefault((r.ns, r.ifname), []).append(r.cidr)
+    owner: dict[str, str] = {}  # bare address -> container
+    for r in res:
+        if isinstance(r, (Veth, Macvlan)) and r.label.startswith(prefix):
+            parts = r.label[len(prefix):].split("/")
+            if len(parts) != 2:
+                continue
+            cname, network = parts
+            ifname = r.peer if isinstance(r, Veth) else r.ifname
+            c = get(cname, "", r.ns)
+            cidrs = sorted(addrs.get((r.ns, ifname), []), key=lambda a: (":" in a, a))
+            c.networks.setdefault(network, []).extend(cidrs)
+            for a in cidrs:
+                owner[a.split("/")[0]] = cname
+
+    for t in res:
+        if not isinstance(t, NftTable):
+            continue
+        for m in parse_mappings(t.rules):
+            for addr, port in m.targets:
+                target = owner.get(addr)
+                if target:
+                    by_name[target].ports.append(m.render(port))
+    for c in by_name.values():
+        c.ports = sorted(set(c.ports), key=_port_sort)
+    return sorted(by_name.values(), key=lambda c: (c.service, c.index if c.index is not None else 0, c.container))
+
+
+def _port_sort(p: str) -> tuple[int, str, int, str]:
+    """By container port, protocol, host port (numerically), host address."""
+    m = re.match(r"^(.*):(\d+)->(\d+)/(\w+)$", p)
+    return (int(m.group(3)), m.group(4), int(m.group(2)), m.group(1)) if m else (0, "", 0, p)
+
+
+def pick(cs: list[ContainerStatus], service: str, index: int | None = None) -> ContainerStatus:
+    """The container ``index`` (default: the first) of ``service``; ComposenetError otherwise."""
+    mine = [c for c in cs if c.service == service]
+    if not mine:
+        known = sorted({c.service for c in cs if c.service})
+        raise ComposenetError(f"no container of service {service!r} in the kernel",
+                              hint=("services: " + ", ".join(known)) if known else "is the project up? (`composenet up`)")
+    if index is None:
+        return mine[0]
+    for c in mine:
+        if c.index == index:
+            return c
+    raise ComposenetError(f"service {service!r} has no container with index {index}",
+                          hint="containers: " + ", ".join(c.container for c in mine))
+
+
+def port(cs: list[ContainerStatus], observed: ObservedState, service: str, private_port: int,
+         protocol: str = "tcp", index: int | None = None) -> list[str]:
+    """`docker port`: the host address:port lines that reach ``private_port/protocol`` of the
+    container; ComposenetError when none is published."""
+    c = pick(cs, service, index)
+    bare = {a.split("/")[0] for cidrs in c.networks.values() for a in cidrs}
+    out = []
+    for t in observed.resources.values():
+        if not isinstance(t, NftTable):
+            continue
+        for m in parse_mappings(t.rules):
+            if m.protocol == protocol and any(a in bare and p == private_port for a, p in m.targets):
+                out.append((0 if not m.host_ip.startswith("[") else 1, m.host_ip, m.host_port))
+    if not out:
+        raise ComposenetError(f"no public port '{private_port}/{protocol}' published for {c.container}")
+    return [f"{ip}:{p}" for _, ip, p in sorted(set(out))]
+
+
+# ---- rendering ------------------------------------------------------------------------------
+
+
+def _state(c: ContainerStatus) -> str:
+    if c.state == "running" and c.pid is not None:
+        return f"running (pid {c.pid})"
+    return c.state
+
+
+def render_ps(cs: list[ContainerStatus], fmt: str = "text") -> str:
+    if fmt == "json":
+        return json.dumps([c.to_json() for c in cs], indent=2, sort_keys=True) + "\n"
+    header = ("NAME", "SERVICE", "STATE", "NAMESPACE", "ADDRESSES", "PORTS")
+    rows = []
+    for c in cs:
+        addresses = ", ".join(f"{n}={a}" for n in sorted(c.networks) for a in c.networks[n]) or "-"
+        rows.append((c.container, c.service or "-", _state(c), c.namespace or "(host)", addresses,
+                     ", ".join(c.ports) or "-"))
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header) - 1)]
+    lines = []
+    for r in [header, *rows]:
+        lines.append("  ".join(str(v).ljust(w) for v, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1])
+    return "\n".join(ln.rstrip() for ln in lines) + "\n"
+
+
+# ---- I/O: the commands ----------------------------------------------------------------------
+
+
+def observe(ctx: Context) -> tuple[ObservedState, dict[str, dict[str, Any]]]:
+    from composenet.kernel import procs
+    from composenet.kernel.observe import observe_project
+
+    return observe_project(ctx), procs.read_records(ctx)
+
+
+def status(ctx: Context) -> list[ContainerStatus]:
+    observed, records = observe(ctx)
+    return containers(observed, ctx.project, records)
+
+
+def ps(ctx: Context, fmt: str = "text") -> str:
+    return render_ps(status(ctx), fmt)
+
+
+def port_lines(ctx: Context, service: str, private_port: int, protocol: str = "tcp", index: int | None = None
+               ) -> list[str]:
+    observed, records = observe(ctx)
+    return port(containers(observed, ctx.project, records), observed, service, private_port, protocol, index)
+
+
+def exec_in(ctx: Context, service: str, argv: list[str], index: int | None = None) -> int:
+    """Run ``argv`` in the container's namespace with its /etc/netns files and hostname, in the
+    foreground with this terminal; returns its exit status (128+N when killed by signal N)."""
+    from composenet.kernel import procs
+
+    if not argv:
+        raise ComposenetError("no command given", hint="composenet exec SERVICE -- CMD [ARGS...]")
+    c = pick(status(ctx), service, index)
+    if c.namespace and not os.path.exists(netns_path(c.namespace)):
+        raise ComposenetError(f"namespace {c.namespace} of {c.container} does not exist", hint="run `composenet up`")
+    env = dict(os.environ)
+    p = procs.spawn(argv, ns=c.namespace, hostname=c.hostname, env=env, stdin=None, stdout=None, stderr=None,
+                    new_session=False, what=f"exec in {c.container}")
+    # Ctrl-C goes to the command (same process group); we only wait for it.
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        rc = p.wait()
+    finally:
+        signal.signal(signal.SIGINT, old)
+    return 128 - rc if rc < 0 else rc
+
+
+def log_files(ctx: Context, service: str) -> list[tuple[str, str]]:
+    """(container, log path) of the service's containers that have a log."""
+    from composenet.kernel import procs
+
+    records = procs.read_records(ctx)
+    names = {n for n, rec in records.items() if rec.get("service") == service}
+    try:
+        for f in os.listdir(ctx.paths.logs):
+            n = f[:-4] if f.endswith(".log") else ""
+            if n and n not in names and n != "dns" and re.fullmatch(re.escape(f"{ctx.project}-{service}-") + r"\d+", n):
+                names.add(n)
+    except FileNotFoundError:
+        pass
+    out = [(n, ctx.paths.log(n)) for n in sorted(names, key=lambda n: (_index(n) or 0, n))]
+    return [(n, p) for n, p in out if os.path.exists(p)]
+
+
+def logs(ctx: Context, service: str, follow: bool = False, write: Callable[[str], None] | None = None,
+         poll: float = 0.25, max_polls: int | None = None) -> None:
+    """Print the service's logs (each line prefixed with its container when there are several);
+    with ``follow``, keep printing what is appended until Ctrl-C (or ``max_polls`` polls)."""
+    out = write or (lambda s: (sys.stdout.write(s), sys.stdout.flush()))
+    files = log_files(ctx, service)
+    if not files:
+        raise ComposenetError(f"no logs for service {service!r}",
+                              hint="only services with a command have logs; is the project up?")
+    width = max(len(n) for n, _ in files)
+    prefix = len(files) > 1
+    handles = []
+    partial: dict[str, str] = {}
+    try:
+        for n, p in files:
+            handles.append((n, open(p, "rb")))
+
+        def drain() -> None:
+            for n, f in handles:
+                data = f.read()
+                if not data:
+                    continue
+                text = partial.pop(n, "") + data.decode(errors="replace")
+                lines = text.split("\n")
+                if lines[-1]:
+                    partial[n] = lines[-1]  # incomplete line: wait for the rest
+                for ln in lines[:-1]:
+                    out((f"{n.ljust(width)} | " if prefix else "") + ln + "\n")
+
+        drain()
+        if not follow:
+            for n, rest in partial.items():
+                out((f"{n.ljust(width)} | " if prefix else "") + rest + "\n")
+            return
+        polls = 0
+        while max_polls is None or polls < max_polls:
+            time.sleep(poll)
+            drain()
+            polls += 1
+    except KeyboardInterrupt:
+        return
+    finally:
+        for _, f in handles:
+            f.close()
