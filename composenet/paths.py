@@ -151,3 +151,9 @@ def schema_text(name: str) -> str:
         return resources.files("composenet.schemas").joinpath(name).read_text()
     except (ModuleNotFoundError, FileNotFoundError, OSError):
         return (Path(__file__).resolve().parent.parent / "schemas" / name).read_text()
+
+
+def standalone_project(network: str) -> str:
+    """The pseudo-project that owns standalone network ``network`` (`composenet network create`):
+    project names never start with '-', so it cannot clash with one."""
+    return "-" + network

@@ -1,9 +1,14 @@
-"""Help text and option types shared by the command modules (composenet.cli, composenet.netcmd).
-Light: imports nothing of the pipeline."""
+"""What every command module shares: help text, option types, and how errors and files given on
+the command line are reported. Light: imports typer and the standard library only, so that
+`composenet --help` pays for nothing else."""
 
 from __future__ import annotations
 
+import json
 from enum import Enum
+from typing import Any, NoReturn
+
+import typer
 
 
 class Format(str, Enum):
@@ -19,3 +24,31 @@ def examples(*lines: str) -> str:
     typer's rich help joins single line breaks of an epilog into one paragraph and keeps
     blank-line breaks, so the lines are separated by blank lines to print one per line."""
     return "\n\n".join(("Examples:", *lines))
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def echo_err(text: str) -> None:
+    typer.echo(text, err=True)
+
+
+def read_json(path: str, what: str) -> Any:
+    """A JSON file given on the command line; a clear error (never a traceback) if it is not."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except OSError as e:
+        fail(f"cannot read {what} {path}: {e.strerror or e}")
+    except (UnicodeDecodeError, ValueError) as e:
+        fail(f"{path}: not a JSON {what}: {e}")
+
+
+def write_file(path: str, text: str, what: str) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        fail(f"cannot write {what} {path}: {e.strerror or e}")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-import re
 from dataclasses import dataclass, field, replace
 
 from composenet.core import ipam, overlay
@@ -41,7 +40,7 @@ from composenet.core.resources import (
     veth_ifname,
     vxlan_ifname,
 )
-from composenet.core.ruleset import NetRules, PortMap, build
+from composenet.core.ruleset import NetRules, PortMap, build, parse_port
 from composenet.core.state import DesiredState, ObservedState
 from composenet.errors import InputError, Problem
 from composenet.paths import RUN_DIR, ProjectPaths
@@ -178,17 +177,14 @@ def _observed_endpoint_addrs(observed: ObservedState) -> dict[tuple[str, str], l
     return out
 
 
-_DNAT_RE = re.compile(r"dnat (\S+) (\S+):(\d+)/(\w+) -> ")
-
-
 def _observed_port_set(observed: ObservedState) -> set[tuple[str, str, int]]:
     out = set()
     for r in observed.resources.values():
         if isinstance(r, NftTable):
             for ident in r.rules:
-                m = _DNAT_RE.search(ident)
-                if m:
-                    out.add((m.group(1), m.group(4), int(m.group(3))))
+                rule = parse_port(ident)
+                if rule is not None:
+                    out.add((rule.service, rule.protocol, rule.host_port))
     return out
 
 

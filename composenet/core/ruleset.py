@@ -35,6 +35,7 @@ bridge enforces in either mode.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 
 from composenet.core.resources import short_hash
@@ -102,6 +103,43 @@ def describe_port(p: PortMap) -> str:
         hip = f"[{p.host_ip}]" if ":" in p.host_ip else p.host_ip
     tgt = ",".join(_fmt_target(t, p.target_port) for t in p.targets)
     return f"dnat {p.service} {hip}:{p.host_port}/{p.protocol} -> {tgt}"
+
+
+# The inverse of describe_port, found anywhere in a rule identity ("published: cn:dnat ...").
+# A comment cut to nft's length limit (see _comment) keeps its head: the targets that are whole.
+_PORT_RULE = re.compile(
+    r"\bdnat (?P<service>\S+) (?P<hostip>\*|\[\*\]|[0-9.]+|\[[0-9A-Fa-f:.]+\]):(?P<port>\d+)/(?P<proto>tcp|udp|sctp)"
+    r" -> (?P<targets>\S*)"
+)
+_PORT_TARGET = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<v4>[0-9.]+)):(?P<port>\d+)$")
+
+
+@dataclass(frozen=True)
+class PortRule:
+    """A published-port rule read back from its identity comment (``describe_port``'s inverse)."""
+
+    service: str
+    host_ip: str  # "*" (every IPv4 address), "[*]" (every IPv6 address), an IPv4 address or "[v6]"
+    host_port: int
+    protocol: str
+    targets: tuple[tuple[str, int], ...]  # (container address, port); the whole ones of a cut comment
+
+    @property
+    def family(self) -> int:
+        return 6 if self.host_ip.startswith("[") else 4
+
+
+def parse_port(ident: str) -> PortRule | None:
+    """The published port a rule identity or comment describes, or None if it is no DNAT rule."""
+    m = _PORT_RULE.search(ident)
+    if m is None:
+        return None
+    targets = []
+    for t in m["targets"].split(","):
+        tm = _PORT_TARGET.match(t)
+        if tm:
+            targets.append((tm["v6"] or tm["v4"], int(tm["port"])))
+    return PortRule(m["service"], m["hostip"], int(m["port"]), m["proto"], tuple(targets))
 
 
 def build(table: str, nets: list[NetRules], ports: list[PortMap]) -> tuple[str, tuple[str, ...]]:

@@ -1,22 +1,15 @@
-"""`ps`, `port`, `exec` and `logs`: what runs, where, and how to reach it.
+"""What runs, where, and how to reach it: the status of a project's containers. Pure.
 
-Owns: pure functions from an ObservedState (plus the process records, which say whether a
-stopped service had a command) to per-container status, their text/JSON rendering, and the
-thin I/O of the four commands (observe, run a command in a namespace, read log files).
-
-Must not: change anything the project owns (these commands only read; `exec` only starts the
-user's command in a container's namespace).
+Owns: functions from an ObservedState (plus the process records, which say whether a stopped
+service had a command) to per-container status (`ps`), the published mappings of a container
+(`port`), and their text/JSON rendering. The I/O of those commands (observe, exec, logs) is
+``composenet.kernel.status``'s. Must not: read or change anything.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import sys
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -30,18 +23,9 @@ from composenet.core.resources import (
     Process,
     Veth,
 )
+from composenet.core.ruleset import parse_port
 from composenet.core.state import ObservedState
 from composenet.errors import ComposenetError
-from composenet.kernel.context import Context
-from composenet.paths import netns_path
-
-# Published-port identity (ruleset.describe_port):
-#   dnat <service> <hostip>:<port>/<proto> -> <addr>:<port>[,<addr>:<port>...]
-_DNAT = re.compile(
-    r"\bdnat (?P<service>\S+) (?P<hostip>\*|\[\*\]|[0-9.]+|\[[0-9A-Fa-f:.]+\]):(?P<port>\d+)/(?P<proto>tcp|udp|sctp)"
-    r" -> (?P<targets>\S+)"
-)
-_TARGET = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<v4>[0-9.]+)):(?P<port>\d+)$")
 
 
 @dataclass(frozen=True)
@@ -77,20 +61,15 @@ class ContainerStatus:
 def parse_mappings(rules: tuple[str, ...] | list[str]) -> list[Mapping]:
     out = []
     for r in rules:
-        m = _DNAT.search(r)
-        if not m:
+        rule = parse_port(r)
+        if rule is None:
             continue
-        hostip = {"*": "0.0.0.0", "[*]": "[::]"}.get(m["hostip"], m["hostip"])
-        targets = []
-        for t in m["targets"].split(","):
-            tm = _TARGET.match(t)
-            if tm:
-                targets.append((tm["v6"] or tm["v4"], int(tm["port"])))
-        out.append(Mapping(m["service"], hostip, int(m["port"]), m["proto"], tuple(targets)))
+        hostip = {"*": "0.0.0.0", "[*]": "[::]"}.get(rule.host_ip, rule.host_ip)
+        out.append(Mapping(rule.service, hostip, rule.host_port, rule.protocol, rule.targets))
     return out
 
 
-def _index(container: str) -> int | None:
+def container_index(container: str) -> int | None:
     m = re.search(r"-(\d+)$", container)
     return int(m.group(1)) if m else None
 
@@ -119,7 +98,7 @@ def containers(observed: ObservedState, project: str, records: dict[str, dict[st
     def get(name: str, service: str, ns: str) -> ContainerStatus:
         c = by_name.get(name)
         if c is None:
-            c = by_name[name] = ContainerStatus(name, service, _index(name), ns)
+            c = by_name[name] = ContainerStatus(name, service, container_index(name), ns)
         elif service and not c.service:
             c.service = service
         return c
@@ -238,113 +217,3 @@ def render_ps(cs: list[ContainerStatus], fmt: str = "text") -> str:
     for r in [header, *rows]:
         lines.append("  ".join(str(v).ljust(w) for v, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1])
     return "\n".join(ln.rstrip() for ln in lines) + "\n"
-
-
-# ---- I/O: the commands ----------------------------------------------------------------------
-
-
-def observe(ctx: Context) -> tuple[ObservedState, dict[str, dict[str, Any]]]:
-    from composenet.kernel import procs
-    from composenet.kernel.observe import observe_project
-
-    return observe_project(ctx), procs.read_records(ctx)
-
-
-def status(ctx: Context) -> list[ContainerStatus]:
-    observed, records = observe(ctx)
-    return containers(observed, ctx.project, records)
-
-
-def ps(ctx: Context, fmt: str = "text") -> str:
-    return render_ps(status(ctx), fmt)
-
-
-def port_lines(ctx: Context, service: str, private_port: int, protocol: str = "tcp", index: int | None = None
-               ) -> list[str]:
-    observed, records = observe(ctx)
-    return port(containers(observed, ctx.project, records), observed, service, private_port, protocol, index)
-
-
-def exec_in(ctx: Context, service: str, argv: list[str], index: int | None = None) -> int:
-    """Run ``argv`` in the container's namespace with its /etc/netns files and hostname, in the
-    foreground with this terminal; returns its exit status (128+N when killed by signal N)."""
-    from composenet.kernel import procs
-
-    if not argv:
-        raise ComposenetError("no command given", hint="composenet exec SERVICE -- CMD [ARGS...]")
-    c = pick(status(ctx), service, index)
-    if c.namespace and not os.path.exists(netns_path(c.namespace)):
-        raise ComposenetError(f"namespace {c.namespace} of {c.container} does not exist", hint="run `composenet up`")
-    env = dict(os.environ)
-    p = procs.spawn(argv, ns=c.namespace, hostname=c.hostname, env=env, stdin=None, stdout=None, stderr=None,
-                    new_session=False, what=f"exec in {c.container}")
-    # Ctrl-C goes to the command (same process group); we only wait for it.
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        rc = p.wait()
-    finally:
-        signal.signal(signal.SIGINT, old)
-    return 128 - rc if rc < 0 else rc
-
-
-def log_files(ctx: Context, service: str) -> list[tuple[str, str]]:
-    """(container, log path) of the service's containers that have a log."""
-    from composenet.kernel import procs
-
-    records = procs.read_records(ctx)
-    names = {n for n, rec in records.items() if rec.get("service") == service}
-    try:
-        for f in os.listdir(ctx.paths.logs):
-            n = f[:-4] if f.endswith(".log") else ""
-            if n and n not in names and n != "dns" and re.fullmatch(re.escape(f"{ctx.project}-{service}-") + r"\d+", n):
-                names.add(n)
-    except FileNotFoundError:
-        pass
-    out = [(n, ctx.paths.log(n)) for n in sorted(names, key=lambda n: (_index(n) or 0, n))]
-    return [(n, p) for n, p in out if os.path.exists(p)]
-
-
-def logs(ctx: Context, service: str, follow: bool = False, write: Callable[[str], None] | None = None,
-         poll: float = 0.25, max_polls: int | None = None) -> None:
-    """Print the service's logs (each line prefixed with its container when there are several);
-    with ``follow``, keep printing what is appended until Ctrl-C (or ``max_polls`` polls)."""
-    out = write or (lambda s: (sys.stdout.write(s), sys.stdout.flush()))
-    files = log_files(ctx, service)
-    if not files:
-        raise ComposenetError(f"no logs for service {service!r}",
-                              hint="only services with a command have logs; is the project up?")
-    width = max(len(n) for n, _ in files)
-    prefix = len(files) > 1
-    handles = []
-    partial: dict[str, str] = {}
-    try:
-        for n, p in files:
-            handles.append((n, open(p, "rb")))
-
-        def drain() -> None:
-            for n, f in handles:
-                data = f.read()
-                if not data:
-                    continue
-                text = partial.pop(n, "") + data.decode(errors="replace")
-                lines = text.split("\n")
-                if lines[-1]:
-                    partial[n] = lines[-1]  # incomplete line: wait for the rest
-                for ln in lines[:-1]:
-                    out((f"{n.ljust(width)} | " if prefix else "") + ln + "\n")
-
-        drain()
-        if not follow:
-            for n, rest in partial.items():
-                out((f"{n.ljust(width)} | " if prefix else "") + rest + "\n")
-            return
-        polls = 0
-        while max_polls is None or polls < max_polls:
-            time.sleep(poll)
-            drain()
-            polls += 1
-    except KeyboardInterrupt:
-        return
-    finally:
-        for _, f in handles:
-            f.close()

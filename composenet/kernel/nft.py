@@ -14,25 +14,18 @@ command names the table, and all of them run in the caller's network namespace.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 from typing import Any
 
 from composenet.core.resources import NftTable, Resource, nft_table_name
+from composenet.core.ruleset import parse_port
 from composenet.core.state import ObservedState
 from composenet.errors import KernelError
 from composenet.kernel.context import Context, Handler
 
 NFT_TIMEOUT = 30.0
 CONNTRACK_TIMEOUT = 10.0
-
-# The identity comment of a published-port rule (ruleset.describe_port):
-#   dnat <service> <hostip>:<port>/<proto> -> <addr>:<port>[,<addr>:<port>...]
-# with hostip "*" (every IPv4 address), "[*]" (every IPv6 address), an IPv4 or "[v6]".
-DNAT_RE = re.compile(
-    r"\bdnat (?P<who>\S+) (?P<hostip>\*|\[\*\]|[0-9.]+|\[[0-9A-Fa-f:.]+\]):(?P<port>\d+)/(?P<proto>tcp|udp|sctp) -> "
-)
 
 
 def _run(args: list[str], input: str | None = None, timeout: float = NFT_TIMEOUT) -> subprocess.CompletedProcess:
@@ -154,9 +147,9 @@ def published(rules: tuple[str, ...] | list[str]) -> dict[str, tuple[str, int, s
     """DNAT identities among ``rules``: identity -> (hostip, port, proto)."""
     out = {}
     for r in rules:
-        m = DNAT_RE.search(r)
-        if m:
-            out[r] = (m["hostip"], int(m["port"]), m["proto"])
+        rule = parse_port(r)
+        if rule is not None:
+            out[r] = (rule.host_ip, rule.host_port, rule.protocol)
     return out
 
 

@@ -63,7 +63,7 @@ def read_applied(ctx: Context) -> dict[str, str]:
 
 
 def standalone_macvlans(run_dir: str, skip: set[str]) -> dict[str, dict]:
-    """Specs of the standalone macvlan networks (composenet.netcmd), except the names in ``skip``."""
-    from composenet.cli.network import standalone_specs
+    """Specs of the standalone macvlan networks (`composenet network create`), except the names in ``skip``."""
+    from composenet.kernel.netinfo import standalone_specs
 
     return {k: v for k, v in standalone_specs(run_dir).items() if v.get("driver") == "macvlan" and k not in skip}

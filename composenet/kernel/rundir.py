@@ -1,21 +1,11 @@
 """The runtime directory ``<run_dir>/<project>/`` and the per-project lock.
 
-Owns: the layout of the project's runtime directory (lock, records of namespaces, files and
-processes, the resolver's config and pidfile, logs), atomic writes into it, the exclusive lock
-that serialises runs on one project, and removing the directory after ``down``.
+Owns: atomic writes into the project's runtime directory, the exclusive lock that serialises
+runs on one project, the host-wide subnet lock, and removing the directory after ``down``. Its
+layout (file names) is composenet.paths'.
 
 Must not: touch the kernel (namespaces, links, nft) or decide what is stale by itself: whether a
 record still refers to something alive is asked of the module that owns that record.
-
-Layout::
-
-    <run_dir>/.ipam.lock               flock'ed by `up` while it chooses and assigns subnets
-    <run_dir>/<project>/lock           flock'ed by every run that changes the project
-    <run_dir>/<project>/netns/<ns>     namespace records (composenet.kernel)
-    <run_dir>/<project>/files/<ns>     namespaces that have /etc/netns files (composenet.files)
-    <run_dir>/<project>/proc/<c>.json  service processes (composenet.procs)
-    <run_dir>/<project>/dns.json, dns.pid    the resolver (composenet.procs)
-    <run_dir>/<project>/logs/<c>.log, dns.log
 """
 
 from __future__ import annotations

@@ -660,9 +660,9 @@ def test_remove_project_dir_keeps_records_of_live_things(env: Env) -> None:
 
 
 def test_status_commands_over_the_kernel(env: Env, capfd: pytest.CaptureFixture[str]) -> None:
-    from composenet.core import status
     from composenet.core.resources import Address, Bridge, Netns, Veth, bridge_ifname, veth_ifname
     from composenet.kernel import links as kernel
+    from composenet.kernel import status
     from composenet.kernel.observe import observe_project
 
     c = f"{env.project}-web-1"

@@ -112,6 +112,7 @@ def test_connection_adds_an_endpoint_with_aliases_and_static_address(tmp_path) -
 
 
 def test_netcmd_ipam_and_options() -> None:
+    from composenet import paths
     from composenet.cli import network as netcmd
     from composenet.errors import ComposenetError
 
@@ -128,7 +129,7 @@ def test_netcmd_ipam_and_options() -> None:
         netcmd._split_opts(["novalue"])
     with pytest.raises(ComposenetError, match="invalid network name"):
         netcmd._check_name("-bad")
-    assert netcmd.standalone_project("lan") == "-lan"
+    assert paths.standalone_project("lan") == "-lan"
 
 
 def test_down_warns_when_other_projects_use_the_network() -> None:

@@ -1,0 +1,64 @@
+"""The typer application and its global options (-f, -p, --env-file, --profile,
+--project-directory, --resolv-conf), kept in a ``Session`` in typer's context. Command modules
+(``cli.project``, ``cli.status``, ``cli.network``) add their commands to ``app``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from composenet.cli.session import Session
+from composenet.compose.options import LoadOptions
+
+app = typer.Typer(
+    name="composenet",
+    help=(
+        "Build the networks of Compose files directly in the Linux kernel: a network namespace "
+        "per service replica, a bridge per network, veth pairs, nftables for published ports "
+        "and isolation, a DNS resolver per network. No container engine.\n\n"
+        "Typical use: `composenet plan` (review what would change), `composenet up`, "
+        "`composenet ps`, `composenet down`."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    file: Annotated[
+        list[str] | None,
+        typer.Option("-f", "--file", help="Compose file; repeat to merge several (later files override)."),
+    ] = None,
+    project_name: Annotated[
+        str | None, typer.Option("-p", "--project-name", help="Project name (default: `name:` or the directory).")
+    ] = None,
+    env_file: Annotated[
+        list[str] | None, typer.Option("--env-file", help="Read variables from this file instead of .env.")
+    ] = None,
+    profile: Annotated[list[str] | None, typer.Option("--profile", help="Enable services of this profile.")] = None,
+    project_directory: Annotated[
+        str | None, typer.Option("--project-directory", help="Working directory (default: the current one).")
+    ] = None,
+    resolv_conf: Annotated[
+        str | None,
+        typer.Option(
+            "--resolv-conf",
+            envvar="COMPOSENET_RESOLV_CONF",
+            help="Upstream DNS servers for names outside the project (default /etc/resolv.conf).",
+        ),
+    ] = None,
+) -> None:
+    ctx.obj = Session(
+        LoadOptions(
+            files=tuple(file or ()),
+            project_name=project_name,
+            env_files=tuple(env_file or ()),
+            profiles=tuple(profile or ()),
+            cwd=project_directory,
+        ),
+        resolv_conf,
+    )

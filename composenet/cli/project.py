@@ -1,0 +1,180 @@
+"""`config`, `validate`, `plan`, `up` and `down`: the commands that read the compose files (down
+only when no -p names the project) and run the pipeline. Imports of the loader and the pipeline
+are inside the commands: `composenet --help` must not pay for them."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated
+
+import typer
+
+from composenet.cli.app import app
+from composenet.cli.help import Format, echo_err, examples, fail, read_json, write_file
+from composenet.cli.session import session
+
+
+class ConfigFormat(str, Enum):
+    yaml = "yaml"
+    json = "json"
+
+
+@app.command(epilog=examples(
+    "composenet config  # ./compose.yaml, as YAML",
+    "composenet -f compose.yaml -f prod.yaml config  # several files, merged",
+    "composenet --profile debug config --format json",
+    "composenet config --ignored  # keys not interpreted",
+))
+def config(
+    format: Annotated[ConfigFormat, typer.Option("--format", help="Output format.")] = ConfigFormat.yaml,
+    ignored: Annotated[
+        bool, typer.Option("--ignored", help="List the keys composenet accepts but does not interpret.")
+    ] = False,
+) -> None:
+    """Print the normalised project (like `docker compose config`; networking in long form)."""
+    from composenet.compose.render_config import render_config
+
+    project = session().load()
+    for w in project.warnings:
+        typer.echo(f"warning: {w}", err=True)
+    typer.echo(render_config(project, format.value, ignored=ignored), nl=False)
+
+
+@app.command(epilog=examples(
+    "composenet validate  # FILE:LINE:COL per problem",
+    "composenet -f compose.yaml --env-file prod.env validate",
+))
+def validate() -> None:
+    """Check the compose files and print only the problems (exit 1 if any)."""
+    project = session().load()
+    for w in project.warnings:
+        typer.echo(f"warning: {w}", err=True)
+    typer.echo(f"{project.name}: valid ({len(project.services)} services, {len(project.networks)} networks)")
+
+
+@app.command(epilog=examples(
+    "composenet plan  # against this kernel (root)",
+    "composenet plan --offline  # against an empty kernel, anywhere",
+    "composenet plan --detailed-exitcode  # exit 0 none, 1 error, 2 changes",
+    "composenet plan --out plan.json && composenet up --plan plan.json",
+    "composenet plan --format json --show-ruleset",
+))
+def plan(
+    format: Annotated[Format, typer.Option("--format", help="text (for review) or json (schemas/plan.schema.json).")] = Format.text,
+    detailed_exitcode: Annotated[
+        bool, typer.Option("--detailed-exitcode", help="Exit 0 when there is nothing to do, 1 on error, 2 when there are changes.")
+    ] = False,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Plan against an empty kernel and no host routes (golden files, review anywhere).")
+    ] = False,
+    observed_file: Annotated[
+        str | None, typer.Option("--observed", help="Plan against a recorded observed state (JSON) instead of this kernel.")
+    ] = None,
+    out: Annotated[str | None, typer.Option("--out", help="Also save the plan as JSON, for `up --plan FILE`.")] = None,
+    show_ruleset: Annotated[bool, typer.Option("--show-ruleset", help="Append the nftables ruleset `up` would load.")] = False,
+) -> None:
+    """Show what `up` would change in this kernel, without changing anything (a dry run).
+
+    Changes are grouped by network and service with + (create), ~ (update in place), -/+ (replace) and - (remove), each with its reason; then the exposure table (which host address:port reaches which service) and a summary line."""  # noqa: E501 -- one line: help text keeps newlines
+
+    from composenet.core.render import render_json, render_text
+    from composenet.core.state import ObservedState, ObservedStateError
+    from composenet.pipeline import check_ruleset, make_plan
+
+    project = session().load()
+    upstreams = session().upstreams()
+    ctx = session().context(project.name)
+    if observed_file:
+        try:
+            observed = ObservedState.from_json(read_json(observed_file, "observed state"))
+        except ObservedStateError as e:
+            fail(f"{observed_file}: not a recorded observed state (see schemas/observed.schema.json):\n"
+                 + "\n".join(f"  {observed_file}: {p}" for p in e.problems))
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
+            fail(f"{observed_file}: not a recorded observed state ({type(e).__name__}: {e})")
+    elif offline:
+        observed = ObservedState(offline=True)
+    else:
+        from composenet.kernel import links
+        from composenet.kernel.observe import observe_project
+
+        links.check_mount_namespace()
+        observed = observe_project(ctx)
+    try:
+        planned = make_plan(project, project.name, observed, upstreams, ctx.run_dir)
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        if not observed_file:
+            raise
+        # A hand-edited or damaged recording: its values are only used while planning.
+        fail(f"{observed_file}: not a recorded observed state ({type(e).__name__}: {e})")
+    if planned.ruleset and not offline and not observed_file:
+        err = check_ruleset(planned.ruleset)
+        if err:
+            fail(f"nft rejected the generated ruleset:\n{err}")
+    if format == Format.json:
+        typer.echo(render_json(planned.plan, planned.ruleset), nl=False)
+    else:
+        typer.echo(render_text(planned.plan, planned.ruleset if show_ruleset else None), nl=False)
+    if out:
+        write_file(out, render_json(planned.plan, planned.ruleset), "the plan to")
+    if detailed_exitcode and not planned.plan.empty:
+        raise typer.Exit(2)
+
+
+@app.command(epilog=examples(
+    "composenet up",
+    "composenet -p shop -f compose.yaml up -q",
+    "composenet plan --out plan.json  # review it, then:",
+    "composenet up --plan plan.json  # applies it only if nothing changed since",
+))
+def up(
+    plan_file: Annotated[
+        str | None, typer.Option("--plan", help="Apply this saved plan (`plan --out`), only if the kernel still matches it.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only warnings and errors.")] = False,
+) -> None:
+    """Build the stack in the kernel: namespaces, bridges, veths, addresses, routes, nftables,
+    DNS resolvers, then start the service commands. Running it again changes only what differs."""
+
+    from composenet.pipeline import run_apply
+
+    project = session().load()
+    saved = None
+    if plan_file:
+        from composenet.core.plan import saved_plan_problem
+
+        saved = read_json(plan_file, "saved plan")
+        problem = saved_plan_problem(saved)
+        if problem:
+            fail(f"{plan_file}: {problem}")
+        if saved.get("project") != project.name:
+            fail(f"the saved plan is for project {saved.get('project')!r}, not {project.name!r}")
+    ctx = session().context(project.name)
+    try:
+        planned = run_apply(ctx, project, project.name, session().upstreams(), echo_err, quiet, saved)
+    finally:
+        ctx.close()
+    if not planned.plan.empty and not quiet:
+        from composenet.core.render import counts
+
+        n = counts(planned.plan)
+        typer.echo(f'Project "{project.name}" is up: {n["add"]} added, {n["change"]} changed, '
+                   f'{n["replace"]} replaced, {n["remove"]} removed.')
+
+
+@app.command(epilog=examples("composenet down", "composenet -p shop down  # without the compose file"))
+def down(
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only warnings and errors.")] = False,
+) -> None:
+    """Remove everything the project owns in the kernel: processes, resolver, nftables table,
+    veths, bridges, namespaces, /etc/netns files and runtime files. Works from kernel labels
+    alone, so `composenet -p NAME down` works even when the compose file changed or is gone."""
+    from composenet.pipeline import run_apply
+
+    ctx, name = session().project_context()
+    try:  # down wants nothing, so it needs no upstream servers
+        planned = run_apply(ctx, None, name, None, echo_err, quiet)
+    finally:
+        ctx.close()
+    if not planned.plan.empty and not quiet:
+        typer.echo(f'Project "{name}" is down: {len(planned.plan.steps)} step(s).')

@@ -1,0 +1,64 @@
+"""The global options of one command line, as an object in typer's context (``ctx.obj``), and
+what commands derive from them: the project (loaded from the compose files), its name, its run
+context and the upstream DNS servers. Light at import: the loader and the kernel are imported
+by the methods that need them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import click
+
+from composenet.compose.options import LoadOptions
+
+if TYPE_CHECKING:
+    from composenet.core.desired import Upstreams
+    from composenet.core.model import Project
+    from composenet.kernel.context import Context
+
+
+@dataclass
+class Session:
+    opts: LoadOptions = field(default_factory=LoadOptions)
+    resolv_conf: str | None = None  # --resolv-conf / COMPOSENET_RESOLV_CONF
+
+    def load(self) -> Project:
+        """The project of the compose files (-f, COMPOSE_FILE or the default lookup)."""
+        from composenet.compose.project import load_project
+
+        return load_project(self.opts)
+
+    def context(self, project_name: str) -> Context:
+        from composenet.kernel.context import Context
+        from composenet.paths import run_dir
+
+        return Context(project=project_name, run_dir=run_dir(), resolv_conf=self.resolv_conf or "/etc/resolv.conf")
+
+    def named_project(self) -> str:
+        """The project `-p NAME` names, refused if invalid (Compose does not normalise -p)."""
+        from composenet.compose.options import name_problem
+        from composenet.errors import InputError, Problem
+
+        name = self.opts.project_name or ""
+        err = name_problem(name)
+        if err:
+            raise InputError([Problem(err, rule="CS-NAME-03")]) from None
+        return name
+
+    def project_context(self) -> tuple[Context, str]:
+        """(ctx, project name) for commands that work from kernel labels alone (down, ps, port,
+        exec, logs): `-p NAME` is enough and the compose file is not even read; without -p the
+        file gives the name."""
+        name = self.named_project() if self.opts.project_name else self.load().name
+        return self.context(name), name
+
+    def upstreams(self) -> Upstreams:
+        from composenet.pipeline import read_upstreams
+
+        return read_upstreams(self.resolv_conf)
+
+
+def session() -> Session:
+    """The running command's Session (set by the top-level callback)."""
+    return click.get_current_context().ensure_object(Session)
