@@ -45,7 +45,7 @@ def check(ctx: Ctx, services: Mapping[str, Service], bodies: Mapping[str, Any], 
 
 
 # driver_opts composenet reads: a bad value is an error here, not a kernel error during `up`.
-_BOOLS = ("1", "true", "yes", "on", "0", "false", "no", "off")  # as desired._opt_bool reads them
+_BOOLS = ("1", "true", "yes", "on", "0", "false", "no", "off")  # as core.desired.common.opt_bool reads them
 _BOOL_OPTS = ("com.docker.network.bridge.enable_icc", "com.docker.network.bridge.enable_ip_masquerade",
               "com.docker.network.enable_ipv6")
 _IFNAME_OPTS = ("com.docker.network.bridge.name", "parent")

@@ -28,7 +28,7 @@ hold both when bridged frames skip the inet hooks and when they traverse them (t
 sees iifname = oifname = the bridge, and postrouting sees no input device).
 
 ICC off (``enable_icc: "false"``) is not a rule: without br_netfilter bridged frames never reach
-inet hooks, so the bridge ports are marked ``isolated`` instead (see desired.py), which the
+inet hooks, so the bridge ports are marked ``isolated`` instead (see desired/resources.py), which the
 bridge enforces in either mode.
 """
 

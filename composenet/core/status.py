@@ -76,7 +76,7 @@ def container_index(container: str) -> int | None:
 
 def _hostname_from_hosts(content: str) -> str | None:
     """The container's hostname: the last name of the first line that is not a localhost line
-    (desired.py writes ``<address>\\t[<fqdn>\\t]<hostname>`` after the standard header)."""
+    (desired/dns.py writes ``<address>\\t[<fqdn>\\t]<hostname>`` after the standard header)."""
     for line in content.splitlines():
         parts = line.split("#", 1)[0].split()
         if len(parts) < 2 or parts[1] in ("localhost", "ip6-localhost") or parts[0] in ("127.0.0.1", "::1"):

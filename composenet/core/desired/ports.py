@@ -1,0 +1,213 @@
+"""Published ports: the host port of each, the DNAT maps the ruleset is built from, and the
+exposure table the plan shows. Pure; no I/O.
+
+Owns: which endpoint a service publishes from (its first non-internal bridge, by gw_priority),
+the host address (the port's, else the network's ``host_binding_ipv4``, else every address), and
+the host port: a fixed one (refused when another composenet project publishes it), else one of
+the range (or of the ephemeral range) this service already had, else the first free one. Fixed
+ports are placed before ranges, so a range never takes a port the file names.
+
+Must not: write rules (core/ruleset.py does, from the PortMaps) or check the file (the validator
+reported ports with network_mode, and clashes inside the file).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, NamedTuple
+
+from composenet.core.desired.common import warn
+from composenet.core.desired.containers import Container, Endpoint, by_service
+from composenet.core.desired.networks import NetPlan
+from composenet.core.model import Port, Project, Service
+from composenet.core.resources import NftTable
+from composenet.core.ruleset import PortMap, parse_port
+from composenet.core.state import ObservedState
+from composenet.errors import InputError, Problem
+
+EPHEMERAL_FIRST, EPHEMERAL_LAST = 32768, 60999  # Linux's default ip_local_port_range, as Docker
+
+
+class _Request(NamedTuple):
+    """One port to publish: ``host_ip`` None is every address (of family ``fam_only`` when not 0)."""
+
+    svc: Service
+    port: Port
+    host_ip: str | None
+    eps: list[Endpoint]  # the endpoint of each replica it is published from
+    fam_only: int
+
+
+def publish_ports(project: Project, nets: dict[str, NetPlan], containers: list[Container], observed: ObservedState,
+                  warnings: list[str]) -> tuple[list[PortMap], list[dict[str, Any]]]:
+    """(DNAT maps, exposure rows) of every published port of the project."""
+    prev = _observed_port_set(observed)
+    in_use = _ports_in_use(observed)
+    claimed: set[tuple[str, int, str]] = set()  # (proto, port, host_ip)
+    maps: list[PortMap] = []
+    exposure: list[dict[str, Any]] = []
+    fixed, floating = _requests(project, nets, containers, warnings)
+    for req in fixed + floating:
+        if _is_fixed(req.port):
+            host_port = _fixed_port(req, in_use)
+        else:
+            host_port = _free_port(req, prev, in_use, claimed, warnings)
+            if not host_port:
+                continue
+        claimed.add((req.port.protocol, host_port, req.host_ip or "*"))
+        maps += _port_maps(req, host_port)
+        exposure.append(_exposure_row(req, host_port))
+    return maps, exposure
+
+
+def _is_fixed(port: Port) -> bool:
+    return bool(port.published) and "-" not in (port.published or "")
+
+
+def _requests(project: Project, nets: dict[str, NetPlan], containers: list[Container],
+              warnings: list[str]) -> tuple[list[_Request], list[_Request]]:
+    """(fixed host ports, ranges and ephemeral ones), services by name, ports in file order."""
+    replicas = by_service(containers)
+    fixed: list[_Request] = []
+    floating: list[_Request] = []
+    for svc in sorted(project.services, key=lambda s: s.name):
+        if not svc.ports:
+            continue
+        if svc.network_mode:
+            continue  # the validator reported it, located (an error, or a warning for `none`)
+        eps = _published_endpoints(replicas.get(svc.name, []))
+        if not eps:
+            if not all(nets[a.network].net.internal for a in svc.networks if a.network in nets):
+                # Only-internal is the validator's located warning; this is the other case.
+                warn(warnings, svc.ports[0].pos or svc.pos, f"services.{svc.name}.ports", "none of its networks is a "
+                     "bridge composenet manages; its ports are not published")
+            continue
+        for port in svc.ports:
+            host_ip, fam_only = _host_address(port, eps[0])
+            req = _Request(svc, port, host_ip, eps, fam_only)
+            (fixed if _is_fixed(port) else floating).append(req)
+    return fixed, floating
+
+
+def _published_endpoints(replicas: list[Container]) -> list[Endpoint]:
+    """Per replica, the endpoint its ports are published from: on a bridge (its project's or an
+    external one) that is not internal, highest gw_priority first, then interface order."""
+    eps = []
+    for c in replicas:
+        cand = [e for e in c.endpoints if not e.network.net.internal and e.network.kind in ("bridge", "external")
+                and e.network.bridge]
+        if cand:
+            eps.append(sorted(cand, key=lambda e: (-e.gw_priority, e.index))[0])
+    return eps
+
+
+def _host_address(port: Port, ep: Endpoint) -> tuple[str | None, int]:
+    """(host address or None for every one, the only family of "every address" or 0 for both)."""
+    host_ip = port.host_ip
+    if host_ip is None:
+        default_ip = ep.network.net.opt("com.docker.network.bridge.host_binding_ipv4")
+        if default_ip and default_ip not in ("0.0.0.0",):
+            host_ip = default_ip
+    if host_ip in ("0.0.0.0", "::"):
+        return None, 4 if host_ip == "0.0.0.0" else 6
+    return host_ip, 0
+
+
+def _fixed_port(req: _Request, in_use: dict[tuple[str, int], list[str | None]]) -> int:
+    """The port the file names; an error when another composenet project publishes it."""
+    svc, port, host_ip = req.svc, req.port, req.host_ip
+    assert port.published is not None  # a fixed port (_is_fixed): one number
+    host_port = int(port.published)
+    taken = [ip for ip in in_use.get((port.protocol, host_port), []) if _same_addresses(ip, host_ip)]
+    if taken:
+        pos = port.pos or svc.pos
+        raise InputError([Problem(
+            f"host port {host_ip or '*'}:{host_port}/{port.protocol} is already published by another "
+            "composenet project" + (f" (on {taken[0]})" if taken[0] else ""),
+            file=pos.file if pos else None, line=pos.line if pos else None, col=pos.col if pos else None,
+            path=port.pos.path if port.pos else f"services.{svc.name}.ports",
+            hint="publish another host port, or take the other project down first")])
+    return host_port
+
+
+def _free_port(req: _Request, prev: set[tuple[str, str, int]], in_use: dict[tuple[str, int], list[str | None]],
+               claimed: set[tuple[str, int, str]], warnings: list[str]) -> int:
+    """A port of the range (or of the ephemeral range): the one this service had, else the
+    first free one; 0 (and a warning) when none is free."""
+    svc, port = req.svc, req.port
+    hip_key = req.host_ip or "*"
+    if port.published:
+        lo, hi = (int(x) for x in port.published.split("-", 1))
+    else:
+        lo, hi = EPHEMERAL_FIRST, EPHEMERAL_LAST
+    # Stable: a port this service already had in the range for this protocol.
+    for s, proto, hp in sorted(prev):
+        if s == svc.name and proto == port.protocol and lo <= hp <= hi and (proto, hp, hip_key) not in claimed:
+            return hp
+    for hp in range(lo, hi + 1):
+        if (port.protocol, hp) in in_use or (port.protocol, hp, hip_key) in claimed or (
+                port.protocol, hp, "*") in claimed:
+            continue
+        return hp
+    warn(warnings, port.pos or svc.pos, port.pos.path if port.pos else f"services.{svc.name}.ports",
+         f"no free host port in {lo}-{hi}/{port.protocol}")
+    return 0
+
+
+def _port_maps(req: _Request, host_port: int) -> list[PortMap]:
+    """One DNAT map per address family the port is published on and its endpoints have."""
+    if req.host_ip is not None:
+        fams = [6 if ":" in req.host_ip else 4]
+    else:
+        fams = [4, 6] if req.fam_only == 0 else [req.fam_only]
+    maps = []
+    for fam in fams:
+        targets = tuple(t for t in ((e.ipv4 if fam == 4 else e.ipv6) for e in req.eps) if t)
+        if targets:
+            maps.append(PortMap(req.svc.name, req.host_ip, host_port, req.port.protocol, targets, req.port.target, fam))
+    return maps
+
+
+def _exposure_row(req: _Request, host_port: int) -> dict[str, Any]:
+    host_ip = req.host_ip
+    scope = "host loopback only" if host_ip and ipaddress.ip_address(host_ip).is_loopback else (
+        f"address {host_ip} only" if host_ip else "every host address, from anywhere")
+    return {
+        "service": req.svc.name, "host_ip": host_ip or "*", "host_port": host_port, "protocol": req.port.protocol,
+        "target_port": req.port.target, "network": req.eps[0].network.net.name,
+        "targets": [e.ipv4 or e.ipv6 for e in req.eps], "scope": scope,
+    }
+
+
+def _same_addresses(a: str | None, b: str | None) -> bool:
+    """Whether host addresses ``a`` and ``b`` of two published ports overlap (None: all)."""
+    if a is None or b is None:
+        return True
+    try:
+        ia, ib = ipaddress.ip_address(a), ipaddress.ip_address(b)
+    except ValueError:
+        return a == b
+    return ia == ib or ia.is_unspecified or ib.is_unspecified
+
+
+def _ports_in_use(observed: ObservedState) -> dict[tuple[str, int], list[str | None]]:
+    """(proto, port) -> host addresses (None: every one) other composenet projects publish."""
+    in_use: dict[tuple[str, int], list[str | None]] = {}
+    for item in observed.ports_in_use:
+        proto, _, rest = item.partition("/")
+        num, _, ip = rest.partition("@")
+        if num.isdigit():
+            in_use.setdefault((proto, int(num)), []).append(ip or None)
+    return in_use
+
+
+def _observed_port_set(observed: ObservedState) -> set[tuple[str, str, int]]:
+    """(service, protocol, host port) of every port this project publishes now (its DNAT rules)."""
+    out = set()
+    for r in observed.resources.values():
+        if isinstance(r, NftTable):
+            for ident in r.rules:
+                rule = parse_port(ident)
+                if rule is not None:
+                    out.add((rule.service, rule.protocol, rule.host_port))
+    return out
