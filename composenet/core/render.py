@@ -7,6 +7,7 @@ same inputs give byte-identical output. The fixed sentences are part of the cont
 from __future__ import annotations
 
 import json
+import shlex
 from typing import Any
 
 from composenet.core.plan import Action, Change, Plan, Reason
@@ -67,8 +68,6 @@ def describe(r: Resource) -> str:
     if isinstance(r, DnsRecords):
         return "dns      names on " + ", ".join(r.networks) + " (served by their owners' resolvers)"
     if isinstance(r, Process):
-        import shlex
-
         where = f"in {r.ns}" if r.ns else "in the host namespace"
         return f"process  {r.container} {where}: {shlex.join(r.argv)}"
     return f"{r.kind} {r.key}"
@@ -120,27 +119,89 @@ def counts(plan: Plan) -> dict[str, int]:
 
 
 def render_text(plan: Plan, show_ruleset: str | None = None) -> str:
-    lines: list[str] = []
-    services = sorted({c["service"] for c in plan.containers})
-    lines.append(
-        f'composenet plan — project "{plan.project}" (networks: {len(plan.networks)}, '
-        f"services: {len(services)}, containers: {len(plan.containers)})"
-    )
-    lines.append("")
-    if plan.networks:
-        lines.append("Networks:")
-        for n in plan.networks:
-            desc = f"  {n['name']}  {n['kind']}"
-            if n.get("bridge"):
-                desc += f" {n['bridge']}"
-            if n.get("subnet"):
-                desc += f"  {n['subnet']} gw {n['gateway']}"
-            if n.get("subnet6"):
-                desc += f"  {n['subnet6']} gw {n['gateway6']}"
-            if n.get("internal"):
-                desc += "  internal"
-            lines.append(desc)
+    """The plan for review: header, networks, drift, changes by section, exposure, warnings,
+    what is kept on purpose, then the summary sentence (and the ruleset when asked)."""
+    lines = _header(plan) + _networks(plan) + _drift(plan) + _changes(plan) + _exposure(plan)
+    lines += _notes("Warnings:", [f"  ! {w}" for w in plan.warnings])
+    lines += _notes("Kept on purpose:", [f"  {k}" for k in plan.kept])
+    if not plan.steps:
+        lines.append(NO_CHANGES)
+    else:
+        n = counts(plan)
+        lines.append(
+            f"Plan: {n['add']} to add, {n['change']} to change, {n['replace']} to replace, {n['remove']} to remove."
+        )
+    if show_ruleset is not None:
         lines.append("")
+        lines.append("Ruleset:")
+        lines.append(show_ruleset.rstrip("\n"))
+    return "\n".join(lines) + "\n"
+
+
+def _header(plan: Plan) -> list[str]:
+    services = sorted({c["service"] for c in plan.containers})
+    return [
+        f'composenet plan — project "{plan.project}" (networks: {len(plan.networks)}, '
+        f"services: {len(services)}, containers: {len(plan.containers)})",
+        "",
+    ]
+
+
+def _networks(plan: Plan) -> list[str]:
+    if not plan.networks:
+        return []
+    lines = ["Networks:"]
+    for n in plan.networks:
+        desc = f"  {n['name']}  {n['kind']}"
+        if n.get("bridge"):
+            desc += f" {n['bridge']}"
+        if n.get("subnet"):
+            desc += f"  {n['subnet']} gw {n['gateway']}"
+        if n.get("subnet6"):
+            desc += f"  {n['subnet6']} gw {n['gateway6']}"
+        if n.get("internal"):
+            desc += "  internal"
+        lines.append(desc)
+    return lines + [""]
+
+
+def _drift(plan: Plan) -> list[str]:
+    drift = [c for c in plan.changes if c.reason in (Reason.drift, Reason.dead)]
+    if not drift:
+        return []
+    lines = ["Drift (changed outside composenet):"]
+    for c in sorted(drift, key=lambda c: (c.resource.rank, describe(c.resource), c.key)):
+        what = "deleted" if c.action == Action.create else "modified"
+        if c.reason == Reason.dead:
+            what = "not running"
+        lines.append(f"  {c.action.symbol} {describe(c.resource)}  ({what})")
+    return lines + [""]
+
+
+def _changes(plan: Plan) -> list[str]:
+    """Every change, under the section (host, network, service, project) of its resource."""
+    if not plan.steps:
+        return []
+    ns_service, bridge_net = _owners(plan)
+    lines = ["Changes:"]
+    groups: dict[tuple[int, str], list[Change]] = {}
+    for c in plan.changes:
+        groups.setdefault(_group(c.resource, ns_service, bridge_net), []).append(c)
+    for g in sorted(groups):
+        lines.append(f"  {g[1]}:")
+        for c in sorted(groups[g], key=lambda c: (c.resource.rank, describe(c.resource), c.key)):
+            sym = c.action.symbol.ljust(3)
+            reason = c.reason.value
+            if c.fields and c.action in (Action.update, Action.replace):
+                reason += ": " + ", ".join(c.fields)
+            lines.append(f"    {sym} {describe(c.resource)}  ({reason})")
+            lines += _details(c)
+    return lines + [""]
+
+
+def _owners(plan: Plan) -> tuple[dict[str, str], dict[str, str]]:
+    """(service of each namespace, network of each bridge): from the changes first (a deleted
+    one is only there), then from the plan's container and network rows."""
     ns_service: dict[str, str] = {}
     bridge_net: dict[str, str] = {}
     for c in plan.changes:
@@ -155,59 +216,24 @@ def render_text(plan: Plan, show_ruleset: str | None = None) -> str:
     for n in plan.networks:
         if n.get("bridge"):
             bridge_net.setdefault(n["bridge"], n["name"])
-    drift = [c for c in plan.changes if c.reason in (Reason.drift, Reason.dead)]
-    if drift:
-        lines.append("Drift (changed outside composenet):")
-        for c in sorted(drift, key=lambda c: (c.resource.rank, describe(c.resource), c.key)):
-            what = "deleted" if c.action == Action.create else "modified"
-            if c.reason == Reason.dead:
-                what = "not running"
-            lines.append(f"  {c.action.symbol} {describe(c.resource)}  ({what})")
-        lines.append("")
-    if plan.steps:
-        lines.append("Changes:")
-        groups: dict[tuple[int, str], list[Change]] = {}
-        for c in plan.changes:
-            groups.setdefault(_group(c.resource, ns_service, bridge_net), []).append(c)
-        for g in sorted(groups):
-            lines.append(f"  {g[1]}:")
-            for c in sorted(groups[g], key=lambda c: (c.resource.rank, describe(c.resource), c.key)):
-                sym = c.action.symbol.ljust(3)
-                reason = c.reason.value
-                if c.fields and c.action in (Action.update, Action.replace):
-                    reason += ": " + ", ".join(c.fields)
-                lines.append(f"    {sym} {describe(c.resource)}  ({reason})")
-                lines += _details(c)
-        lines.append("")
-    if plan.exposure:
-        lines.append("Exposure:")
-        for e in sorted(plan.exposure, key=lambda e: (e["host_port"], e["protocol"], e["host_ip"], e["service"])):
-            tg = ", ".join(f"{t}:{e['target_port']}" for t in e["targets"])
-            lines.append(
-                f"  {e['service']}  {e['host_ip']}:{e['host_port']}/{e['protocol']} -> {tg} "
-                f"on {e['network']}  ({e['scope']})"
-            )
-        lines.append("")
-    if plan.warnings:
-        lines.append("Warnings:")
-        lines += [f"  ! {w}" for w in plan.warnings]
-        lines.append("")
-    if plan.kept:
-        lines.append("Kept on purpose:")
-        lines += [f"  {k}" for k in plan.kept]
-        lines.append("")
-    if not plan.steps:
-        lines.append(NO_CHANGES)
-    else:
-        n = counts(plan)
+    return ns_service, bridge_net
+
+
+def _exposure(plan: Plan) -> list[str]:
+    if not plan.exposure:
+        return []
+    lines = ["Exposure:"]
+    for e in sorted(plan.exposure, key=lambda e: (e["host_port"], e["protocol"], e["host_ip"], e["service"])):
+        tg = ", ".join(f"{t}:{e['target_port']}" for t in e["targets"])
         lines.append(
-            f"Plan: {n['add']} to add, {n['change']} to change, {n['replace']} to replace, {n['remove']} to remove."
+            f"  {e['service']}  {e['host_ip']}:{e['host_port']}/{e['protocol']} -> {tg} "
+            f"on {e['network']}  ({e['scope']})"
         )
-    if show_ruleset is not None:
-        lines.append("")
-        lines.append("Ruleset:")
-        lines.append(show_ruleset.rstrip("\n"))
-    return "\n".join(lines) + "\n"
+    return lines + [""]
+
+
+def _notes(title: str, items: list[str]) -> list[str]:
+    return [title, *items, ""] if items else []
 
 
 def plan_to_json(plan: Plan, ruleset: str | None) -> dict[str, Any]:

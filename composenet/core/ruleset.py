@@ -73,6 +73,9 @@ class _Chain:
     base: str = ""  # "nat prerouting -100 accept" for base chains
     rules: list[tuple[str, str]] = field(default_factory=list)  # (nft rule text, comment)
 
+    def add(self, rule: str, comment: str) -> None:
+        self.rules.append((rule, _comment(comment)))
+
 
 def _comment(text: str) -> str:
     text = "cn:" + text.replace('"', "'")
@@ -154,13 +157,17 @@ def build(table: str, nets: list[NetRules], ports: list[PortMap]) -> tuple[str, 
         "filter_fwd": _Chain("filter_fwd", "filter forward 0 accept"),
         "filter_in": _Chain("filter_in", "filter input 0 accept"),
     }
+    _published(chains, ports)
+    _masquerade(chains["nat_post"], nets)
+    _isolation(chains, nets)
+    return _text(table, chains)
 
-    def add(chain: str, rule: str, comment: str) -> None:
-        chains[chain].rules.append((rule, _comment(comment)))
 
+def _published(chains: dict[str, _Chain], ports: list[PortMap]) -> None:
+    """The jumps to ``published`` for local destinations, and one DNAT rule per published port."""
     if ports:
-        add("nat_pre", "fib daddr type local jump published", "published ports, arriving for a local address")
-        add("nat_out", "fib daddr type local jump published", "published ports, from the host itself")
+        chains["nat_pre"].add("fib daddr type local jump published", "published ports, arriving for a local address")
+        chains["nat_out"].add("fib daddr type local jump published", "published ports, from the host itself")
     for p in sorted(ports, key=lambda p: (p.host_port, p.protocol, p.family, p.host_ip or "", p.service)):
         fam = "ip6" if p.family == 6 else "ip"
         nfproto = "ipv6" if p.family == 6 else "ipv4"
@@ -174,46 +181,57 @@ def build(table: str, nets: list[NetRules], ports: list[PortMap]) -> tuple[str, 
             # Replicas share one published port: spread new connections round-robin.
             elems = ", ".join(f"{i} : {t} . {p.target_port}" for i, t in enumerate(p.targets))
             to = f"dnat {fam} to numgen inc mod {len(p.targets)} map {{ {elems} }}"
-        add("published", match + to, describe_port(p))
+        chains["published"].add(match + to, describe_port(p))
 
-    bridges = sorted(n.bridge for n in nets)
+
+def _masquerade(nat_post: _Chain, nets: list[NetRules]) -> None:
+    """Per network: egress, hairpin and loopback (127.0.0.1 published ports) masquerade."""
     for n in sorted(nets, key=lambda n: n.bridge):
         br = _q(n.bridge)
         for cidr in n.subnets:
             fam = _ipfam(cidr.split("/")[0])
             if n.masquerade and not n.internal:
-                add("nat_post", f"{fam} saddr {cidr} oifname != {br} masquerade",
-                    f"masquerade {n.network} {cidr} egress")
+                nat_post.add(f"{fam} saddr {cidr} oifname != {br} masquerade",
+                             f"masquerade {n.network} {cidr} egress")
         for cidr in n.subnets:
             # Matched on the source subnet, not on iifname: with br_netfilter loaded a DNATed
             # frame that goes back out of its own bridge is bridged, and br_netfilter runs
             # postrouting with no input device, so an iifname match would never hit.
             fam = _ipfam(cidr.split("/")[0])
-            add("nat_post", f"oifname {br} {fam} saddr {cidr} ct status dnat masquerade",
-                f"hairpin {n.network} {cidr}: published port of the same network")
-        add("nat_post", f"oifname {br} ip saddr 127.0.0.0/8 masquerade",
-            f"loopback {n.network}: 127.0.0.1 published ports")
-    add("filter_fwd", "ct status dnat accept", "published ports (DNAT) pass isolation")
+            nat_post.add(f"oifname {br} {fam} saddr {cidr} ct status dnat masquerade",
+                         f"hairpin {n.network} {cidr}: published port of the same network")
+        nat_post.add(f"oifname {br} ip saddr 127.0.0.0/8 masquerade",
+                     f"loopback {n.network}: 127.0.0.1 published ports")
+
+
+def _isolation(chains: dict[str, _Chain], nets: list[NetRules]) -> None:
+    """Forwarding between and into networks, and who may ask each network's resolver."""
+    fwd = chains["filter_fwd"]
+    fwd.add("ct status dnat accept", "published ports (DNAT) pass isolation")
+    bridges = sorted(n.bridge for n in nets)
     for n in sorted(nets, key=lambda n: n.bridge):
         br = _q(n.bridge)
         if n.internal:
-            add("filter_fwd", f"iifname {br} oifname != {br} drop", f"internal {n.network}: no egress")
-            add("filter_fwd", f"oifname {br} iifname != {br} drop", f"internal {n.network}: no ingress")
+            fwd.add(f"iifname {br} oifname != {br} drop", f"internal {n.network}: no egress")
+            fwd.add(f"oifname {br} iifname != {br} drop", f"internal {n.network}: no ingress")
         others = [b for b in bridges if b != n.bridge and not b.startswith("cnb-")]
         if others:
-            add("filter_fwd", f"iifname {br} oifname {{ {', '.join(_q(b) for b in others)} }} drop",
-                f"isolate {n.network} from the project's other networks")
-        add("filter_fwd", f'iifname {br} oifname "cnb-*" oifname != {br} drop',
-            f"isolate {n.network} from other composenet networks")
-        add("filter_fwd", f"oifname {br} iifname != {br} ct state new drop",
-            f"{n.network}: no new connections from outside but published ports")
+            fwd.add(f"iifname {br} oifname {{ {', '.join(_q(b) for b in others)} }} drop",
+                    f"isolate {n.network} from the project's other networks")
+        fwd.add(f'iifname {br} oifname "cnb-*" oifname != {br} drop',
+                f"isolate {n.network} from other composenet networks")
+        fwd.add(f"oifname {br} iifname != {br} ct state new drop",
+                f"{n.network}: no new connections from outside but published ports")
         if n.resolver:
             for gw in n.gateways:
                 fam = _ipfam(gw)
-                add("filter_in",
+                chains["filter_in"].add(
                     f'{fam} daddr {gw} meta l4proto {{ tcp, udp }} th dport 53 iifname != {{ {br}, "lo" }} drop',
                     f"resolver {n.network} {gw}: only its own network")
 
+
+def _text(table: str, chains: dict[str, _Chain]) -> tuple[str, tuple[str, ...]]:
+    """The table declared, deleted and re-created in one file (one atomic ``nft -f``)."""
     lines = [f"table inet {table}", f"delete table inet {table}", f"table inet {table} {{"]
     idents: list[str] = []
     for name in sorted(chains):
