@@ -25,7 +25,8 @@ import os
 import socket
 import struct
 import time
-from dataclasses import dataclass, field
+import zlib
+from collections.abc import Callable
 from typing import Any
 
 from composenet.core.resources import (
@@ -45,55 +46,76 @@ from composenet.core.resources import (
 from composenet.core.state import ObservedState
 from composenet.errors import KernelError
 from composenet.kernel import rundir
-from composenet.kernel.context import Context, Handler
+from composenet.kernel.context import Context
 from composenet.linux import netns
+from composenet.linux.netlink import (
+    FLOOD_MAC,
+    IFA_ADDRESS,
+    IFA_BROADCAST,
+    IFA_F_NODAD,
+    IFA_FLAGS,
+    IFA_LOCAL,
+    IFF_LOOPBACK,
+    IFF_UP,
+    IFLA_ADDRESS,
+    IFLA_BR_STP_STATE,
+    IFLA_BRPORT_ISOLATED,
+    IFLA_BRPORT_MODE,
+    IFLA_GROUP,
+    IFLA_IFALIAS,
+    IFLA_IFNAME,
+    IFLA_INFO_DATA,
+    IFLA_INFO_KIND,
+    IFLA_INFO_SLAVE_DATA,
+    IFLA_INFO_SLAVE_KIND,
+    IFLA_LINK,
+    IFLA_LINKINFO,
+    IFLA_MACVLAN_MODE,
+    IFLA_MASTER,
+    IFLA_MTU,
+    IFLA_NET_NS_FD,
+    IFLA_VXLAN_ID,
+    IFLA_VXLAN_LOCAL,
+    IFLA_VXLAN_PORT,
+    MACVLAN_MODES,
+    NL,
+    NLM_F_CREATE,
+    NLM_F_EXCL,
+    NLM_F_REPLACE,
+    RT_SCOPE_LINK,
+    RT_SCOPE_UNIVERSE,
+    RT_TABLE_MAIN,
+    RTA_DST,
+    RTA_GATEWAY,
+    RTA_OIF,
+    RTA_PRIORITY,
+    RTM_DELADDR,
+    RTM_DELLINK,
+    RTM_DELROUTE,
+    RTM_NEWADDR,
+    RTM_NEWLINK,
+    RTM_NEWROUTE,
+    RTN_BROADCAST,
+    RTN_MULTICAST,
+    RTN_UNICAST,
+    VETH_INFO_PEER,
+    Addr,
+    Link,
+    NetlinkError,
+    Rt,
+    ifinfomsg,
+    nla,
+    pack_mac,
+    pack_str,
+    pack_u32,
+)
 from composenet.linux.netns import check_mount_namespace
 from composenet.paths import ProjectPaths, list_projects
 
-__all__ = ["HANDLERS", "host_facts", "check_mount_namespace", "ipr", "nl", "KernelHandler"]
-
-# ---- netlink constants (linux/netlink.h, linux/rtnetlink.h, linux/if_link.h) ---------------
-NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x2, 0x4, 0x300
-NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
-NLM_F_CAPPED, NLM_F_ACK_TLVS = 0x100, 0x200
-RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
-RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
-RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
-SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK = 270, 10, 11
-NLMSGERR_ATTR_MSG = 1
-IFF_UP, IFF_LOOPBACK = 0x1, 0x8
-IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
-IFLA_LINKINFO, IFLA_IFALIAS, IFLA_GROUP, IFLA_NET_NS_FD, IFLA_LINK_NETNSID = 18, 20, 27, 28, 37
-IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 1, 2, 4, 5
-VETH_INFO_PEER = 1
-IFLA_BR_STP_STATE = 5
-IFLA_BRPORT_MODE, IFLA_BRPORT_ISOLATED = 4, 33  # MODE = hairpin
-IFLA_MACVLAN_MODE = 1
-IFLA_VXLAN_ID, IFLA_VXLAN_LOCAL, IFLA_VXLAN_PORT = 1, 4, 15
-FLOOD_MAC = "00:00:00:00:00:00"  # the FDB entry a VXLAN link floods unknown destinations through
-MACVLAN_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8, "source": 16}
-IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST, IFA_FLAGS = 1, 2, 4, 8
-IFA_F_NODAD = 0x02
-RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 4, 5, 6, 15
-RT_TABLE_MAIN = 254
-RTN_UNICAST, RTN_BROADCAST, RTN_MULTICAST = 1, 3, 5
-RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
+__all__ = ["host_facts", "check_mount_namespace", "ipr", "nl", "KernelHandler"]
 
 # A veth whose namespace was just deleted disappears asynchronously: how long to wait for it.
 DYING_LINK_TIMEOUT = 5.0
-
-
-class NetlinkError(OSError):
-    """An rtnetlink request failed: errno plus the kernel's extended-ack message, if any."""
-
-    def __init__(self, code: int, ext: str = ""):
-        super().__init__(code, os.strerror(code))
-        self.ext = ext
-
-    def describe(self) -> str:
-        name = errno.errorcode.get(self.errno or 0, str(self.errno))
-        return f"{self.strerror} ({name})" + (f": {self.ext}" if self.ext else "")
 
 
 def _fail(what: str, e: BaseException) -> KernelError:
@@ -108,274 +130,15 @@ def _fail(what: str, e: BaseException) -> KernelError:
     return KernelError(f"{what}: {text}")
 
 
-# ---- message encoding -----------------------------------------------------------------------
-
-
-def nla(kind: int, payload: bytes) -> bytes:
-    """One netlink attribute, padded to 4 bytes."""
-    n = 4 + len(payload)
-    return struct.pack("HH", n, kind) + payload + b"\0" * ((4 - n % 4) % 4)
-
-
-def _str(s: str) -> bytes:
-    return s.encode() + b"\0"
-
-
-def _u32(v: int) -> bytes:
-    return struct.pack("I", v)
-
-
-def _mac(mac: str) -> bytes:
-    return bytes(int(x, 16) for x in mac.split(":"))
-
-
-def ifinfomsg(index: int = 0, flags: int = 0, change: int = 0, family: int = 0) -> bytes:
-    return struct.pack("BxHiII", family, 0, index, flags, change)
-
-
-def attrs(buf: bytes, off: int = 0, end: int | None = None) -> dict[int, bytes]:
-    """Attributes from ``off`` to ``end``, by type (nested/byte-order flags stripped)."""
-    out: dict[int, bytes] = {}
-    end = len(buf) if end is None else end
-    while off + 4 <= end:
-        n, kind = struct.unpack_from("HH", buf, off)
-        if n < 4:
-            break
-        out[kind & 0x3FFF] = buf[off + 4 : off + n]
-        off += (n + 3) & ~3
-    return out
-
-
-def _cstr(b: bytes | None) -> str:
-    return b.split(b"\0", 1)[0].decode(errors="replace") if b else ""
-
-
-def _fmt_mac(b: bytes | None) -> str | None:
-    return ":".join(f"{x:02x}" for x in b) if b else None
-
-
-# ---- the socket ---------------------------------------------------------------------------
-
-
-class NL:
-    """One rtnetlink socket in one namespace, with a name -> ifindex cache for that namespace."""
-
-    def __init__(self, sock: socket.socket, ns: str):
-        self.sock = sock
-        self.ns = ns
-        self.seq = int(time.monotonic() * 1000) & 0xFFFFFF
-        self.ifindex: dict[str, int] = {}
-        # Acks carry only the request's header (CAP_ACK) and the kernel's error text (EXT_ACK).
-        sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
-        sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        sock.settimeout(30)  # the kernel always answers; never hang forever if it does not
-        sock.bind((0, 0))
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def _send(self, mtype: int, flags: int, body: bytes) -> int:
-        self.seq = (self.seq + 1) & 0xFFFFFFFF
-        self.sock.send(struct.pack("IHHII", 16 + len(body), mtype, flags | NLM_F_REQUEST, self.seq, 0) + body)
-        return self.seq
-
-    def _replies(self, seq: int, size: int, single: bool = False) -> list[tuple[int, bytes]]:
-        """Messages answering ``seq`` until the ack, error or end of dump (or the first message,
-        for ``single`` gets, which have no ack); raises NetlinkError."""
-        out: list[tuple[int, bytes]] = []
-        for _ in range(1_000_000):  # bounded: a dump ends with NLMSG_DONE
-            data = self.sock.recv(size)
-            off = 0
-            while off + 16 <= len(data):
-                n, mtype, flags, mseq, _pid = struct.unpack_from("IHHII", data, off)
-                if n < 16:
-                    break
-                body = data[off + 16 : off + n]
-                off += (n + 3) & ~3
-                if mseq != seq:
-                    continue  # a late answer to an interrupted request
-                if mtype == NLMSG_ERROR:
-                    code = -struct.unpack_from("i", body)[0]
-                    if code:
-                        ext = ""
-                        if flags & NLM_F_ACK_TLVS:
-                            skip = 4 + (16 if flags & NLM_F_CAPPED else struct.unpack_from("I", body, 4)[0])
-                            ext = _cstr(attrs(body, skip).get(NLMSGERR_ATTR_MSG))
-                        raise NetlinkError(code, ext)
-                    return out
-                if mtype == NLMSG_DONE:
-                    return out
-                out.append((mtype, body))
-                if single:
-                    return out
-        raise NetlinkError(errno.EIO, "no end of netlink reply")
-
-    def request(self, mtype: int, body: bytes, flags: int = 0) -> None:
-        self._replies(self._send(mtype, flags | NLM_F_ACK, body), 1 << 16)
-
-    def dump(self, mtype: int, body: bytes) -> list[bytes]:
-        return [b for _t, b in self._replies(self._send(mtype, NLM_F_DUMP, body), 1 << 17)]
-
-    # -- links ------------------------------------------------------------------------
-    def links(self) -> list[Link]:
-        return [Link.parse(b) for b in self.dump(RTM_GETLINK, ifinfomsg())]
-
-    def link(self, name: str = "", index: int = 0) -> Link | None:
-        body = ifinfomsg(index=index) + (nla(IFLA_IFNAME, _str(name)) if name and not index else b"")
-        try:
-            got = self._replies(self._send(RTM_GETLINK, 0, body), 1 << 16, single=True)
-        except NetlinkError as e:
-            if e.errno == errno.ENODEV:
-                return None
-            raise
-        return Link.parse(got[0][1]) if got else None
-
-    def index(self, name: str) -> int:
-        """ifindex of ``name`` in this namespace (cached; raises NetlinkError ENODEV)."""
-        i = self.ifindex.get(name)
-        if i is None:
-            link = self.link(name)
-            if link is None:
-                raise NetlinkError(errno.ENODEV, f"no link named {name}")
-            i = self.ifindex[name] = link.index
-        return i
-
-    def forget(self, name: str) -> None:
-        self.ifindex.pop(name, None)
-
-    def addrs(self) -> list[Addr]:
-        return [Addr.parse(b) for b in self.dump(RTM_GETADDR, struct.pack("BBBBI", 0, 0, 0, 0, 0))]
-
-    def routes(self) -> list[Rt]:
-        return [Rt.parse(b) for b in self.dump(RTM_GETROUTE, struct.pack("BBBBBBBBI", 0, 0, 0, 0, 0, 0, 0, 0, 0))]
-
-
-@dataclass
-class Link:
-    index: int
-    name: str
-    flags: int
-    mtu: int
-    mac: str | None
-    alias: str
-    kind: str
-    master: int
-    link: int
-    link_netnsid: int | None
-    group: int = 0
-    slave: dict[int, bytes] = field(default_factory=dict)
-    data: dict[int, bytes] = field(default_factory=dict)
-
-    @classmethod
-    def parse(cls, b: bytes) -> Link:
-        _fam, _type, index, flags, _change = struct.unpack_from("BxHiII", b)
-        a = attrs(b, 16)
-        info = attrs(a[IFLA_LINKINFO]) if IFLA_LINKINFO in a else {}
-
-        def u32(k: int) -> int:
-            return struct.unpack("I", a[k][:4])[0] if k in a else 0
-
-        return cls(
-            index=index,
-            name=_cstr(a.get(IFLA_IFNAME)),
-            flags=flags,
-            mtu=u32(IFLA_MTU),
-            mac=_fmt_mac(a.get(IFLA_ADDRESS)),
-            alias=_cstr(a.get(IFLA_IFALIAS)),
-            kind=_cstr(info.get(IFLA_INFO_KIND)),
-            master=u32(IFLA_MASTER),
-            link=u32(IFLA_LINK),
-            link_netnsid=struct.unpack("i", a[IFLA_LINK_NETNSID][:4])[0] if IFLA_LINK_NETNSID in a else None,
-            group=u32(IFLA_GROUP),
-            slave=attrs(info[IFLA_INFO_SLAVE_DATA]) if IFLA_INFO_SLAVE_DATA in info else {},
-            data=attrs(info[IFLA_INFO_DATA]) if IFLA_INFO_DATA in info else {},
-        )
-
-    def brport(self, attr: int) -> bool:
-        v = self.slave.get(attr)
-        return bool(v and v[0])
-
-
-@dataclass
-class Addr:
-    family: int
-    prefixlen: int
-    index: int
-    address: str
-
-    @classmethod
-    def parse(cls, b: bytes) -> Addr:
-        family, prefixlen, _flags, _scope, index = struct.unpack_from("BBBBI", b)
-        a = attrs(b, 8)
-        raw = a.get(IFA_LOCAL) or a.get(IFA_ADDRESS) or b""
-        fam = socket.AF_INET if family == socket.AF_INET else socket.AF_INET6
-        return cls(family, prefixlen, index, socket.inet_ntop(fam, raw) if raw else "")
-
-    @property
-    def cidr(self) -> str:
-        return f"{self.address}/{self.prefixlen}"
-
-
-@dataclass
-class Rt:
-    family: int
-    dst_len: int
-    table: int
-    protocol: int
-    type: int
-    dst: str | None
-    gateway: str | None
-    oif: int
-    priority: int
-
-    @classmethod
-    def parse(cls, b: bytes) -> Rt:
-        family, dst_len, _src, _tos, table, proto, _scope, rtype, _flags = struct.unpack_from("BBBBBBBBI", b)
-        a = attrs(b, 12)
-
-        def ip(k: int) -> str | None:
-            return socket.inet_ntop(family, a[k]) if k in a else None
-
-        def u32(k: int) -> int:
-            return struct.unpack("I", a[k][:4])[0] if k in a else 0
-
-        return cls(family, dst_len, u32(RTA_TABLE) or table, proto, rtype, ip(RTA_DST), ip(RTA_GATEWAY),
-                   u32(RTA_OIF), u32(RTA_PRIORITY))
-
-    @property
-    def cidr(self) -> str:
-        zero = "0.0.0.0" if self.family == socket.AF_INET else "::"
-        return str(ipaddress.ip_network(f"{self.dst or zero}/{self.dst_len}", strict=False))
-
-
 # ---- per-run sockets ------------------------------------------------------------------------
-
-_NL_KEY = "kernel.nl"
-_IPR_KEY = "kernel.ipr"
-
-
-def _cache(ctx: Context, key: str) -> dict[str, Any]:
-    d = ctx.cache.get(key)
-    if d is None:
-        d = ctx.cache[key] = {}
-
-        def close_all(d: dict[str, Any] = d) -> None:
-            for s in d.values():
-                s.close()
-            d.clear()
-
-        ctx.closers.append(close_all)
-    return d
 
 
 def nl(ctx: Context, ns: str) -> NL:
     """The run's rtnetlink socket for namespace ``ns`` ("" = the namespace composenet runs in),
     created by entering the namespace with setns in this thread, then returning."""
-    socks = _cache(ctx, _NL_KEY)
-    s = socks.get(ns)
+    s = ctx.netlink.get(ns)
     if s is None:
-        s = socks[ns] = NL(netns.socket_in(ns), ns)
+        s = ctx.netlink[ns] = NL(netns.socket_in(ns), ns)
     return s
 
 
@@ -387,22 +150,13 @@ def ipr(ctx: Context, ns: str) -> Any:
     instead the IPRoute is constructed while this thread is inside the namespace: its socket is
     created eagerly in the constructor, and a socket stays in the namespace it was created in.
     Use it from the thread that called ``ipr`` (pyroute2 keeps its socket per thread)."""
-    from pyroute2 import IPRoute
+    from pyroute2 import IPRoute  # deferred: pyroute2 costs ~0.2 s to import; only vxlan work needs it
 
-    d = _cache(ctx, _IPR_KEY)
-    r = d.get(ns)
+    r = ctx.pyroute.get(ns)
     if r is None:
         with netns.entered(ns):
-            r = d[ns] = IPRoute()
+            r = ctx.pyroute[ns] = IPRoute()
     return r
-
-
-def _drop_ns(ctx: Context, ns: str) -> None:
-    """Close this run's sockets in ``ns``: an open socket keeps a deleted namespace alive."""
-    for key in (_NL_KEY, _IPR_KEY):
-        s = ctx.cache.get(key, {}).pop(ns, None)
-        if s is not None:
-            s.close()
 
 
 # ---- normalisation rules (kernel noise that is not a resource) ------------------------------
@@ -751,14 +505,14 @@ def _ignore_gone(e: OSError) -> bool:
 
 def _setlink(n: NL, name: str, *parts: bytes, index: int = 0) -> None:
     """Change an existing link, by name (index 0 + IFLA_IFNAME) unless an index is given."""
-    body = ifinfomsg(index=index) + (b"" if index else nla(IFLA_IFNAME, _str(name))) + b"".join(parts)
+    body = ifinfomsg(index=index) + (b"" if index else nla(IFLA_IFNAME, pack_str(name))) + b"".join(parts)
     n.request(RTM_NEWLINK, body)
 
 
 def _dellink(n: NL, name: str) -> None:
     n.forget(name)
     try:
-        n.request(RTM_DELLINK, ifinfomsg() + nla(IFLA_IFNAME, _str(name)))
+        n.request(RTM_DELLINK, ifinfomsg() + nla(IFLA_IFNAME, pack_str(name)))
     except NetlinkError as e:
         if not _ignore_gone(e):
             raise
@@ -774,57 +528,16 @@ def _dellink(n: NL, name: str) -> None:
 # end of the plan, or before rolling back. Only links marked by this run are in the group; if
 # anything else is, the marked links are deleted one by one instead.
 
-_DOOMED_KEY = "kernel.doomed"
-# The namespace ends (namespace, name) of the doomed veths: they hold their names until the flush.
-_DOOMED_PEERS_KEY = "kernel.doomed_peers"
-
-
 def doom_group(project: str) -> int:
     """The link group of a project's links marked for deletion: a fixed hash of its name, in a
     range (high bit set) where administrators' groups are unlikely."""
-    import zlib
-
     return 0x80000000 | (zlib.crc32(f"composenet:{project}".encode()) & 0x7FFFFFFF)
 
 
-def _delete_host_link(ctx: Context, name: str, what: str) -> None:
-    """Delete host link ``name``: batched into the doom group under the executor, else at once."""
-    try:
-        host = nl(ctx, "")
-        if not _doom(ctx, host, name):
-            _dellink(host, name)
-    except OSError as e:
-        raise _fail(what, e) from e
 
 
-def _doom(ctx: Context, host: NL, name: str) -> bool:
-    """Under the executor: move host link ``name`` into the doom group and leave its deletion to
-    KernelHandler.flush (True). Outside it (direct handler calls), False: delete at once."""
-    from composenet.kernel.apply import defer
-
-    doomed = ctx.cache.get(_DOOMED_KEY)
-    if doomed is None:
-        if not defer(ctx, lambda: KernelHandler.flush(ctx)):
-            return False
-        doomed = ctx.cache[_DOOMED_KEY] = set()
-    host.forget(name)
-    try:
-        _setlink(host, name, nla(IFLA_GROUP, _u32(doom_group(ctx.project))))
-    except NetlinkError as e:
-        if not _ignore_gone(e):
-            raise
-        return True
-    doomed.add(name)
-    return True
 
 
-def _unless_doomed(ctx: Context, name: str, peer: tuple[str, str] | None = None) -> None:
-    """Before creating link ``name`` (and, for a veth, its end ``peer`` = (namespace, name)): if
-    this run marked a link of that name for deletion (a replace, or a service moved to another
-    network whose new veth reuses the old one's name in the namespace, e.g. eth0), delete the
-    marked links now."""
-    if name in ctx.cache.get(_DOOMED_KEY, ()) or (peer is not None and peer in ctx.cache.get(_DOOMED_PEERS_KEY, ())):
-        KernelHandler.flush(ctx)
 
 
 def _link_and_netns(host: NL, link: str, ns: str, what: str) -> tuple[int, int]:
@@ -839,13 +552,30 @@ def _link_and_netns(host: NL, link: str, ns: str, what: str) -> tuple[int, int]:
 
 def _brport(hairpin: bool, isolated: bool) -> bytes:
     data = nla(IFLA_BRPORT_MODE, bytes([int(hairpin)])) + nla(IFLA_BRPORT_ISOLATED, bytes([int(isolated)]))
-    return nla(IFLA_LINKINFO, nla(IFLA_INFO_SLAVE_KIND, _str("bridge")) + nla(IFLA_INFO_SLAVE_DATA, data))
+    return nla(IFLA_LINKINFO, nla(IFLA_INFO_SLAVE_KIND, pack_str("bridge")) + nla(IFLA_INFO_SLAVE_DATA, data))
 
 
 class KernelHandler:
-    """Handler (composenet.handlers.Handler) for every kind that lives in rtnetlink or sysctl."""
+    """Handler (kernel.context.Handler) for every kind that lives in rtnetlink or sysctl. One per
+    run: it keeps the host links this run marked for deletion until ``flush``."""
 
     kinds: tuple[str, ...] = ("netns", "bridge", "vxlan", "veth", "macvlan", "address", "route", "sysctl")
+
+    def __init__(self) -> None:
+        # Host links marked for deletion (see _doom); None while no flush is pending.
+        self.doomed: set[str] | None = None
+        # The namespace ends (namespace, name) of the doomed veths: they hold their names until the flush.
+        self.doomed_peers: set[tuple[str, str]] = set()
+        self._ops: dict[str, tuple[Callable[..., None], Callable[..., None], Callable[..., None]]] = {
+            "netns": (self._create_netns, self._update_netns, self._delete_netns),
+            "bridge": (self._create_bridge, self._update_bridge, self._delete_bridge),
+            "vxlan": (self._create_vxlan, self._update_vxlan, self._delete_vxlan),
+            "veth": (self._create_veth, self._update_veth, self._delete_veth),
+            "macvlan": (self._create_macvlan, self._update_macvlan, self._delete_macvlan),
+            "address": (self._create_address, self._update_address, self._delete_address),
+            "route": (self._create_route, self._update_route, self._delete_route),
+            "sysctl": (self._create_sysctl, self._update_sysctl, self._delete_sysctl),
+        }
 
     def observe(self, ctx: Context, observed: ObservedState) -> None:
         try:
@@ -853,11 +583,9 @@ class KernelHandler:
         except OSError as e:
             raise _fail("read kernel state", e) from e
 
-    @staticmethod
-    def flush(ctx: Context) -> None:
+    def flush(self, ctx: Context) -> None:
         """Delete the host links this run marked for deletion (see _doom), in one request."""
-        doomed: set[str] = ctx.cache.pop(_DOOMED_KEY, None) or set()
-        ctx.cache.pop(_DOOMED_PEERS_KEY, None)
+        doomed, self.doomed, self.doomed_peers = self.doomed or set(), None, set()
         if not doomed:
             return
         host = nl(ctx, "")
@@ -865,7 +593,7 @@ class KernelHandler:
         try:
             in_group = {lk.name for lk in host.links() if lk.group == group}
             if in_group and in_group <= doomed:
-                host.request(RTM_DELLINK, ifinfomsg() + nla(IFLA_GROUP, _u32(group)))
+                host.request(RTM_DELLINK, ifinfomsg() + nla(IFLA_GROUP, pack_u32(group)))
             else:  # someone else's link in the group (or none of ours left): one by one
                 for name in sorted(doomed & in_group):
                     _dellink(host, name)
@@ -873,13 +601,48 @@ class KernelHandler:
             raise _fail(f"delete links {', '.join(sorted(doomed))}", e) from e
 
     def create(self, ctx: Context, r: Resource) -> None:
-        getattr(self, f"_create_{r.kind}")(ctx, r)
+        self._ops[r.kind][0](ctx, r)
 
     def update(self, ctx: Context, before: Resource, after: Resource) -> None:
-        getattr(self, f"_update_{after.kind}")(ctx, before, after)
+        self._ops[after.kind][1](ctx, before, after)
 
     def delete(self, ctx: Context, r: Resource) -> None:
-        getattr(self, f"_delete_{r.kind}")(ctx, r)
+        self._ops[r.kind][2](ctx, r)
+
+    # -- batched deletes of host links ------------------------------------------------------
+    def _delete_host_link(self, ctx: Context, name: str, what: str) -> None:
+        """Delete host link ``name``: batched into the doom group under the executor, else at once."""
+        try:
+            host = nl(ctx, "")
+            if not self._doom(ctx, host, name):
+                _dellink(host, name)
+        except OSError as e:
+            raise _fail(what, e) from e
+
+    def _doom(self, ctx: Context, host: NL, name: str) -> bool:
+        """Under the executor: move host link ``name`` into the doom group and leave its deletion
+        to ``flush`` (True). Outside it (direct handler calls), False: delete at once."""
+        if self.doomed is None:
+            if not ctx.defer(lambda: self.flush(ctx)):
+                return False
+            self.doomed = set()
+        host.forget(name)
+        try:
+            _setlink(host, name, nla(IFLA_GROUP, pack_u32(doom_group(ctx.project))))
+        except NetlinkError as e:
+            if not _ignore_gone(e):
+                raise
+            return True
+        self.doomed.add(name)
+        return True
+
+    def _unless_doomed(self, name: str, ctx: Context, peer: tuple[str, str] | None = None) -> None:
+        """Before creating link ``name`` (and, for a veth, its end ``peer`` = (namespace, name)): if
+        this run marked a link of that name for deletion (a replace, or a service moved to another
+        network whose new veth reuses the old one's name in the namespace, e.g. eth0), delete the
+        marked links now."""
+        if name in (self.doomed or ()) or (peer is not None and peer in self.doomed_peers):
+            self.flush(ctx)
 
     # -- netns ----------------------------------------------------------------------------
     def _create_netns(self, ctx: Context, r: Netns) -> None:
@@ -891,12 +654,12 @@ class KernelHandler:
             if not had_record:
                 _remove_record(ctx, r.name)
             raise _fail(f"create netns {r.name}", e) from e
-        _drop_ns(ctx, r.name)
+        ctx.drop_sockets(r.name)
         try:
-            n = _cache(ctx, _NL_KEY)[r.name] = NL(sock, r.name)
+            n = ctx.netlink[r.name] = NL(sock, r.name)
             n.request(RTM_NEWLINK, ifinfomsg(index=1, flags=IFF_UP, change=IFF_UP))  # lo is ifindex 1
         except OSError as e:
-            _drop_ns(ctx, r.name)
+            ctx.drop_sockets(r.name)
             sock.close()
             netns.delete(r.name)
             _remove_record(ctx, r.name)
@@ -906,7 +669,7 @@ class KernelHandler:
         _write_record(ctx, after)
 
     def _delete_netns(self, ctx: Context, r: Netns) -> None:
-        _drop_ns(ctx, r.name)
+        ctx.drop_sockets(r.name)
         try:
             netns.delete(r.name)
         except OSError as e:
@@ -915,36 +678,36 @@ class KernelHandler:
 
     # -- bridge ---------------------------------------------------------------------------
     def _create_bridge(self, ctx: Context, r: Bridge) -> None:
-        _unless_doomed(ctx, r.ifname)
+        self._unless_doomed(r.ifname, ctx)
         host = nl(ctx, "")
-        data = nla(IFLA_INFO_DATA, nla(IFLA_BR_STP_STATE, _u32(0)))
-        body = (ifinfomsg(flags=IFF_UP, change=IFF_UP) + nla(IFLA_IFNAME, _str(r.ifname)) + nla(IFLA_MTU, _u32(r.mtu))
-                + (nla(IFLA_ADDRESS, _mac(r.mac)) if r.mac else b"")
-                + nla(IFLA_LINKINFO, nla(IFLA_INFO_KIND, _str("bridge")) + data))
+        data = nla(IFLA_INFO_DATA, nla(IFLA_BR_STP_STATE, pack_u32(0)))
+        body = (ifinfomsg(flags=IFF_UP, change=IFF_UP) + nla(IFLA_IFNAME, pack_str(r.ifname)) + nla(IFLA_MTU, pack_u32(r.mtu))
+                + (nla(IFLA_ADDRESS, pack_mac(r.mac)) if r.mac else b"")
+                + nla(IFLA_LINKINFO, nla(IFLA_INFO_KIND, pack_str("bridge")) + data))
         try:
             host.request(RTM_NEWLINK, body, NLM_F_CREATE | NLM_F_EXCL)
         except OSError as e:
             raise _fail(f"create bridge {r.ifname} ({r.network})", e) from e
         try:
-            _setlink(host, r.ifname, nla(IFLA_IFALIAS, _str(r.label)))
+            _setlink(host, r.ifname, nla(IFLA_IFALIAS, pack_str(r.label)))
         except OSError as e:
             _dellink(host, r.ifname)
             raise _fail(f"create bridge {r.ifname} ({r.network}): set label", e) from e
 
     def _update_bridge(self, ctx: Context, before: Bridge, after: Bridge) -> None:
         try:
-            _setlink(nl(ctx, ""), after.ifname, nla(IFLA_MTU, _u32(after.mtu)), nla(IFLA_IFALIAS, _str(after.label)),
-                     nla(IFLA_ADDRESS, _mac(after.mac)) if after.mac else b"")
+            _setlink(nl(ctx, ""), after.ifname, nla(IFLA_MTU, pack_u32(after.mtu)), nla(IFLA_IFALIAS, pack_str(after.label)),
+                     nla(IFLA_ADDRESS, pack_mac(after.mac)) if after.mac else b"")
         except OSError as e:
             raise _fail(f"update bridge {after.ifname} ({after.network})", e) from e
 
     def _delete_bridge(self, ctx: Context, r: Bridge) -> None:
-        _delete_host_link(ctx, r.ifname, f"delete bridge {r.ifname} ({r.network})")
+        self._delete_host_link(ctx, r.ifname, f"delete bridge {r.ifname} ({r.network})")
 
     # -- vxlan ----------------------------------------------------------------------------
     def _create_vxlan(self, ctx: Context, r: Vxlan) -> None:
         what = f"create vxlan {r.ifname} ({r.network}, vni {r.vni})"
-        _unless_doomed(ctx, r.ifname)
+        self._unless_doomed(r.ifname, ctx)
         host = nl(ctx, "")
         try:
             master = host.index(r.bridge)
@@ -963,7 +726,7 @@ class KernelHandler:
             for peer in r.peers:
                 ip.fdb("append", ifindex=index, lladdr=FLOOD_MAC, dst=peer)
             host.request(RTM_NEWLINK, ifinfomsg(index=index, flags=IFF_UP, change=IFF_UP)
-                         + nla(IFLA_IFALIAS, _str(r.label)))
+                         + nla(IFLA_IFALIAS, pack_str(r.label)))
         except Exception as e:  # noqa: BLE001
             _dellink(host, r.ifname)
             raise _fail(what, e) from e
@@ -972,8 +735,8 @@ class KernelHandler:
         host = nl(ctx, "")
         try:
             if before.bridge != after.bridge:
-                _setlink(host, after.ifname, nla(IFLA_MASTER, _u32(host.index(after.bridge))))
-            _setlink(host, after.ifname, nla(IFLA_MTU, _u32(after.mtu)), nla(IFLA_IFALIAS, _str(after.label)))
+                _setlink(host, after.ifname, nla(IFLA_MASTER, pack_u32(host.index(after.bridge))))
+            _setlink(host, after.ifname, nla(IFLA_MTU, pack_u32(after.mtu)), nla(IFLA_IFALIAS, pack_str(after.label)))
             index = host.index(after.ifname)
             ip = ipr(ctx, "")
             for peer in sorted(set(before.peers) - set(after.peers)):
@@ -984,31 +747,31 @@ class KernelHandler:
             raise _fail(f"update vxlan {after.ifname} ({after.network})", e) from e
 
     def _delete_vxlan(self, ctx: Context, r: Vxlan) -> None:
-        _delete_host_link(ctx, r.ifname, f"delete vxlan {r.ifname} ({r.network})")
+        self._delete_host_link(ctx, r.ifname, f"delete vxlan {r.ifname} ({r.network})")
 
     # -- veth -----------------------------------------------------------------------------
     def _create_veth(self, ctx: Context, r: Veth) -> None:
         what = f"create veth {r.ifname} ({r.ns} {r.peer})"
-        _unless_doomed(ctx, r.ifname, (r.ns, r.peer))
+        self._unless_doomed(r.ifname, ctx, (r.ns, r.peer))
         host = nl(ctx, "")
         master, fd = _link_and_netns(host, r.bridge, r.ns, what)
         try:
             # The peer cannot be set up here (its open needs the other end, which does not exist
             # yet: ENOTCONN); it goes up with its label below.
-            peer = (ifinfomsg() + nla(IFLA_IFNAME, _str(r.peer)) + nla(IFLA_MTU, _u32(r.mtu))
-                    + (nla(IFLA_ADDRESS, _mac(r.mac)) if r.mac else b"") + nla(IFLA_NET_NS_FD, _u32(fd)))
-            body = (ifinfomsg(flags=IFF_UP, change=IFF_UP) + nla(IFLA_IFNAME, _str(r.ifname)) + nla(IFLA_MTU, _u32(r.mtu))
-                    + nla(IFLA_MASTER, _u32(master))
-                    + nla(IFLA_LINKINFO, nla(IFLA_INFO_KIND, _str("veth"))
+            peer = (ifinfomsg() + nla(IFLA_IFNAME, pack_str(r.peer)) + nla(IFLA_MTU, pack_u32(r.mtu))
+                    + (nla(IFLA_ADDRESS, pack_mac(r.mac)) if r.mac else b"") + nla(IFLA_NET_NS_FD, pack_u32(fd)))
+            body = (ifinfomsg(flags=IFF_UP, change=IFF_UP) + nla(IFLA_IFNAME, pack_str(r.ifname)) + nla(IFLA_MTU, pack_u32(r.mtu))
+                    + nla(IFLA_MASTER, pack_u32(master))
+                    + nla(IFLA_LINKINFO, nla(IFLA_INFO_KIND, pack_str("veth"))
                           + nla(IFLA_INFO_DATA, nla(VETH_INFO_PEER, peer))))
             self._create_waiting(host, r.ifname, r.label, body, what)
         finally:
             os.close(fd)
         try:
-            _setlink(host, r.ifname, nla(IFLA_IFALIAS, _str(r.label)), _brport(r.hairpin, r.isolated))
+            _setlink(host, r.ifname, nla(IFLA_IFALIAS, pack_str(r.label)), _brport(r.hairpin, r.isolated))
             n = nl(ctx, r.ns)
-            n.request(RTM_NEWLINK, ifinfomsg(flags=IFF_UP, change=IFF_UP) + nla(IFLA_IFNAME, _str(r.peer))
-                      + nla(IFLA_IFALIAS, _str(r.label)))
+            n.request(RTM_NEWLINK, ifinfomsg(flags=IFF_UP, change=IFF_UP) + nla(IFLA_IFNAME, pack_str(r.peer))
+                      + nla(IFLA_IFALIAS, pack_str(r.label)))
         except OSError as e:
             _dellink(host, r.ifname)
             nl(ctx, r.ns).forget(r.peer)
@@ -1044,25 +807,25 @@ class KernelHandler:
         host = nl(ctx, "")
         try:
             if before.bridge != after.bridge:
-                _setlink(host, after.ifname, nla(IFLA_MASTER, _u32(host.index(after.bridge))))
-            _setlink(host, after.ifname, nla(IFLA_MTU, _u32(after.mtu)), nla(IFLA_IFALIAS, _str(after.label)),
+                _setlink(host, after.ifname, nla(IFLA_MASTER, pack_u32(host.index(after.bridge))))
+            _setlink(host, after.ifname, nla(IFLA_MTU, pack_u32(after.mtu)), nla(IFLA_IFALIAS, pack_str(after.label)),
                      _brport(after.hairpin, after.isolated))
-            _setlink(nl(ctx, after.ns), after.peer, nla(IFLA_MTU, _u32(after.mtu)),
-                     nla(IFLA_IFALIAS, _str(after.label)),
-                     nla(IFLA_ADDRESS, _mac(after.mac)) if after.mac else b"")
+            _setlink(nl(ctx, after.ns), after.peer, nla(IFLA_MTU, pack_u32(after.mtu)),
+                     nla(IFLA_IFALIAS, pack_str(after.label)),
+                     nla(IFLA_ADDRESS, pack_mac(after.mac)) if after.mac else b"")
         except OSError as e:
             raise _fail(f"update veth {after.ifname} ({after.ns} {after.peer})", e) from e
 
     def _delete_veth(self, ctx: Context, r: Veth) -> None:
         host = nl(ctx, "")
         try:
-            if _doom(ctx, host, r.ifname):
-                ctx.cache.setdefault(_DOOMED_PEERS_KEY, set()).add((r.ns, r.peer))
+            if self._doom(ctx, host, r.ifname):
+                self.doomed_peers.add((r.ns, r.peer))
             else:
                 _dellink(host, r.ifname)
         except OSError as e:
             raise _fail(f"delete veth {r.ifname} ({r.ns} {r.peer})", e) from e
-        s = ctx.cache.get(_NL_KEY, {}).get(r.ns)
+        s = ctx.netlink.get(r.ns)
         if s is not None:
             s.forget(r.peer)
 
@@ -1075,11 +838,11 @@ class KernelHandler:
         parent, fd = _link_and_netns(host, r.parent, r.ns, what)
         # Created directly inside the namespace (IFLA_NET_NS_FD): its name is checked there, so
         # it may be eth0 even though the host has an eth0 too.
-        body = (ifinfomsg(flags=IFF_UP, change=IFF_UP) + nla(IFLA_IFNAME, _str(r.ifname)) + nla(IFLA_MTU, _u32(r.mtu))
-                + (nla(IFLA_ADDRESS, _mac(r.mac)) if r.mac else b"") + nla(IFLA_LINK, _u32(parent))
-                + nla(IFLA_NET_NS_FD, _u32(fd))
-                + nla(IFLA_LINKINFO, nla(IFLA_INFO_KIND, _str("macvlan"))
-                      + nla(IFLA_INFO_DATA, nla(IFLA_MACVLAN_MODE, _u32(MACVLAN_MODES[r.mode])))))
+        body = (ifinfomsg(flags=IFF_UP, change=IFF_UP) + nla(IFLA_IFNAME, pack_str(r.ifname)) + nla(IFLA_MTU, pack_u32(r.mtu))
+                + (nla(IFLA_ADDRESS, pack_mac(r.mac)) if r.mac else b"") + nla(IFLA_LINK, pack_u32(parent))
+                + nla(IFLA_NET_NS_FD, pack_u32(fd))
+                + nla(IFLA_LINKINFO, nla(IFLA_INFO_KIND, pack_str("macvlan"))
+                      + nla(IFLA_INFO_DATA, nla(IFLA_MACVLAN_MODE, pack_u32(MACVLAN_MODES[r.mode])))))
         try:
             host.request(RTM_NEWLINK, body, NLM_F_CREATE | NLM_F_EXCL)
         except OSError as e:
@@ -1088,7 +851,7 @@ class KernelHandler:
             os.close(fd)
         n = nl(ctx, r.ns)
         try:
-            _setlink(n, r.ifname, nla(IFLA_IFALIAS, _str(r.label)))
+            _setlink(n, r.ifname, nla(IFLA_IFALIAS, pack_str(r.label)))
         except OSError as e:
             _dellink(n, r.ifname)
             raise _fail(what, e) from e
@@ -1099,11 +862,11 @@ class KernelHandler:
             self._create_macvlan(ctx, after)
             return
         try:
-            info = nla(IFLA_LINKINFO, nla(IFLA_INFO_KIND, _str("macvlan"))
-                       + nla(IFLA_INFO_DATA, nla(IFLA_MACVLAN_MODE, _u32(MACVLAN_MODES[after.mode]))))
-            _setlink(nl(ctx, after.ns), after.ifname, nla(IFLA_MTU, _u32(after.mtu)),
-                     nla(IFLA_IFALIAS, _str(after.label)),
-                     nla(IFLA_ADDRESS, _mac(after.mac)) if after.mac else b"", info)
+            info = nla(IFLA_LINKINFO, nla(IFLA_INFO_KIND, pack_str("macvlan"))
+                       + nla(IFLA_INFO_DATA, nla(IFLA_MACVLAN_MODE, pack_u32(MACVLAN_MODES[after.mode]))))
+            _setlink(nl(ctx, after.ns), after.ifname, nla(IFLA_MTU, pack_u32(after.mtu)),
+                     nla(IFLA_IFALIAS, pack_str(after.label)),
+                     nla(IFLA_ADDRESS, pack_mac(after.mac)) if after.mac else b"", info)
         except OSError as e:
             raise _fail(f"update macvlan {after.ns} {after.ifname}", e) from e
 
@@ -1130,7 +893,7 @@ class KernelHandler:
         body = struct.pack("BBBBI", socket.AF_INET6, ip.network.prefixlen, IFA_F_NODAD, 0, idx)
         body += nla(IFA_ADDRESS, packed)
         if add:  # no duplicate address detection: the address is usable at once
-            body += nla(IFA_FLAGS, _u32(IFA_F_NODAD))
+            body += nla(IFA_FLAGS, pack_u32(IFA_F_NODAD))
         return body
 
     def _create_address(self, ctx: Context, r: Address) -> None:
@@ -1168,9 +931,9 @@ class KernelHandler:
         if r.gateway:
             body += nla(RTA_GATEWAY, ipaddress.ip_address(r.gateway).packed)
         if r.ifname:
-            body += nla(RTA_OIF, _u32(n.index(r.ifname)))
+            body += nla(RTA_OIF, pack_u32(n.index(r.ifname)))
         if r.metric:
-            body += nla(RTA_PRIORITY, _u32(r.metric))
+            body += nla(RTA_PRIORITY, pack_u32(r.metric))
         return body
 
     def _create_route(self, ctx: Context, r: Route, flags: int = NLM_F_CREATE | NLM_F_EXCL) -> None:
@@ -1222,5 +985,3 @@ class KernelHandler:
     def _delete_sysctl(self, ctx: Context, r: Sysctl) -> None:
         """Sysctls are ensured, never reverted (other software may rely on them)."""
 
-
-HANDLERS: list[Handler] = [KernelHandler()]

@@ -13,6 +13,8 @@ import ipaddress
 import json
 from typing import Any
 
+from composenet.core.resources import Resource
+from composenet.core.state import ObservedState
 from composenet.dns.peers import host_netns
 from composenet.kernel import links
 from composenet.kernel.context import Context
@@ -92,3 +94,28 @@ def _describe(name: str, net: dict[str, Any], spec: dict[str, Any]) -> dict[str,
         "containers": [dict(e) for e in net.get("endpoints", ())],
     }
 
+
+
+class HostFacts:
+    """An observe-only handler: the host facts IPAM and external networks need (routes,
+    addresses, other composenet networks, standalone macvlan networks): see ObservedState."""
+
+    kinds: tuple[str, ...] = ()
+
+    def observe(self, ctx: Context, observed: ObservedState) -> None:
+        links.host_facts(ctx, observed)
+        macvlans = {k: v for k, v in standalone_specs(ctx.run_dir).items()
+                    if v.get("driver") == "macvlan" and k not in observed.networks}
+        observed.networks.update(links.macvlan_networks(ctx, macvlans))
+
+    def create(self, ctx: Context, r: Resource) -> None:
+        raise NotImplementedError("host facts are only observed")
+
+    def update(self, ctx: Context, before: Resource, after: Resource) -> None:
+        raise NotImplementedError("host facts are only observed")
+
+    def delete(self, ctx: Context, r: Resource) -> None:
+        raise NotImplementedError("host facts are only observed")
+
+    def flush(self, ctx: Context) -> None:
+        pass

@@ -36,6 +36,7 @@ from composenet.core.state import ObservedState
 from composenet.errors import ComposenetError, KernelError
 from composenet.kernel import links as kernel
 from composenet.kernel.context import Context
+from composenet.kernel.handlers import default_handlers
 from composenet.linux import netns
 
 
@@ -58,7 +59,7 @@ class Host:
 
     def observe(self) -> ObservedState:
         o = ObservedState()
-        kernel.HANDLERS[0].observe(self.ctx, o)
+        kernel.KernelHandler().observe(self.ctx, o)
         return o
 
 
@@ -95,7 +96,7 @@ def host(tmp_path) -> Iterator[Host]:
 
 
 def H() -> kernel.KernelHandler:
-    h = kernel.HANDLERS[0]
+    h = kernel.KernelHandler()
     assert isinstance(h, kernel.KernelHandler)
     return h
 
@@ -449,21 +450,21 @@ def test_executor_deletes_host_links_in_one_batch_and_rolls_back(host: Host) -> 
     deletes = [Change(Action.delete, r.key, r, None, Reason.orphan) for r in reversed(links)]
     boom = Netns(host.container(1), host.project, "web")  # exists: create fails (EEXIST)
     with pytest.raises(KernelError, match=r"rolled back 3 completed step\(s\)"):
-        apply(host.ctx, _plan(host, [*deletes, Change(Action.create, boom.key, None, boom, Reason.missing)]))  # type: ignore[arg-type]
+        apply(host.ctx, _plan(host, [*deletes, Change(Action.create, boom.key, None, boom, Reason.missing)]), default_handlers())  # type: ignore[arg-type]
     assert _links(host) == {r.key: r for r in links}
     assert str(group) not in host.ip("-d", "link", "show")
 
     # 2. Replace a veth (its peer renamed): delete and create under the same host name.
     v1 = next(r for r in links if isinstance(r, Veth))
     v2 = replace(v1, peer="eth7")
-    apply(host.ctx, _plan(host, [Change(Action.replace, v1.key, v1, v2, Reason.changed, ("peer",))]))  # type: ignore[arg-type]
+    apply(host.ctx, _plan(host, [Change(Action.replace, v1.key, v1, v2, Reason.changed, ("peer",))]), default_handlers())  # type: ignore[arg-type]
     links2 = [v2 if r == v1 else r for r in links]
     assert _links(host) == {r.key: r for r in links2}
     assert "eth7" in sh("ip", "-n", v1.ns, "link", "show")
 
     # 3. Delete everything (as `down` does): no link of the project is left, the foreign one is.
     gone = [Change(Action.delete, r.key, r, None, Reason.orphan) for r in [*reversed(links2), *netnses]]
-    apply(host.ctx, _plan(host, gone))  # type: ignore[arg-type]
+    apply(host.ctx, _plan(host, gone), default_handlers())  # type: ignore[arg-type]
     left = host.ip("-o", "link", "show")
     assert "cnv-" not in left and "cnb-" not in left and "keep0" in left
     assert _leftover_netns(host.project + "-") == []
