@@ -4,7 +4,7 @@ link, address and route records composenet reads back.
 Owns: the constants of linux/netlink.h, rtnetlink.h and if_link.h that composenet uses, packing
 attributes, one request/ack exchange and dumps (``NL``), and the small TLV reader that parses
 dumps into ``Link``, ``Addr`` and ``Rt``. Must not: know about projects, labels or resources
-(composenet.kernel.links gives the messages their meaning), or leave a request unanswered.
+(the handlers of composenet.kernel give the messages their meaning), or leave a request unanswered.
 
 Why raw netlink for the hot path: a pyroute2 IPRoute call costs ~0.3 ms of asyncio and encoding
 on top of the kernel's work, and `up` has ~3 ms per container for everything; a request here is

@@ -35,9 +35,10 @@ from composenet.core.resources import (
 from composenet.core.state import ObservedState
 from composenet.errors import ComposenetError, KernelError
 from composenet.kernel import links as kernel
+from composenet.kernel import netinfo, normalise, sysctls
 from composenet.kernel.context import Context
 from composenet.kernel.handlers import default_handlers
-from composenet.linux import netns
+from composenet.linux import netlink, netns
 
 
 def sh(*args: str, check: bool = True) -> str:
@@ -308,7 +309,7 @@ def test_foreign_objects_are_constraints_not_resources(host: Host) -> None:
     host.ip("route", "add", "10.66.0.0/16", "dev", "plainbr", "table", "100")
     host.ip("route", "add", "default", "dev", "plainbr")
     o = host.observe()
-    kernel.host_facts(host.ctx, o)
+    netinfo.host_facts(host.ctx, o)
     assert {r.ifname for r in o.resources.values() if isinstance(r, Bridge)} == {br.ifname}
     assert "10.88.0.0/24" in o.foreign_subnets and "10.77.0.0/24" not in o.foreign_subnets
     assert {"plainbr", "otherbr", "lo"} <= set(o.foreign_links)
@@ -404,17 +405,17 @@ def test_mount_namespace_check() -> None:
 
 
 def test_normalisation_rules() -> None:
-    assert kernel.is_link_local("fe80::42:acff:fe12:2/64")
-    assert not kernel.is_link_local("fd00:1::2/64") and not kernel.is_link_local("169.254.1.1/16")
-    mk = kernel.Rt
-    assert kernel.owned_route(mk(2, 0, 254, ROUTE_PROTO, 1, None, "172.18.0.1", 2, 0))
-    assert not kernel.owned_route(mk(2, 16, 254, 2, 1, "172.18.0.0", None, 2, 0))  # proto kernel
-    assert not kernel.owned_route(mk(10, 0, 254, 9, 1, None, "fe80::1", 2, 1024))  # proto ra
-    lo = kernel.Link(1, "lo", kernel.IFF_LOOPBACK | kernel.IFF_UP, 65536, None, "", "", 0, 0, None)
-    assert kernel.on_loopback(lo)
-    assert kernel.label_parts("composenet:p/p-web-1/p_default", "p") == ["p-web-1", "p_default"]
-    assert kernel.label_parts("composenet:pp/x", "p") is None
-    assert kernel._sysctl_path("net.ipv4.conf.eth0.100.rp_filter", "eth0.100") == "/proc/sys/net/ipv4/conf/eth0.100/rp_filter"
+    assert normalise.is_link_local("fe80::42:acff:fe12:2/64")
+    assert not normalise.is_link_local("fd00:1::2/64") and not normalise.is_link_local("169.254.1.1/16")
+    mk = netlink.Rt
+    assert normalise.owned_route(mk(2, 0, 254, ROUTE_PROTO, 1, None, "172.18.0.1", 2, 0))
+    assert not normalise.owned_route(mk(2, 16, 254, 2, 1, "172.18.0.0", None, 2, 0))  # proto kernel
+    assert not normalise.owned_route(mk(10, 0, 254, 9, 1, None, "fe80::1", 2, 1024))  # proto ra
+    lo = netlink.Link(1, "lo", netlink.IFF_LOOPBACK | netlink.IFF_UP, 65536, None, "", "", 0, 0, None)
+    assert normalise.on_loopback(lo)
+    assert normalise.label_parts("composenet:p/p-web-1/p_default", "p") == ["p-web-1", "p_default"]
+    assert normalise.label_parts("composenet:pp/x", "p") is None
+    assert sysctls.sysctl_path("net.ipv4.conf.eth0.100.rp_filter", "eth0.100") == "/proc/sys/net/ipv4/conf/eth0.100/rp_filter"
 
 
 # ---- the executor: batched link deletes --------------------------------------------------------
