@@ -1,8 +1,13 @@
-"""Executor: run a Plan's steps through the per-kind handlers, journaled with their inverses.
+"""Executor: run a Plan's steps through a run's handlers, journaled with their inverses.
 
 On failure the journal is rolled back in reverse and the error names the failed step and the
 kernel's message. Everything is validated before the first step (the caller builds the plan from
-a validated project, and checks the ruleset with ``nft -c``).
+a validated project, and checks the ruleset with ``nft -c``). The handlers are an argument
+(``kernel.handlers.default_handlers()`` in a real run): the journal, the rollback and the deferred
+checks are tested with fake handlers, without root.
+
+Must not: know what a resource kind means (the handlers do), or decide what to change (the plan
+does).
 """
 
 from __future__ import annotations
@@ -13,12 +18,14 @@ import sys
 from collections.abc import Callable
 
 from composenet.core.plan import Action, Plan, Step
+from composenet.core.render import describe
 from composenet.core.resources import Address, Netns, Resource
 from composenet.errors import ComposenetError, KernelError
-from composenet.kernel.context import Context
+from composenet.kernel.context import Context, Handlers
 
 Progress = Callable[[int, int, str], None]
-_DEFER_KEY = "apply.deferred"
+Journal = list[tuple[str, Resource, Resource | None]]  # (undo action, resource, previous)
+KILL_AFTER_STEP = "COMPOSENET_TEST_KILL_AFTER_STEP"  # test hook: SIGKILL ourselves after step k
 
 
 def _execution_order(plan: Plan) -> list[tuple[int, Step]]:
@@ -45,36 +52,47 @@ def _execution_order(plan: Plan) -> list[tuple[int, Step]]:
     return [*steps[:at], steps[r], *steps[at:r], *steps[r + 1 :]]
 
 
-def defer(ctx: Context, check: Callable[[], None]) -> bool:
-    """For a handler whose create started something that becomes ready on its own (the
-    resolver daemon): hand the executor the ``check`` that waits for it and raises KernelError
-    if it failed. The executor runs it before the next service process starts and before the
-    plan ends, and counts a failure as one of the step that deferred it (rolled back like any
-    other). Returns False outside the executor: then the caller checks at once."""
-    pending = ctx.cache.get(_DEFER_KEY)
-    if pending is None:
-        return False
-    pending.append(check)
-    return True
+def _run_step(ctx: Context, handlers: Handlers, step: Step, journal: Journal) -> None:
+    """One step through its handler; what it finished goes into ``journal`` with its inverse."""
+    c = step.change
+    h = handlers.for_kind(c.kind)
+    if c.action == Action.create:
+        assert c.after is not None
+        h.create(ctx, c.after)
+        journal.append(("delete", c.after, None))
+    elif c.action == Action.delete:
+        assert c.before is not None
+        h.delete(ctx, c.before)
+        journal.append(("create", c.before, None))
+    elif c.action == Action.update:
+        assert c.before is not None and c.after is not None
+        h.update(ctx, c.before, c.after)
+        journal.append(("update", c.after, c.before))
+    else:
+        assert c.before is not None and c.after is not None
+        h.delete(ctx, c.before)
+        journal.append(("create", c.before, None))
+        h.create(ctx, c.after)
+        journal.append(("delete", c.after, None))
 
 
-def apply(ctx: Context, plan: Plan, implied: set[str] | None = None, progress: Progress | None = None) -> None:
-    from composenet.core.render import describe
-    from composenet.kernel.observe import handler_for
-
+def apply(ctx: Context, plan: Plan, handlers: Handlers, implied: set[str] | None = None,
+          progress: Progress | None = None) -> None:
+    """Run ``plan``'s steps (those in ``implied`` are done by the kernel itself and skipped) and
+    the checks handlers defer; on any failure roll back what was done and raise KernelError."""
     implied = implied or set()
-    journal: list[tuple[str, Resource, Resource | None]] = []  # (undo action, resource, previous)
+    journal: Journal = []
     total = len(plan.steps)
-    kill_after = int(os.environ.get("COMPOSENET_TEST_KILL_AFTER_STEP", "0") or 0)
-    deferred: list[Callable[[], None]] = []  # what handlers hand over through defer()
+    kill_after = int(os.environ.get(KILL_AFTER_STEP, "0") or 0)
+    deferred: list[Callable[[], None]] = []  # what handlers hand over through ctx.defer()
     pending: list[tuple[int, Callable[[], None]]] = []  # (step that deferred it, check)
 
     def fail(n: int, e: Exception) -> KernelError:
-        ctx.cache.pop(_DEFER_KEY, None)  # the rollback's own calls check at once
+        ctx.deferred = None  # the rollback's own calls do their work at once
         pending.clear()  # what they waited for is stopped by the rollback
         c = plan.steps[n - 1].change
         msg = str(e) if isinstance(e, ComposenetError) else f"{type(e).__name__}: {e}"
-        undone, failed = rollback(ctx, journal)
+        undone, failed = rollback(ctx, journal, handlers)
         detail = f"step {n}/{total} failed: {c.action.value} {describe(c.resource)}: {msg}"
         detail += f"\n  rolled back {undone} completed step(s)"
         if failed:
@@ -89,7 +107,7 @@ def apply(ctx: Context, plan: Plan, implied: set[str] | None = None, progress: P
             except Exception as e:
                 raise fail(n, e) from e
 
-    ctx.cache[_DEFER_KEY] = deferred
+    ctx.deferred = deferred
     try:
         for n, step in _execution_order(plan):
             c = step.change
@@ -99,55 +117,34 @@ def apply(ctx: Context, plan: Plan, implied: set[str] | None = None, progress: P
                 continue
             if c.kind == "process":
                 wait_pending()  # a service starts with its resolver answering
-            h = handler_for(c.kind)
             try:
-                if c.action == Action.create:
-                    assert c.after is not None
-                    h.create(ctx, c.after)
-                    journal.append(("delete", c.after, None))
-                elif c.action == Action.delete:
-                    assert c.before is not None
-                    h.delete(ctx, c.before)
-                    journal.append(("create", c.before, None))
-                elif c.action == Action.update:
-                    assert c.before is not None and c.after is not None
-                    h.update(ctx, c.before, c.after)
-                    journal.append(("update", c.after, c.before))
-                else:
-                    assert c.before is not None and c.after is not None
-                    h.delete(ctx, c.before)
-                    journal.append(("create", c.before, None))
-                    h.create(ctx, c.after)
-                    journal.append(("delete", c.after, None))
+                _run_step(ctx, handlers, step, journal)
             except Exception as e:
                 raise fail(n, e) from e
             pending += [(n, check) for check in deferred]
             deferred.clear()
-            if kill_after and n == kill_after:  # test hook: crash convergence (kill after step k)
+            if kill_after and n == kill_after:
                 sys.stdout.flush()
                 os.kill(os.getpid(), signal.SIGKILL)
         wait_pending()
     finally:
-        ctx.cache.pop(_DEFER_KEY, None)
+        ctx.deferred = None
 
 
-def rollback(ctx: Context, journal: list[tuple[str, Resource, Resource | None]]) -> tuple[int, list[str]]:
-    from composenet.core.render import describe
-    from composenet.kernel.observe import handler_for, handlers
-
+def rollback(ctx: Context, journal: Journal, handlers: Handlers) -> tuple[int, list[str]]:
+    """Undo ``journal`` in reverse; returns (undone, descriptions of what could not be undone)."""
     done = 0
     failed: list[str] = []
-    # Batched deletes the handlers still owe (kernel: marked links) happen first, so that
+    # Batched work the handlers still owe (kernel: deletes of marked links) happens first, so that
     # re-creating one of them finds its name free.
-    for h in handlers():
-        flush = getattr(h, "flush", None)
-        if flush is not None:
-            try:
-                flush(ctx)
-            except Exception as e:  # noqa: BLE001 -- keep undoing; the creates below will say what is wrong
-                failed.append(f"finish deletes: {e}")
+    for h in handlers:
+        try:
+            h.flush(ctx)
+        except Exception as e:  # noqa: BLE001 -- keep undoing; the creates below will say what is wrong
+            failed.append(f"finish deletes: {e}")
+
     def undo(action: str, r: Resource, prev: Resource | None) -> None:
-        h = handler_for(r.kind)
+        h = handlers.for_kind(r.kind)
         if action == "delete":
             h.delete(ctx, r)
         elif action == "create":
@@ -159,7 +156,7 @@ def rollback(ctx: Context, journal: list[tuple[str, Resource, Resource | None]])
     # An undo can need what a later one restores: the old default route of a service moved to
     # another network (its step ran after the address and veth steps) needs the old veth and
     # address back first. So what fails is tried once more after the others.
-    retry: list[tuple[str, Resource, Resource | None]] = []
+    retry: Journal = []
     for entry in reversed(journal):
         try:
             undo(*entry)

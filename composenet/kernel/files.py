@@ -19,7 +19,7 @@ from composenet.core.resources import NetnsFile, Resource
 from composenet.core.state import ObservedState
 from composenet.errors import KernelError
 from composenet.kernel import rundir
-from composenet.kernel.context import Context, Handler
+from composenet.kernel.context import Context
 from composenet.paths import etc_netns_dir
 
 FILE_NAMES = ("resolv.conf", "hosts")  # the only names composenet writes
@@ -107,5 +107,5 @@ class FilesHandler:
             except FileNotFoundError:
                 pass
 
-
-HANDLERS: list[Handler] = [FilesHandler()]
+    def flush(self, ctx: Context) -> None:
+        """Nothing is batched: every call completes at once."""

@@ -1,10 +1,17 @@
-"""Every composenet network of this host, as `composenet network ls/inspect` show them: labelled
-bridges of every project (with the containers attached), merged with the specs standalone
-networks keep in their run directory (``network.json``; a macvlan network has no kernel object
-until a container attaches, so its spec is all there is).
+"""What the host holds besides the project's own resources: the host facts IPAM and external
+networks need (``host_facts``, an observe-only handler ``HostFacts``), and every composenet
+network of this host as `composenet network ls/inspect` show them.
 
-Owns: reading those specs (``standalone_specs``, which observe also uses for standalone macvlan
-networks) and the merged view. Must not: change anything.
+A network is a labelled bridge of any project (``composenet:<owner>/<network>``, with the
+containers attached, read from their namespaces by the veth peer's label), merged with the specs
+standalone networks keep in their run directory (``network.json``; a macvlan network has no
+kernel object until a container attaches, so its spec and the labelled macvlan links in other
+projects' recorded namespaces are all there is).
+
+Owns: the constraint fields of ObservedState (host routes and addresses, foreign subnets and
+links, other networks and the addresses used on them), reading standalone specs
+(``standalone_specs``) and the merged view (``networks``). Must not: change anything, or report
+anything as a resource of the project (kernel.readback does).
 """
 
 from __future__ import annotations
@@ -13,9 +20,15 @@ import ipaddress
 import json
 from typing import Any
 
+from composenet.core.resources import LABEL_PREFIX, Resource
+from composenet.core.state import ObservedState
 from composenet.dns.peers import host_netns
-from composenet.kernel import links
 from composenet.kernel.context import Context
+from composenet.kernel.namespaces import recorded_namespaces
+from composenet.kernel.normalise import is_link_local, label_parts, on_loopback
+from composenet.kernel.rtnl import nl
+from composenet.linux import netns
+from composenet.linux.netlink import RTN_BROADCAST, RTN_MULTICAST, Addr, Link
 from composenet.paths import ProjectPaths, list_projects, standalone_project
 
 
@@ -45,17 +58,17 @@ def networks(run_dir: str) -> dict[str, dict[str, Any]]:
     """Every composenet network: labelled bridges (any project, with their endpoints) merged
     with the standalone specs. Each: name, driver, project (None: standalone), bridge, subnet,
     gateway, subnet6, gateway6, ip_range, internal, ipv6, options, containers."""
-    links.check_mount_namespace()
+    netns.check_mount_namespace()
     ctx = Context(project="-", run_dir=run_dir)  # owns nothing: every network is "another project's"
     try:
-        seen = links.composenet_networks(ctx)
+        seen = composenet_networks(ctx)
     finally:
         ctx.close()
     specs = standalone_specs(run_dir)
     ctx = Context(project="-", run_dir=run_dir)
     try:
-        seen.update(links.macvlan_networks(ctx, {k: v for k, v in specs.items() if v.get("driver") == "macvlan"
-                                                 and k not in seen}))
+        seen.update(macvlan_networks(ctx, {k: v for k, v in specs.items() if v.get("driver") == "macvlan"
+                                           and k not in seen}))
     finally:
         ctx.close()
     out: dict[str, dict[str, Any]] = {}
@@ -92,3 +105,165 @@ def _describe(name: str, net: dict[str, Any], spec: dict[str, Any]) -> dict[str,
         "containers": [dict(e) for e in net.get("endpoints", ())],
     }
 
+
+# ---- host facts and other projects' networks, from the kernel -----------------------------------
+
+
+def host_facts(ctx: Context, observed: ObservedState) -> None:
+    """Fill the constraint fields of ``observed`` from the namespace composenet runs in:
+    host_routes, host_addresses, foreign_subnets, foreign_links (see ObservedState)."""
+    host = nl(ctx, "")
+    links = host.links()
+    owned = {lk.index for lk in links if label_parts(lk.alias, ctx.project) is not None}
+    by_index = {lk.index: lk for lk in links}
+    routes: set[str] = set()
+    for rt in host.routes():
+        if rt.dst_len == 0 or rt.oif in owned or rt.type in (RTN_BROADCAST, RTN_MULTICAST):
+            continue
+        cidr = rt.cidr
+        if not is_link_local(cidr):
+            routes.add(cidr)
+    addresses: set[str] = set()
+    foreign: set[str] = set()
+    host_addrs = host.addrs()
+    for a in host_addrs:
+        lk = by_index.get(a.index)
+        if not a.address or a.index in owned or on_loopback(lk) or is_link_local(a.cidr):
+            continue
+        addresses.add(a.cidr)
+        if lk is not None and lk.kind == "bridge" and lk.alias.startswith(LABEL_PREFIX):
+            foreign.add(str(ipaddress.ip_interface(a.cidr).network))
+    observed.host_routes = tuple(sorted(routes))
+    observed.host_addresses = tuple(sorted(addresses))
+    observed.foreign_subnets = tuple(sorted(foreign))
+    observed.foreign_links = tuple(sorted(lk.name for lk in links if lk.index not in owned))
+    observed.networks = _composenet_networks(ctx, links, host_addrs)
+
+
+def composenet_networks(ctx: Context) -> dict[str, dict[str, Any]]:
+    """Every composenet bridge network of the host namespace, as in ObservedState.networks, each
+    with ``endpoints`` too: every container attached (any project), for `composenet network`."""
+    host = nl(ctx, "")
+    return _composenet_networks(ctx, host.links(), host.addrs(), endpoints=True)
+
+
+def macvlan_networks(ctx: Context, specs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Standalone macvlan networks (``composenet network create --driver macvlan``): they have no
+    kernel object of their own, so they are described by their specs, in the shape of
+    ObservedState.networks plus ``driver``, ``parent``, ``mode`` and ``endpoints``. ``used`` and
+    ``endpoints`` come from the macvlan links labelled ``composenet:<project>/<container>/<net>``
+    in the namespaces other projects recorded (this project's own are observed as resources)."""
+    out = {name: _macvlan_network(name, spec) for name, spec in sorted(specs.items())}
+    if not out:
+        return out
+    for q in list_projects(ctx.run_dir):
+        if q == ctx.project:
+            continue
+        for ns in recorded_namespaces(ctx.run_dir, q):
+            if netns.is_netns(netns.netns_path(ns)):
+                _add_macvlan_endpoints(ctx, out, q, ns)
+    return out
+
+
+def _macvlan_network(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """A standalone macvlan network as its spec describes it, with no endpoint yet."""
+    cidrs = []
+    for c in spec.get("ipam", ()):
+        if c.get("subnet") and c.get("gateway"):
+            cidrs.append(f"{c['gateway']}/{ipaddress.ip_network(c['subnet'], strict=False).prefixlen}")
+    opts = spec.get("options", {})
+    return {"driver": "macvlan", "owner": "-" + name, "bridge": None, "cidrs": cidrs, "used": [],
+            "endpoints": [], "parent": str(opts.get("parent", "")), "mode": str(opts.get("macvlan_mode", "bridge"))}
+
+
+def _add_macvlan_endpoints(ctx: Context, nets: dict[str, dict[str, Any]], project: str, ns: str) -> None:
+    """Add to ``nets`` the endpoints project ``project`` has in namespace ``ns``: its macvlan
+    links labelled with one of those networks, and their addresses."""
+    try:
+        n = nl(ctx, ns)
+        links = [lk for lk in n.links() if lk.kind == "macvlan" and lk.alias.startswith(f"{LABEL_PREFIX}{project}/")]
+        addrs = n.addrs() if links else []
+    except OSError:
+        return
+    for lk in links:
+        net = nets.get(lk.alias.rsplit("/", 1)[1])
+        if net is None:
+            continue
+        mine = [a.address for a in addrs if a.index == lk.index and a.address and not is_link_local(a.cidr)]
+        net["used"] = sorted(set(net["used"]) | set(mine))
+        net["endpoints"].append({"name": ns, "project": project, "ifname": lk.name, "mac": lk.mac,
+                                 "ipv4": next((a for a in mine if ":" not in a), None),
+                                 "ipv6": next((a for a in mine if ":" in a), None)})
+
+
+def _composenet_networks(ctx: Context, links: list[Link], addrs: list[Addr],
+                         endpoints: bool = False) -> dict[str, dict[str, Any]]:
+    """Every composenet bridge network of the host namespace (ObservedState.networks): found by
+    the ``composenet:<owner>/<network>`` label; ``used`` lists the addresses other projects'
+    endpoints hold on it, read from their namespaces (the veth peer carries the same label).
+    With ``endpoints``, also every attached container: ``{name, project, ifname, mac, ipv4,
+    ipv6}`` (this reads every endpoint's namespace, so observe does not ask for it)."""
+    out: dict[str, dict[str, Any]] = {}
+    by_index: dict[int, dict[str, Any]] = {}
+    for lk in links:
+        if lk.kind != "bridge" or not lk.alias.startswith(LABEL_PREFIX):
+            continue
+        owner, _, name = lk.alias[len(LABEL_PREFIX):].partition("/")
+        if not owner or not name or "/" in name:
+            continue
+        cidrs = sorted(a.cidr for a in addrs if a.index == lk.index and a.address and not is_link_local(a.cidr))
+        out[name] = by_index[lk.index] = {"bridge": lk.name, "owner": owner, "cidrs": cidrs, "used": []}
+        if endpoints:
+            out[name]["endpoints"] = []
+    for lk in links:
+        net = by_index.get(lk.master)
+        if net is None or lk.kind != "veth" or not lk.alias.startswith(LABEL_PREFIX):
+            continue
+        owner, _, rest = lk.alias[len(LABEL_PREFIX):].partition("/")
+        container = rest.split("/")[0]
+        if (owner == ctx.project and not endpoints) or not container or not netns.is_netns(netns.netns_path(container)):
+            continue
+        try:
+            n = nl(ctx, container)
+            peer = next((x for x in n.links() if x.alias == lk.alias), None)
+            mine = [a.address for a in n.addrs() if peer and a.index == peer.index and not is_link_local(a.cidr)]
+        except OSError:
+            continue  # the namespace went away meanwhile
+        if owner != ctx.project:
+            net["used"] += mine
+        if endpoints:
+            net["endpoints"].append({
+                "name": container, "project": owner, "ifname": peer.name if peer else "",
+                "mac": peer.mac if peer else None,
+                "ipv4": next((a for a in mine if ":" not in a), None), "ipv6": next((a for a in mine if ":" in a), None),
+            })
+    for net in out.values():
+        net["used"] = sorted(set(net["used"]))
+        if endpoints:
+            net["endpoints"].sort(key=lambda e: e["name"])
+    return out
+
+
+class HostFacts:
+    """An observe-only handler: the host facts IPAM and external networks need (routes,
+    addresses, other composenet networks, standalone macvlan networks): see ObservedState."""
+
+    kinds: tuple[str, ...] = ()
+
+    def observe(self, ctx: Context, observed: ObservedState) -> None:
+        host_facts(ctx, observed)
+        macvlans = {k: v for k, v in standalone_specs(ctx.run_dir).items()
+                    if v.get("driver") == "macvlan" and k not in observed.networks}
+        observed.networks.update(macvlan_networks(ctx, macvlans))
+
+    def create(self, ctx: Context, r: Resource) -> None:
+        raise NotImplementedError("host facts are only observed")
+
+    def update(self, ctx: Context, before: Resource, after: Resource) -> None:
+        raise NotImplementedError("host facts are only observed")
+
+    def delete(self, ctx: Context, r: Resource) -> None:
+        raise NotImplementedError("host facts are only observed")
+
+    def flush(self, ctx: Context) -> None:
+        pass

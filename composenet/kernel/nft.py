@@ -22,7 +22,7 @@ from composenet.core.resources import NftTable, Resource, nft_table_name
 from composenet.core.ruleset import parse_port
 from composenet.core.state import ObservedState
 from composenet.errors import KernelError
-from composenet.kernel.context import Context, Handler
+from composenet.kernel.context import Context
 
 NFT_TIMEOUT = 30.0
 CONNTRACK_TIMEOUT = 10.0
@@ -268,6 +268,7 @@ class NftHandler:
         for fam, port, proto in stale_ports(before.rules, after.rules):
             flush_conntrack(fam, port, proto)
 
+
     def delete(self, ctx: Context, r: Resource) -> None:
         assert isinstance(r, NftTable)
         # Declaring the table first makes the delete succeed when it is already gone.
@@ -275,5 +276,6 @@ class NftHandler:
         for fam, port, proto in stale_ports(r.rules, ()):
             flush_conntrack(fam, port, proto)
 
+    def flush(self, ctx: Context) -> None:
+        """Nothing is batched: every call completes at once."""
 
-HANDLERS: list[Handler] = [NftHandler()]

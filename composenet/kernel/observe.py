@@ -6,30 +6,16 @@ from __future__ import annotations
 import json
 
 from composenet.core.state import ObservedState
-from composenet.kernel.context import Context, Handler
+from composenet.kernel.context import Context, Handlers
+from composenet.kernel.handlers import default_handlers
 
 
-def handlers() -> list[Handler]:
-    from composenet.kernel import files, links, nft, procs
-
-    return [*links.HANDLERS, *nft.HANDLERS, *files.HANDLERS, *procs.HANDLERS]
-
-
-def handler_for(kind: str) -> Handler:
-    for h in handlers():
-        if kind in h.kinds:
-            return h
-    raise KeyError(kind)
-
-
-def observe_project(ctx: Context) -> ObservedState:
-    from composenet.kernel import links
-
+def observe_project(ctx: Context, handlers: Handlers | None = None) -> ObservedState:
+    """What the kernel holds of the project, read by every handler of ``handlers`` (default: a
+    fresh ``default_handlers()``), plus the project's records of what it applied and connected."""
     observed = ObservedState()
-    for h in handlers():
+    for h in handlers if handlers is not None else default_handlers():
         h.observe(ctx, observed)
-    links.host_facts(ctx, observed)
-    observed.networks.update(links.macvlan_networks(ctx, standalone_macvlans(ctx.run_dir, set(observed.networks))))
     observed.applied = read_applied(ctx)
     observed.connections = read_connections(ctx)
     return observed
@@ -60,10 +46,3 @@ def read_applied(ctx: Context) -> dict[str, str]:
         return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
-
-
-def standalone_macvlans(run_dir: str, skip: set[str]) -> dict[str, dict]:
-    """Specs of the standalone macvlan networks (`composenet network create`), except the names in ``skip``."""
-    from composenet.kernel.netinfo import standalone_specs
-
-    return {k: v for k, v in standalone_specs(run_dir).items() if v.get("driver") == "macvlan" and k not in skip}

@@ -44,8 +44,7 @@ from composenet.core.state import ObservedState
 from composenet.dns import peers
 from composenet.errors import KernelError
 from composenet.kernel import rundir
-from composenet.kernel.apply import defer
-from composenet.kernel.context import Context, Handler
+from composenet.kernel.context import Context
 from composenet.linux.netns import CLONE_NEWNET, MNT_DETACH, MS_BIND, MS_REC, check, libc
 from composenet.paths import DNS_LOG, etc_netns_dir, netns_path
 
@@ -408,6 +407,9 @@ def process_from_record(rec: dict[str, Any]) -> Process:
 class ProcessHandler:
     kinds: tuple[str, ...] = ("process",)
 
+    def flush(self, ctx: Context) -> None:
+        """Nothing is batched: every call completes at once."""
+
     def observe(self, ctx: Context, observed: ObservedState) -> None:
         for rec in read_records(ctx).values():
             if record_running(rec):
@@ -458,9 +460,6 @@ class ProcessHandler:
 
 
 # ---- the resolver ---------------------------------------------------------------------------
-
-
-_STARTING_KEY = "procs.resolver_starting"  # ctx.cache: the daemon whose readiness is not yet awaited
 
 
 def resolver_config_path(ctx: Context) -> str:
@@ -533,7 +532,16 @@ def _package_root() -> str:
 
 
 class ResolverHandler:
+    """The project's resolver daemon. One per run: it knows the daemon it started whose readiness
+    the executor has not awaited yet (``starting``), so that a rollback stops it."""
+
     kinds: tuple[str, ...] = ("resolver",)
+
+    def __init__(self) -> None:
+        self.starting: subprocess.Popen | None = None
+
+    def flush(self, ctx: Context) -> None:
+        """Nothing is batched: every call completes at once."""
 
     def observe(self, ctx: Context, observed: ObservedState) -> None:
         path = resolver_config_path(ctx)
@@ -579,8 +587,8 @@ class ResolverHandler:
         # Under the executor, the wait for readiness (the daemon's start-up, tens of ms) overlaps
         # the next steps; the executor waits before the first service process starts and before
         # it finishes (apply.defer). Called directly, create waits here.
-        ctx.cache[_STARTING_KEY] = p
-        if not defer(ctx, lambda: self._await_ready(ctx, p, path, pidfile, log)):
+        self.starting = p
+        if not ctx.defer(lambda: self._await_ready(ctx, p, path, pidfile, log)):
             self._await_ready(ctx, p, path, pidfile, log)
 
     def _await_ready(self, ctx: Context, p: subprocess.Popen, path: str, pidfile: str, log: str) -> None:
@@ -588,8 +596,8 @@ class ResolverHandler:
             return p.poll() is not None or _daemon_pid(pidfile) == p.pid
 
         _wait(ready, RESOLVER_START_TIMEOUT)
-        if ctx.cache.get(_STARTING_KEY) is p:
-            del ctx.cache[_STARTING_KEY]
+        if self.starting is p:
+            self.starting = None
         if _daemon_pid(pidfile) == p.pid:
             _notify_peers(ctx, _config_networks(path))
             return
@@ -643,7 +651,7 @@ class ResolverHandler:
         _notify_peers(ctx, _config_networks(before_text) | _config_networks(after.config, text=True))
 
     def delete(self, ctx: Context, r: Resource) -> None:
-        starting = ctx.cache.pop(_STARTING_KEY, None)
+        starting, self.starting = self.starting, None
         if starting is not None and starting.poll() is None:  # started, readiness not awaited yet
             stop_group(starting.pid, start_time(starting.pid), RESOLVER_STOP_TIMEOUT, "the DNS resolver")
         pidfile = resolver_pidfile(ctx)
@@ -698,6 +706,9 @@ class PeersHandler:
 
     kinds: tuple[str, ...] = ("dnsrecords",)
 
+    def flush(self, ctx: Context) -> None:
+        """Nothing is batched: every call completes at once."""
+
     def observe(self, ctx: Context, observed: ObservedState) -> None:
         data = _read_text(peers_path(ctx))
         try:
@@ -731,5 +742,3 @@ class PeersHandler:
         _unlink(peers_path(ctx))
         _notify_peers(ctx, set(r.networks))
 
-
-HANDLERS: list[Handler] = [ResolverHandler(), PeersHandler(), ProcessHandler()]

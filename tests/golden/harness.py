@@ -1,4 +1,10 @@
-"""Shared by the golden tests and `make golden`: plan a case directory offline."""
+"""Shared by the golden tests and `make golden`: plan a case directory offline.
+
+A case directory holds its compose file (compose.yaml), or, for a case that plans an example,
+a file compose.from naming the example's compose file relative to the repository (one copy of
+each example: the golden follows it). `python -m tests.golden.harness` prints every case's
+outputs as JSON (the determinism test runs it under several hash seeds).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -42,17 +49,43 @@ def observed_after(desired: DesiredState) -> ObservedState:
     return st
 
 
-def plan_case(case: Path):
-    compose = case / "compose.yaml"
-    project = load(compose)
+def cases() -> list[Path]:
+    """Every case directory: those with a compose file of their own or naming one."""
+    return sorted(p for p in GOLDEN.iterdir() if (p / "compose.yaml").exists() or (p / "compose.from").exists())
+
+
+def compose_file(case: Path) -> Path:
+    """The case's compose.yaml, or the file its compose.from names (exactly one of them)."""
+    own, pointer = case / "compose.yaml", case / "compose.from"
+    if own.exists() == pointer.exists():
+        raise ValueError(f"{case.name}: needs exactly one of compose.yaml and compose.from")
+    if own.exists():
+        return own
+    target = ROOT / pointer.read_text().strip()
+    if not target.is_file():
+        raise ValueError(f"{pointer.relative_to(ROOT)} names {target.relative_to(ROOT)}, which is not a file")
+    return target
+
+
+def case_inputs(case: Path):
+    """(project, observed) of a case, freshly loaded."""
+    project = load(compose_file(case))
     obs_file = case / "observed.json"
     observed = ObservedState.from_json(json.loads(obs_file.read_text())) if obs_file.exists() else ObservedState(offline=True)
-    planned = make_plan(project, project.name, observed, UPSTREAMS)
-    return planned
+    return project, observed
+
+
+def plan_case(case: Path):
+    project, observed = case_inputs(case)
+    return make_plan(project, project.name, observed, UPSTREAMS)
 
 
 def outputs(case: Path) -> dict[str, str]:
-    planned = plan_case(case)
+    return rendered(plan_case(case))
+
+
+def rendered(planned) -> dict[str, str]:
+    """The golden files' texts of a plan."""
     # Positions in warnings name the compose file by absolute path: keep goldens checkout-independent.
     here = str(ROOT) + os.sep
     return {
@@ -79,3 +112,18 @@ def nft_check(ruleset: str) -> str | None:
     r = subprocess.run(["unshare", "--net", "nft", "-c", "-f", "-"], input=ruleset, text=True,
                        capture_output=True, timeout=30)
     return None if r.returncode == 0 else r.stderr
+
+
+def every_output() -> dict[str, dict[str, str]]:
+    """case name -> {golden file name: text}, observed.json included for cases made from base.yaml."""
+    out = {}
+    for case in cases():
+        out[case.name] = outputs(case)
+        obs = base_observed(case)
+        if obs is not None:
+            out[case.name]["observed.json"] = obs
+    return out
+
+
+if __name__ == "__main__":
+    json.dump(every_output(), sys.stdout)

@@ -34,6 +34,7 @@ from composenet.core.state import ObservedState
 from composenet.errors import ComposenetError, KernelError
 from composenet.kernel import files, nft, procs, rundir
 from composenet.kernel.context import Context
+from composenet.kernel.handlers import default_handlers
 from composenet.linux import netns
 from composenet.paths import list_projects
 
@@ -149,14 +150,14 @@ def table(project: str, ports: list[PortMap], nets: list[NetRules] | None = None
 def observe_nft(e: Env) -> NftTable | None:
     st = ObservedState()
     with e.inside():
-        nft.HANDLERS[0].observe(e.ctx, st)
+        nft.NftHandler().observe(e.ctx, st)
     r = st.resources.get(f"nft:inet {nft_table_name(e.project)}")
     assert r is None or isinstance(r, NftTable)
     return r
 
 
 def test_nft_load_observe_update_drift_delete(env: Env) -> None:
-    h = nft.HANDLERS[0]
+    h = nft.NftHandler()
     web = PortMap("web", None, 8080, "tcp", ("10.99.0.2",), 80)
     t1 = table(env.project, [web])
     assert observe_nft(env) is None
@@ -213,7 +214,7 @@ def test_nft_rollback_restores_the_observed_table(env: Env) -> None:
     delete (or an update) puts the same chains and rules back, in one transaction."""
     from composenet.kernel.apply import rollback
 
-    h = nft.HANDLERS[0]
+    h = nft.NftHandler()
     t1 = table(env.project, [PortMap("web", None, 8080, "tcp", ("10.99.0.2",), 80)])
     with env.inside():
         h.create(env.ctx, t1)
@@ -229,7 +230,7 @@ def test_nft_rollback_restores_the_observed_table(env: Env) -> None:
         h.delete(env.ctx, seen)
     assert observe_nft(env) is None
     with env.inside():
-        assert rollback(env.ctx, [("create", seen, None)]) == (1, [])
+        assert rollback(env.ctx, [("create", seen, None)], default_handlers()) == (1, [])
     assert observe_nft(env) == seen
     assert env.run_in("nft", "-s", "list", "table", "inet", t1.name).stdout == listing
     # Rolling back an update loads the observed table over the new one.
@@ -237,7 +238,7 @@ def test_nft_rollback_restores_the_observed_table(env: Env) -> None:
     with env.inside():
         h.update(env.ctx, seen, t2)
         assert observe_nft(env) == t2
-        assert rollback(env.ctx, [("update", t2, seen)]) == (1, [])
+        assert rollback(env.ctx, [("update", t2, seen)], default_handlers()) == (1, [])
     assert env.run_in("nft", "-s", "list", "table", "inet", t1.name).stdout == listing
     with env.inside():
         h.delete(env.ctx, seen)
@@ -247,7 +248,7 @@ def test_nft_rollback_restores_the_observed_table(env: Env) -> None:
 def test_nft_without_libnftables_runs_the_nft_command(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     """Where libnftables cannot be loaded, the same calls go through the `nft` command."""
     monkeypatch.setattr(nft, "_lib", False)
-    h = nft.HANDLERS[0]
+    h = nft.NftHandler()
     t1 = table(env.project, [PortMap("web", None, 8080, "tcp", ("10.99.0.2",), 80)])
     with env.inside():
         assert nft.check(t1.ruleset) is None
@@ -257,7 +258,7 @@ def test_nft_without_libnftables_runs_the_nft_command(env: Env, monkeypatch: pyt
     assert seen == t1
     with env.inside():
         h.delete(env.ctx, seen)
-        assert nft.HANDLERS[0].create(env.ctx, seen) is None  # the observed (JSON) ruleset loads too
+        assert nft.NftHandler().create(env.ctx, seen) is None  # the observed (JSON) ruleset loads too
     assert observe_nft(env) == seen
     with env.inside():
         h.delete(env.ctx, seen)
@@ -275,7 +276,7 @@ def test_nft_update_and_delete_flush_stale_conntrack(env: Env) -> None:
     env.run_in("ip", "addr", "add", "10.99.0.1/24", "dev", "v0")
     env.run_in("ip", "link", "set", "v0", "up")
     env.run_in("ip", "link", "set", "v1", "up")
-    h = nft.HANDLERS[0]
+    h = nft.NftHandler()
     a = PortMap("a", None, 5555, "udp", ("10.99.0.2",), 53)
     b = PortMap("b", None, 5556, "udp", ("10.99.0.3",), 53)
     t1 = table(env.project, [a, b])
@@ -305,7 +306,7 @@ def test_nft_update_and_delete_flush_stale_conntrack(env: Env) -> None:
 
 
 def test_files_write_observe_delete(env: Env) -> None:
-    h = files.HANDLERS[0]
+    h = files.FilesHandler()
     ns = f"{env.project}-web-1"  # files do not need the namespace itself
     resolv = NetnsFile(ns, "resolv.conf", "nameserver 10.99.0.1\noptions ndots:0\n")
     hosts = NetnsFile(ns, "hosts", "127.0.0.1\tlocalhost\n10.99.0.2\tweb\n")
@@ -339,9 +340,9 @@ def test_files_observed_for_namespace_records(env: Env) -> None:
     Path(f"/etc/netns/{ns}/hosts").write_text("x\n")
     rundir.atomic_write(os.path.join(env.ctx.project_dir, "netns", ns), json.dumps({"service": "db"}))
     st = ObservedState()
-    files.HANDLERS[0].observe(env.ctx, st)
+    files.FilesHandler().observe(env.ctx, st)
     assert st.resources == {f"file:{ns}/hosts": NetnsFile(ns, "hosts", "x\n")}
-    files.HANDLERS[0].delete(env.ctx, NetnsFile(ns, "hosts", "x\n"))
+    files.FilesHandler().delete(env.ctx, NetnsFile(ns, "hosts", "x\n"))
     assert not os.path.exists(f"/etc/netns/{ns}")
     os.unlink(os.path.join(env.ctx.project_dir, "netns", ns))
 
@@ -469,7 +470,7 @@ def log_of(e: Env, container: str) -> str:
 
 def test_process_runs_in_its_namespace_with_files_hostname_env_cwd_user(env: Env) -> None:
     ns = env.add_ns("app-1")
-    files.HANDLERS[0].create(env.ctx, NetnsFile(ns, "resolv.conf", f"nameserver 10.99.0.1\n# {env.tag}\n"))
+    files.FilesHandler().create(env.ctx, NetnsFile(ns, "resolv.conf", f"nameserver 10.99.0.1\n# {env.tag}\n"))
     script = ("echo host=$(hostname); echo uid=$(id -u); echo pwd=$(pwd); echo foo=$FOO; "
               "echo path=$PATH; echo home=${HOME:-none}; echo net=$(readlink /proc/self/ns/net); "
               "echo links=$(ls /sys/class/net); cat /etc/resolv.conf; echo done; exec sleep 300")
@@ -498,7 +499,7 @@ def test_process_runs_in_its_namespace_with_files_hostname_env_cwd_user(env: Env
     assert not procs.alive(rec["pid"])
     assert observe_procs(env) == {}
     assert procs.read_records(env.ctx) == {}
-    files.HANDLERS[0].delete(env.ctx, NetnsFile(ns, "resolv.conf", ""))
+    files.FilesHandler().delete(env.ctx, NetnsFile(ns, "resolv.conf", ""))
 
 
 def test_process_host_network_mode(env: Env) -> None:
@@ -593,6 +594,7 @@ LOCKER = """
 import sys, time
 from pathlib import Path
 from composenet.kernel.context import Context
+from composenet.kernel.handlers import default_handlers
 from composenet.kernel.rundir import project_lock
 run_dir, project, name, log, release = sys.argv[1:]
 ctx = Context(project=project, run_dir=run_dir)
@@ -669,7 +671,7 @@ def test_status_commands_over_the_kernel(env: Env, capfd: pytest.CaptureFixture[
     env.namespaces.append(c)
     net = f"{env.project}_front"
     br = bridge_ifname(env.project, net)
-    kh = kernel.HANDLERS[0]
+    kh = kernel.KernelHandler()
     made = [
         Netns(c, env.project, "web"),
         Bridge(br, f"composenet:{env.project}/{net}", net),
@@ -688,9 +690,9 @@ def test_status_commands_over_the_kernel(env: Env, capfd: pytest.CaptureFixture[
         with env.inside():
             for r in made:
                 kh.create(env.ctx, r)
-            nft.HANDLERS[0].create(env.ctx, nft_t)
+            nft.NftHandler().create(env.ctx, nft_t)
             for f in fs:
-                files.HANDLERS[0].create(env.ctx, f)
+                files.FilesHandler().create(env.ctx, f)
             procs.ProcessHandler().create(env.ctx, proc)
             wait_for(lambda: "second" in log_of(env, c), what="the service's output")
 
@@ -719,8 +721,8 @@ def test_status_commands_over_the_kernel(env: Env, capfd: pytest.CaptureFixture[
 
             procs.ProcessHandler().delete(env.ctx, proc)
             for f in fs:
-                files.HANDLERS[0].delete(env.ctx, f)
-            nft.HANDLERS[0].delete(env.ctx, nft_t)
+                files.FilesHandler().delete(env.ctx, f)
+            nft.NftHandler().delete(env.ctx, nft_t)
             for r in reversed(made):
                 kh.delete(env.ctx, r)
             left = observe_project(env.ctx).resources

@@ -35,8 +35,10 @@ from composenet.core.resources import (
 from composenet.core.state import ObservedState
 from composenet.errors import ComposenetError, KernelError
 from composenet.kernel import links as kernel
+from composenet.kernel import netinfo, normalise, sysctls
 from composenet.kernel.context import Context
-from composenet.linux import netns
+from composenet.kernel.handlers import default_handlers
+from composenet.linux import netlink, netns
 
 
 def sh(*args: str, check: bool = True) -> str:
@@ -58,7 +60,7 @@ class Host:
 
     def observe(self) -> ObservedState:
         o = ObservedState()
-        kernel.HANDLERS[0].observe(self.ctx, o)
+        kernel.KernelHandler().observe(self.ctx, o)
         return o
 
 
@@ -95,7 +97,7 @@ def host(tmp_path) -> Iterator[Host]:
 
 
 def H() -> kernel.KernelHandler:
-    h = kernel.HANDLERS[0]
+    h = kernel.KernelHandler()
     assert isinstance(h, kernel.KernelHandler)
     return h
 
@@ -307,7 +309,7 @@ def test_foreign_objects_are_constraints_not_resources(host: Host) -> None:
     host.ip("route", "add", "10.66.0.0/16", "dev", "plainbr", "table", "100")
     host.ip("route", "add", "default", "dev", "plainbr")
     o = host.observe()
-    kernel.host_facts(host.ctx, o)
+    netinfo.host_facts(host.ctx, o)
     assert {r.ifname for r in o.resources.values() if isinstance(r, Bridge)} == {br.ifname}
     assert "10.88.0.0/24" in o.foreign_subnets and "10.77.0.0/24" not in o.foreign_subnets
     assert {"plainbr", "otherbr", "lo"} <= set(o.foreign_links)
@@ -403,17 +405,17 @@ def test_mount_namespace_check() -> None:
 
 
 def test_normalisation_rules() -> None:
-    assert kernel.is_link_local("fe80::42:acff:fe12:2/64")
-    assert not kernel.is_link_local("fd00:1::2/64") and not kernel.is_link_local("169.254.1.1/16")
-    mk = kernel.Rt
-    assert kernel.owned_route(mk(2, 0, 254, ROUTE_PROTO, 1, None, "172.18.0.1", 2, 0))
-    assert not kernel.owned_route(mk(2, 16, 254, 2, 1, "172.18.0.0", None, 2, 0))  # proto kernel
-    assert not kernel.owned_route(mk(10, 0, 254, 9, 1, None, "fe80::1", 2, 1024))  # proto ra
-    lo = kernel.Link(1, "lo", kernel.IFF_LOOPBACK | kernel.IFF_UP, 65536, None, "", "", 0, 0, None)
-    assert kernel.on_loopback(lo)
-    assert kernel.label_parts("composenet:p/p-web-1/p_default", "p") == ["p-web-1", "p_default"]
-    assert kernel.label_parts("composenet:pp/x", "p") is None
-    assert kernel._sysctl_path("net.ipv4.conf.eth0.100.rp_filter", "eth0.100") == "/proc/sys/net/ipv4/conf/eth0.100/rp_filter"
+    assert normalise.is_link_local("fe80::42:acff:fe12:2/64")
+    assert not normalise.is_link_local("fd00:1::2/64") and not normalise.is_link_local("169.254.1.1/16")
+    mk = netlink.Rt
+    assert normalise.owned_route(mk(2, 0, 254, ROUTE_PROTO, 1, None, "172.18.0.1", 2, 0))
+    assert not normalise.owned_route(mk(2, 16, 254, 2, 1, "172.18.0.0", None, 2, 0))  # proto kernel
+    assert not normalise.owned_route(mk(10, 0, 254, 9, 1, None, "fe80::1", 2, 1024))  # proto ra
+    lo = netlink.Link(1, "lo", netlink.IFF_LOOPBACK | netlink.IFF_UP, 65536, None, "", "", 0, 0, None)
+    assert normalise.on_loopback(lo)
+    assert normalise.label_parts("composenet:p/p-web-1/p_default", "p") == ["p-web-1", "p_default"]
+    assert normalise.label_parts("composenet:pp/x", "p") is None
+    assert sysctls.sysctl_path("net.ipv4.conf.eth0.100.rp_filter", "eth0.100") == "/proc/sys/net/ipv4/conf/eth0.100/rp_filter"
 
 
 # ---- the executor: batched link deletes --------------------------------------------------------
@@ -449,21 +451,21 @@ def test_executor_deletes_host_links_in_one_batch_and_rolls_back(host: Host) -> 
     deletes = [Change(Action.delete, r.key, r, None, Reason.orphan) for r in reversed(links)]
     boom = Netns(host.container(1), host.project, "web")  # exists: create fails (EEXIST)
     with pytest.raises(KernelError, match=r"rolled back 3 completed step\(s\)"):
-        apply(host.ctx, _plan(host, [*deletes, Change(Action.create, boom.key, None, boom, Reason.missing)]))  # type: ignore[arg-type]
+        apply(host.ctx, _plan(host, [*deletes, Change(Action.create, boom.key, None, boom, Reason.missing)]), default_handlers())  # type: ignore[arg-type]
     assert _links(host) == {r.key: r for r in links}
     assert str(group) not in host.ip("-d", "link", "show")
 
     # 2. Replace a veth (its peer renamed): delete and create under the same host name.
     v1 = next(r for r in links if isinstance(r, Veth))
     v2 = replace(v1, peer="eth7")
-    apply(host.ctx, _plan(host, [Change(Action.replace, v1.key, v1, v2, Reason.changed, ("peer",))]))  # type: ignore[arg-type]
+    apply(host.ctx, _plan(host, [Change(Action.replace, v1.key, v1, v2, Reason.changed, ("peer",))]), default_handlers())  # type: ignore[arg-type]
     links2 = [v2 if r == v1 else r for r in links]
     assert _links(host) == {r.key: r for r in links2}
     assert "eth7" in sh("ip", "-n", v1.ns, "link", "show")
 
     # 3. Delete everything (as `down` does): no link of the project is left, the foreign one is.
     gone = [Change(Action.delete, r.key, r, None, Reason.orphan) for r in [*reversed(links2), *netnses]]
-    apply(host.ctx, _plan(host, gone))  # type: ignore[arg-type]
+    apply(host.ctx, _plan(host, gone), default_handlers())  # type: ignore[arg-type]
     left = host.ip("-o", "link", "show")
     assert "cnv-" not in left and "cnb-" not in left and "keep0" in left
     assert _leftover_netns(host.project + "-") == []

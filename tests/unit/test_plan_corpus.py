@@ -93,6 +93,7 @@ def test_corpus_plans_do_not_depend_on_hash_seed(tmp_path: Path):
         assert r.returncode == 0, r.stderr
         runs.append(json.loads(r.stdout))
     mine = digests(tmp_path / "here")
+    assert len(mine) == len(PLANNED) >= 50 and all(sorted(r) == sorted(mine) for r in runs)
     differ = sorted(cid for cid in mine if not runs[0][cid] == runs[1][cid] == mine[cid])
     assert not differ, f"plans differ between interpreters: {differ}"
 
