@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from composenet.core.resources import Resource, resource_from_json
+from composenet.paths import schema_text
 
 
 @dataclass
@@ -113,9 +114,7 @@ def check_json(d: Any) -> list[str]:
     """Every problem of a recorded observed state, sorted by JSON path (``$.host_routes[0]: 5 is
     not of type 'string'``); [] when it is valid. Shapes and types are schemas/observed.schema.json's;
     then the addresses the planner parses (host facts, other networks, ``address`` resources)."""
-    import jsonschema
-
-    from composenet.paths import schema_text
+    import jsonschema  # deferred: ~70 ms to import, and only a recorded observed state needs it
 
     validator = jsonschema.Draft202012Validator(json.loads(schema_text(OBSERVED_SCHEMA)))
     found = {(e.json_path, _short(e.message)) for e in validator.iter_errors(d)}
