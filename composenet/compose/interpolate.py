@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from composenet.compose.load import Loc, Path, YList, YMap, fmt_path
+from composenet.compose.ytree import Loc, Path, YList, YMap, fmt_path
 from composenet.errors import Problem
 
 _NAME = re.compile(r"[_a-zA-Z][_a-zA-Z0-9]*")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from composenet.compose.load import Path, YList, YMap, clone
+from composenet.compose.ytree import Path, YList, YMap, clone
 
 # Attributes replaced as a whole, never appended (CS-MERGE-04).
 _REPLACE = {("services", "*", "command"), ("services", "*", "entrypoint"),

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from composenet.compose.interpolate import parse_dotenv
-from composenet.compose.load import Path, YList, YMap, fmt_path, locate, plain, problem_at
 from composenet.compose.merge import networks_map
+from composenet.compose.ytree import Path, YList, YMap, fmt_path, locate, plain, problem_at
 from composenet.core.model import Attachment, IpamConfig, Network, Port, Pos, Service
 from composenet.errors import Problem
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from composenet.compose.load import Dumper
+from composenet.compose.yamlspec import Dumper
 from composenet.core.model import Project
 
 

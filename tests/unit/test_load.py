@@ -12,19 +12,11 @@ from hypothesis import strategies as st
 
 # The loader's fast path (libyaml) and its reference (pure Python); the fast path may move to a
 # module of its own: these are the names this file needs from wherever they live.
-from composenet.compose.load import (
-    _HAVE_LIBYAML,
-    YamlProblem,
-    YList,
-    YMap,
-    _fast_parse,
-    _reference_parse,
-    fmt_path,
-    locate,
-    parse_text,
-    plain,
-)
+from composenet.compose.fastyaml import HAVE_LIBYAML as _HAVE_LIBYAML
+from composenet.compose.fastyaml import fast_parse as _fast_parse
+from composenet.compose.load import YamlProblem, _reference_parse, parse_text
 from composenet.compose.project import normalize_project_name
+from composenet.compose.ytree import YList, YMap, fmt_path, locate, plain
 from composenet.core.model import Attachment, IpamConfig, Network
 from composenet.errors import InputError
 
