@@ -112,6 +112,7 @@ def _close_mapping(frame: _Frame) -> None:
 
 
 def _fast_build(file: str, parser: Any, last_line: int) -> Any:
+    """The document of ``parser``'s stream (None when empty), or _Fallback."""
     get = parser.get_event
     if not isinstance(get(), yaml.StreamStartEvent):
         raise _Fallback
@@ -120,100 +121,130 @@ def _fast_build(file: str, parser: Any, last_line: int) -> Any:
         return None
     if not isinstance(ev, yaml.DocumentStartEvent):
         raise _Fallback
-    root = _Frame(YList(), None, None, None, 0)
-    stack: list[_Frame] = [root]  # the document is the root frame's one item
-    anchors: dict[str, tuple[Any, Loc | None, int, int, str | None]] = {}  # value, loc, height, nodes, tag
-    pending: set[str] = set()  # anchors of collections still open: an alias to one is recursive
-    plain_values: dict[str, Any] = {}  # untagged plain scalar text -> value
-    count = 0
-    flows = 0  # open flow collections ([...] and {...})
-    scalar_ev, alias_ev = yaml.ScalarEvent, yaml.AliasEvent
-    map_start, seq_start, map_end, seq_end = (yaml.MappingStartEvent, yaml.SequenceStartEvent, yaml.MappingEndEvent,
-                                              yaml.SequenceEndEvent)
-    while len(root.value) == 0 or len(stack) > 1:
-        ev = get()
-        cls = ev.__class__
-        top = stack[-1]
-        if cls is scalar_ev:
-            text = ev.value
-            tag = ev.tag
-            if flows and ev.style in (None, "") and (not text or "?" in text):
-                raise _Fallback  # libyaml reads some flow forms PyYAML refuses (`{a? b: c}`, `[!!str,1]`)
-            if tag is not None and tag not in KNOWN_TAGS and tag != "!" and not tag.startswith(CORE_TAG):
-                raise _Fallback  # other tags: libyaml takes some PyYAML refuses (`!&!x`)
-            mark = ev.start_mark
-            if not text and mark.line >= last_line:
-                raise _Fallback  # an empty value at the very end (`? a` unterminated): placed differently
-            loc = Loc(file, mark.line + 1, mark.column + 1)
-            if top.is_map and top.key is None:  # a key
-                if ev.anchor is not None:
-                    raise _Fallback
-                if tag == MERGE_TAG or (text == "<<" and (tag == "!" or (tag is None and ev.implicit[0]))):
-                    top.key = _MERGE_KEY
-                    continue
-                count += 1
-                if text in top.seen:
-                    raise _Fallback
-                top.seen.add(text)
-                top.key, top.kloc = text, loc
-                continue
-            count += 1
-            if count > MAX_NODES:
-                raise _Fallback
-            if tag is None:
-                if ev.implicit[0]:
-                    value = plain_values.get(text, _MERGE_KEY)
-                    if value is _MERGE_KEY:
-                        value = plain_values[text] = convert(resolve_scalar(text, True), text)
-                else:
-                    value = text
-            else:
-                rtag = resolve_scalar(text, True) if tag == "!" else tag  # PyYAML: `!` makes any scalar plain
-                if rtag in KNOWN_TAGS or not rtag.startswith("tag:yaml.org,2002:"):
-                    rtag = resolve_scalar(text, ev.style in (None, ""))
-                value = convert(rtag, text)  # ValueError: the reference path words it
-            if ev.anchor is not None:
-                if ev.anchor in anchors or ev.anchor in pending:
-                    raise _Fallback
-                anchors[ev.anchor] = (value, loc, 0, 1, tag)
-            _put(top, value, loc, 0, tag)
-        elif cls is map_start or cls is seq_start:
-            if (top.is_map and top.key is None) or len(stack) > MAX_DEPTH:
-                raise _Fallback
-            if ev.tag is not None and ev.tag not in KNOWN_TAGS and ev.tag != "!" and not ev.tag.startswith(CORE_TAG):
-                raise _Fallback
-            count += 1
-            if count > MAX_NODES:
-                raise _Fallback
-            mark = ev.start_mark
-            loc = Loc(file, mark.line + 1, mark.column + 1)
-            anchor = ev.anchor
-            if anchor is not None:
-                if anchor in anchors or anchor in pending:
-                    raise _Fallback
-                pending.add(anchor)
-            flow = bool(ev.flow_style)
-            flows += flow
-            stack.append(_Frame(YMap(loc) if cls is map_start else YList(loc), loc, anchor, ev.tag, count - 1, flow))
-        elif cls is map_end or cls is seq_end:
-            frame = stack.pop()
-            flows -= frame.flow
-            if frame.is_map:
-                _close_mapping(frame)
-            if frame.anchor is not None:
-                pending.discard(frame.anchor)
-                anchors[frame.anchor] = (frame.value, frame.loc, frame.height, count - frame.count0, frame.tag)
-            _put(stack[-1], frame.value, frame.loc, frame.height, frame.tag)
-        elif cls is alias_ev:
-            if (top.is_map and top.key is None) or ev.anchor not in anchors:
-                raise _Fallback
-            value, where, height, nodes, tag = anchors[ev.anchor]
-            count += nodes
-            if count > MAX_NODES or len(stack) - 1 + height > MAX_DEPTH:
-                raise _Fallback
-            _put(top, value if top.key is _MERGE_KEY else clone(value), where, height, tag)
-        else:
-            raise _Fallback
+    value = _Pass(file, last_line).run(get)
     if not isinstance(get(), yaml.DocumentEndEvent) or not isinstance(get(), yaml.StreamEndEvent):
         raise _Fallback  # more than one document: the reference path says so
-    return root.value[0]
+    return value
+
+
+class _Pass:
+    """One document's events -> its tree: one handler per event class (``run`` dispatches)."""
+
+    __slots__ = ("file", "last_line", "root", "stack", "anchors", "pending", "plain_values", "count", "flows")
+
+    def __init__(self, file: str, last_line: int):
+        self.file = file
+        self.last_line = last_line
+        self.root = _Frame(YList(), None, None, None, 0)
+        self.stack: list[_Frame] = [self.root]  # the document is the root frame's one item
+        self.anchors: dict[str, tuple[Any, Loc | None, int, int, str | None]] = {}  # value, loc, height, nodes, tag
+        self.pending: set[str] = set()  # anchors of collections still open: an alias to one is recursive
+        self.plain_values: dict[str, Any] = {}  # untagged plain scalar text -> value
+        self.count = 0  # nodes, aliases expanded
+        self.flows = 0  # open flow collections ([...] and {...})
+
+    def run(self, get: Any) -> Any:
+        handlers = {yaml.ScalarEvent: self.scalar, yaml.AliasEvent: self.alias,
+                    yaml.MappingStartEvent: self.start, yaml.SequenceStartEvent: self.start,
+                    yaml.MappingEndEvent: self.end, yaml.SequenceEndEvent: self.end}
+        root, stack = self.root, self.stack
+        while len(root.value) == 0 or len(stack) > 1:
+            ev = get()
+            handler = handlers.get(ev.__class__)
+            if handler is None:
+                raise _Fallback
+            handler(ev)
+        return root.value[0]
+
+    def scalar(self, ev: Any) -> None:
+        text = ev.value
+        tag = ev.tag
+        if self.flows and ev.style in (None, "") and (not text or "?" in text):
+            raise _Fallback  # libyaml reads some flow forms PyYAML refuses (`{a? b: c}`, `[!!str,1]`)
+        if tag is not None and tag not in KNOWN_TAGS and tag != "!" and not tag.startswith(CORE_TAG):
+            raise _Fallback  # other tags: libyaml takes some PyYAML refuses (`!&!x`)
+        mark = ev.start_mark
+        if not text and mark.line >= self.last_line:
+            raise _Fallback  # an empty value at the very end (`? a` unterminated): placed differently
+        loc = Loc(self.file, mark.line + 1, mark.column + 1)
+        top = self.stack[-1]
+        if top.is_map and top.key is None:
+            self._key(top, ev, text, tag, loc)
+            return
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise _Fallback
+        if tag is None:
+            if ev.implicit[0]:
+                value = self.plain_values.get(text, _MERGE_KEY)
+                if value is _MERGE_KEY:
+                    value = self.plain_values[text] = convert(resolve_scalar(text, True), text)
+            else:
+                value = text
+        else:
+            rtag = resolve_scalar(text, True) if tag == "!" else tag  # PyYAML: `!` makes any scalar plain
+            if rtag in KNOWN_TAGS or not rtag.startswith(CORE_TAG):
+                rtag = resolve_scalar(text, ev.style in (None, ""))
+            value = convert(rtag, text)  # ValueError: the reference path words it
+        if ev.anchor is not None:
+            self._anchor(ev.anchor)
+            self.anchors[ev.anchor] = (value, loc, 0, 1, tag)
+        _put(top, value, loc, 0, tag)
+
+    def _key(self, top: _Frame, ev: Any, text: str, tag: str | None, loc: Loc) -> None:
+        """A mapping's key: a merge key (``<<``) or a plain one, which must be new."""
+        if ev.anchor is not None:
+            raise _Fallback
+        if tag == MERGE_TAG or (text == "<<" and (tag == "!" or (tag is None and ev.implicit[0]))):
+            top.key = _MERGE_KEY
+            return
+        self.count += 1
+        if text in top.seen:
+            raise _Fallback
+        top.seen.add(text)
+        top.key, top.kloc = text, loc
+
+    def _anchor(self, anchor: str) -> None:
+        if anchor in self.anchors or anchor in self.pending:
+            raise _Fallback
+
+    def start(self, ev: Any) -> None:
+        """A mapping or a sequence opens."""
+        if (self.stack[-1].is_map and self.stack[-1].key is None) or len(self.stack) > MAX_DEPTH:
+            raise _Fallback
+        if ev.tag is not None and ev.tag not in KNOWN_TAGS and ev.tag != "!" and not ev.tag.startswith(CORE_TAG):
+            raise _Fallback
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise _Fallback
+        mark = ev.start_mark
+        loc = Loc(self.file, mark.line + 1, mark.column + 1)
+        if ev.anchor is not None:
+            self._anchor(ev.anchor)
+            self.pending.add(ev.anchor)
+        flow = bool(ev.flow_style)
+        self.flows += flow
+        value = YMap(loc) if ev.__class__ is yaml.MappingStartEvent else YList(loc)
+        self.stack.append(_Frame(value, loc, ev.anchor, ev.tag, self.count - 1, flow))
+
+    def end(self, ev: Any) -> None:
+        """A mapping or a sequence closes: it goes into its parent (and its anchor is defined)."""
+        frame = self.stack.pop()
+        self.flows -= frame.flow
+        if frame.is_map:
+            _close_mapping(frame)
+        if frame.anchor is not None:
+            self.pending.discard(frame.anchor)
+            self.anchors[frame.anchor] = (frame.value, frame.loc, frame.height, self.count - frame.count0, frame.tag)
+        _put(self.stack[-1], frame.value, frame.loc, frame.height, frame.tag)
+
+    def alias(self, ev: Any) -> None:
+        """``*name``: a copy of the anchored value (the value itself as a merge source)."""
+        top = self.stack[-1]
+        if (top.is_map and top.key is None) or ev.anchor not in self.anchors:
+            raise _Fallback
+        value, where, height, nodes, tag = self.anchors[ev.anchor]
+        self.count += nodes
+        if self.count > MAX_NODES or len(self.stack) - 1 + height > MAX_DEPTH:
+            raise _Fallback
+        _put(top, value if top.key is _MERGE_KEY else clone(value), where, height, tag)
