@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from composenet.compose.ports import port_identity
 from composenet.compose.ytree import Path, YList, YMap, clone
 
 # Attributes replaced as a whole, never appended (CS-MERGE-04).
@@ -101,8 +102,6 @@ def _as_list(value: Any) -> Any:
 
 def _unique_key(path: Path, item: Any) -> Any:
     if path[-1] == "ports":
-        from composenet.compose.modelbuild import port_identity
-
         return port_identity(item)
     if isinstance(item, dict):
         return ("target", str(item.get("target", item.get("source"))))

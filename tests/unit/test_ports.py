@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from composenet.compose.modelbuild import ValueProblem, parse_port
+from composenet.compose.ports import parse_port
+from composenet.compose.values import ValueProblem
 from composenet.core.model import Port
 
 from .helpers import errors, load_text
