@@ -147,81 +147,116 @@ def _check_networks(ctx: Ctx, networks: Mapping[str, Network]) -> None:
 
 def _check_services(ctx: Ctx, services: Mapping[str, Service], bodies: Mapping[str, Any],
                     networks: Mapping[str, Network], disabled: set[str]) -> None:
-    names = set(bodies)  # every enabled service, even one whose own values were invalid
+    refs = _Refs(ctx, set(bodies), disabled)  # every enabled service, even one whose own values were invalid
     container_names: dict[str, str] = {}
-
-    def ref(path: tuple[Any, ...], target: str, what: str, rule: str, required: bool = True) -> bool:
-        if target in names:
-            return True
-        if target in disabled:
-            if required:
-                ctx.err(path, f"{what} {target!r} is disabled by its profiles",
-                        hint="enable its profile with --profile or COMPOSE_PROFILES", rule="CS-PROF-04")
-        elif required:
-            ctx.err(path, f"{what} {target!r} is not defined", rule=rule)
-        return False
-
     for name, svc in sorted(services.items()):
         body = bodies.get(name) or {}
         path = ("services", name)
         if not dns_name_ok(name):
             ctx.err(path, f"service name {name!r} is not a valid DNS name", key=True,
                     hint="use letters, digits and '-'; each dot-separated part at most 63 characters")
-        mode = svc.network_mode
-        if mode is not None and body.get("networks"):
-            ctx.err(path + ("networks",), f"networks cannot be combined with network_mode {mode}",
-                    hint="remove one of them", rule="CS-NM-06", key=True)
-        if mode and mode.startswith("service:"):
-            ref(path + ("network_mode",), mode.split(":", 1)[1], "network_mode service", "CS-NM-08")
-        for att in svc.networks:
-            if att.network not in networks and att.network != "default":
-                ctx.err(path + ("networks", att.network), f"network {att.network!r} is not defined",
-                        hint=f"declare it under the top-level `networks:` ({', '.join(sorted(networks)) or 'none'}"
-                        " are)", rule="CS-SNET-03", key=True)
-            for alias in att.aliases:
-                if not dns_name_ok(alias):
-                    ctx.err(path + ("networks", att.network, "aliases"),
-                            f"alias {alias!r} is not a valid DNS name", rule="CS-SNET-04")
-        for i, (target, alias) in enumerate(svc.links):
-            ref(path + ("links", i), target, "linked service", "CS-LINK-01")
-            if not dns_name_ok(alias):
-                ctx.err(path + ("links", i), f"link alias {alias!r} is not a valid DNS name", rule="CS-LINK-01")
-        for dep, required in required_deps(body).items():
-            if dep == name:
-                ctx.err(path + ("depends_on",), f"service {name!r} depends on itself")
-            elif not ref(path + ("depends_on",), dep, "depends_on service", "CS-PROF-04", required) and not required:
-                ctx.warn(path + ("depends_on",), f"optional dependency {dep!r} is not enabled; ignored")
+        _check_service_networks(ctx, refs, path, svc, body, networks)
+        _check_links_and_deps(ctx, refs, path, name, svc, body)
         for key, rule in (("hostname", "CS-NAME-11"), ("domainname", "CS-NAME-11")):
             v = getattr(svc, key)
             if v is not None and not dns_name_ok(v, strict=True):
                 ctx.err(path + (key,), f"{key} {v!r} is not a valid RFC 1123 host name", rule=rule)
-        cn = svc.container_name
-        if cn is not None:
-            if not _CONTAINER_NAME.match(cn):
-                ctx.err(path + ("container_name",), f"container_name {cn!r} is invalid",
-                        hint="start with a letter or digit; then letters, digits, '_', '.', '-'", rule="CS-NAME-10")
-            elif cn in container_names:
-                ctx.err(path + ("container_name",),
-                        f"container_name {cn!r} is already used by service {container_names[cn]!r}", rule="CS-NAME-10")
-            else:
-                container_names[cn] = name
-            if svc.replicas > 1:
-                ctx.err(path + ("container_name",), f"a service with container_name cannot have {svc.replicas} "
-                        "replicas", hint="remove container_name or scale to 1", rule="CS-NAME-10")
+        _check_container_name(ctx, path, name, svc, container_names)
         if svc.ports:
-            if mode == "host":
-                ctx.err(path + ("ports",), "ports cannot be published with network_mode host",
-                        hint="the service already listens on the host's addresses", rule="CS-NM-07", key=True)
-            elif mode and mode.split(":", 1)[0] in ("service", "container"):
-                ctx.err(path + ("ports",), f"ports cannot be published with network_mode {mode}",
-                        hint="publish them on the service that owns the network namespace", key=True)
-            elif mode == "none":
-                ctx.warn(path + ("ports",), "ports are ignored with network_mode none", key=True)
-            elif svc.networks and all(networks.get(a.network) is not None and networks[a.network].internal
-                                      for a in svc.networks):
-                ctx.warn(path + ("ports",), "the service is only on internal networks: its ports are not "
-                         "published (Docker drops them silently)", key=True)
+            _check_ports_mode(ctx, path, svc, networks)
     _check_cycles(ctx, services)
+
+
+class _Refs:
+    """Checks that a service a reference names is enabled; says why not, located at the reference."""
+
+    def __init__(self, ctx: Ctx, names: set[str], disabled: set[str]):
+        self.ctx = ctx
+        self.names = names
+        self.disabled = disabled
+
+    def check(self, path: tuple[Any, ...], target: str, what: str, rule: str, required: bool = True) -> bool:
+        """Whether ``target`` is an enabled service; an error when not and ``required``."""
+        if target in self.names:
+            return True
+        if target in self.disabled:
+            if required:
+                self.ctx.err(path, f"{what} {target!r} is disabled by its profiles",
+                             hint="enable its profile with --profile or COMPOSE_PROFILES", rule="CS-PROF-04")
+        elif required:
+            self.ctx.err(path, f"{what} {target!r} is not defined", rule=rule)
+        return False
+
+
+def _check_service_networks(ctx: Ctx, refs: _Refs, path: tuple[Any, ...], svc: Service, body: Any,
+                            networks: Mapping[str, Network]) -> None:
+    """network_mode against networks, service:X's target, each network's existence and aliases."""
+    mode = svc.network_mode
+    if mode is not None and body.get("networks"):
+        ctx.err(path + ("networks",), f"networks cannot be combined with network_mode {mode}",
+                hint="remove one of them", rule="CS-NM-06", key=True)
+    if mode and mode.startswith("service:"):
+        refs.check(path + ("network_mode",), mode.split(":", 1)[1], "network_mode service", "CS-NM-08")
+    for att in svc.networks:
+        if att.network not in networks and att.network != "default":
+            ctx.err(path + ("networks", att.network), f"network {att.network!r} is not defined",
+                    hint=f"declare it under the top-level `networks:` ({', '.join(sorted(networks)) or 'none'}"
+                    " are)", rule="CS-SNET-03", key=True)
+        for alias in att.aliases:
+            if not dns_name_ok(alias):
+                ctx.err(path + ("networks", att.network, "aliases"),
+                        f"alias {alias!r} is not a valid DNS name", rule="CS-SNET-04")
+
+
+def _check_links_and_deps(ctx: Ctx, refs: _Refs, path: tuple[Any, ...], name: str, svc: Service,
+                          body: Any) -> None:
+    """links name enabled services under valid aliases; depends_on targets exist (or are optional)."""
+    for i, (target, alias) in enumerate(svc.links):
+        refs.check(path + ("links", i), target, "linked service", "CS-LINK-01")
+        if not dns_name_ok(alias):
+            ctx.err(path + ("links", i), f"link alias {alias!r} is not a valid DNS name", rule="CS-LINK-01")
+    for dep, required in required_deps(body).items():
+        if dep == name:
+            ctx.err(path + ("depends_on",), f"service {name!r} depends on itself")
+        elif not refs.check(path + ("depends_on",), dep, "depends_on service", "CS-PROF-04", required) and not required:
+            ctx.warn(path + ("depends_on",), f"optional dependency {dep!r} is not enabled; ignored")
+
+
+def _check_container_name(ctx: Ctx, path: tuple[Any, ...], name: str, svc: Service,
+                          container_names: dict[str, str]) -> None:
+    """A valid, unique container_name, on a service of one replica (CS-NAME-10)."""
+    cn = svc.container_name
+    if cn is None:
+        return
+    if not _CONTAINER_NAME.match(cn):
+        ctx.err(path + ("container_name",), f"container_name {cn!r} is invalid",
+                hint="start with a letter or digit; then letters, digits, '_', '.', '-'", rule="CS-NAME-10")
+    elif cn in container_names:
+        ctx.err(path + ("container_name",),
+                f"container_name {cn!r} is already used by service {container_names[cn]!r}", rule="CS-NAME-10")
+    else:
+        container_names[cn] = name
+    if svc.replicas > 1:
+        ctx.err(path + ("container_name",), f"a service with container_name cannot have {svc.replicas} "
+                "replicas", hint="remove container_name or scale to 1", rule="CS-NAME-10")
+
+
+def _check_ports_mode(ctx: Ctx, path: tuple[Any, ...], svc: Service, networks: Mapping[str, Network]) -> None:
+    """Ports of a service that cannot publish them: an error (network_mode host, service:,
+    container:) or a warning (none, or only internal networks)."""
+    mode = svc.network_mode
+    if mode == "host":
+        ctx.err(path + ("ports",), "ports cannot be published with network_mode host",
+                hint="the service already listens on the host's addresses", rule="CS-NM-07", key=True)
+    elif mode and mode.split(":", 1)[0] in ("service", "container"):
+        ctx.err(path + ("ports",), f"ports cannot be published with network_mode {mode}",
+                hint="publish them on the service that owns the network namespace", key=True)
+    elif mode == "none":
+        ctx.warn(path + ("ports",), "ports are ignored with network_mode none", key=True)
+    elif svc.networks and all(networks.get(a.network) is not None and networks[a.network].internal
+                              for a in svc.networks):
+        ctx.warn(path + ("ports",), "the service is only on internal networks: its ports are not "
+                 "published (Docker drops them silently)", key=True)
 
 
 def _check_cycles(ctx: Ctx, services: Mapping[str, Service]) -> None:
