@@ -5,8 +5,8 @@ tests share. No I/O: the caller observes (composenet.pipeline) or loads a record
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from composenet.core.desired import Upstreams, desire
 from composenet.core.diff import diff
 from composenet.core.model import Project
 from composenet.core.plan import Plan, order
@@ -14,9 +14,6 @@ from composenet.core.render import describe
 from composenet.core.resources import Bridge, NftTable, Sysctl
 from composenet.core.state import DesiredState, ObservedState
 from composenet.paths import RUN_DIR
-
-if TYPE_CHECKING:
-    from composenet.core.desired import Upstreams
 
 
 @dataclass
@@ -31,8 +28,6 @@ def make_plan(project: Project | None, project_name: str, observed: ObservedStat
               run_dir: str = RUN_DIR) -> Planned:
     """Pure: the plan that takes ``observed`` to what ``project`` wants (None: to nothing)."""
     if project is not None:
-        from composenet.core.desired import Upstreams, desire  # deferred: `down` plans against nothing
-
         desired = desire(project, observed, upstreams or Upstreams(), run_dir)
     else:
         desired = DesiredState(project=project_name)
