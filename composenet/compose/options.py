@@ -1,4 +1,6 @@
-"""Options that select and load a project (the global CLI flags), as plain data."""
+"""Options that select and load a project (the global CLI flags), as plain data, and the
+check of a project name. Must not: import the loader (the CLI imports this module on every
+command; loading is deferred until a command needs it)."""
 
 from __future__ import annotations
 

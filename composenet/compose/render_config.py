@@ -2,6 +2,7 @@
 
 Owns: the text form of the normalised document. ``$`` in values is written ``$$`` so that the
 output, loaded again, gives the same document (interpolation already happened). Pure.
+Must not: change the document (modelbuild.py wrote it) or print (the CLI does).
 """
 
 from __future__ import annotations

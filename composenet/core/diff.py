@@ -10,6 +10,8 @@ Each differing resource becomes one Change with the attributes that differ and a
 - not running: a resolver or service process that should run and does not.
 
 Sysctls are never deleted: they are host settings other software may rely on.
+
+Must not: order the changes (plan.py does) or look at anything but the two states.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ Docker's rules, measured (../shared/DOCKER-BEHAVIOUR.md (b)):
   first free host of the subnet;
 - automatic subnets come from 172.17.0.0/16 ... 172.31.0.0/16, then 192.168.0.0/16 in /20s,
   skipping anything that overlaps a host route, a host address or another project's network.
+
+Must not: decide which network or endpoint gets what (core/desired does, in a fixed order);
+this module only hands out what it is asked for.
 """
 
 from __future__ import annotations

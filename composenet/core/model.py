@@ -1,7 +1,8 @@
 """The normalised Compose project: frozen dataclasses for the subset composenet interprets.
 
-Owns: the data shape between the loader (``composenet.project.load_project``) and the
-planner (``composenet.desired``). Pure: no I/O, no kernel access.
+Owns: the data shape between the loader (``compose.project.load_project``) and the
+planner (``core.desired``). Pure: no I/O, no kernel access. Must not: parse raw values or
+decide anything (the loader builds it, the planner reads it).
 
 Everything here is already validated and normalised: short and long syntaxes are folded
 into one form, port ranges are expanded one entry per port, defaults are filled in. The

@@ -3,6 +3,7 @@
 Owns: the option names, their defaults (the VNI derived from the network's full name, UDP port
 4789, MTU 1450) and the reading of their values. Pure. ``validate`` reports bad values with
 their file and line; ``desired`` reads them here, leniently, once they have validated.
+Must not: report problems (validate does) or build the VXLAN link (desired and the kernel do).
 
     com.composenet.vxlan.peers   comma-separated IPv4 underlay addresses of the other hosts
                                  (its presence turns VXLAN on)

@@ -4,6 +4,8 @@ A Change says what differs for one resource key; a Step is a Change placed in or
 steps it depends on. Creates and updates run in dependency order (namespaces and bridges before
 veths, addresses before routes, links before nft, networks before resolvers, everything before
 processes); deletes run first, in reverse dependency order.
+
+Must not: decide what changes (diff.py does) or run anything (the kernel layer applies a Plan).
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 """(Project, ObservedState) -> Plan: the one pure path that `plan`, `up`, `down` and the golden
 tests share. No I/O: the caller observes (composenet.pipeline) or loads a recording.
+
+Must not: observe, apply or print; it only strings the pure stages together.
 """
 
 from __future__ import annotations

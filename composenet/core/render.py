@@ -2,6 +2,7 @@
 
 Stable and boring: everything sorted, no pids, ifindexes, timestamps or random names, so the
 same inputs give byte-identical output. The fixed sentences are part of the contract.
+Must not: compute anything the plan does not hold, or print (callers write the text).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Owns: the vocabulary shared by ``desired`` (what the file wants), ``observe`` (what the kernel
 has, read back into the very same classes) and ``apply`` (how to create, update, delete each).
-Pure: no I/O.
+Pure: no I/O. Must not: know how a resource is created or read back (composenet.kernel does).
 
 Conventions
 - ``ns`` is a namespace name under /run/netns, or "" for the namespace composenet itself runs

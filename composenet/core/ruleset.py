@@ -1,4 +1,6 @@
 """The project's nftables table, built as text plus the rule identities the diff compares. Pure.
+Must not: run nft (composenet.kernel.nft checks and applies the text) or decide which ports
+are published (core/desired/ports.py gives the PortMaps).
 
 One ``inet`` table per project, replaced whole in one transaction (declare, delete, re-create,
 as moby's reload template does). It never touches other tables or global policy: every chain

@@ -1,6 +1,7 @@
 """DesiredState and ObservedState: sets of resources keyed by ``Resource.key``, plus the facts
 about the host that the planner needs as constraints. Pure data; JSON round-trip for golden
-files (tests/golden/<case>/observed.json).
+files (tests/golden/<case>/observed.json), checked against schemas/observed.schema.json.
+Must not: read the kernel (composenet.kernel.observe fills an ObservedState) or plan.
 """
 
 from __future__ import annotations
