@@ -23,8 +23,7 @@ from typing import Any
 
 import yaml
 
-from composenet.compose.fastyaml import HAVE_LIBYAML as _HAVE_LIBYAML
-from composenet.compose.fastyaml import fast_parse as _fast_parse
+from composenet.compose.fastyaml import HAVE_LIBYAML, fast_parse
 from composenet.compose.yamlspec import KNOWN_TAGS, MAX_BYTES, MAX_DEPTH, MAX_NODES, CoreResolver, convert
 from composenet.compose.ytree import Loc, Path, YList, YMap, clone, fmt_path, locate, plain, problem_at
 from composenet.errors import Problem
@@ -173,9 +172,9 @@ def decode(file: str, data: bytes) -> str:
 
 def parse_text(file: str, text: str) -> Any:
     """YAML text -> YMap/YList/scalars with positions. Raises YamlProblem."""
-    if _HAVE_LIBYAML and "\t" not in text and "\ufeff" not in text:  # libyaml is laxer about these
+    if HAVE_LIBYAML and "\t" not in text and "\ufeff" not in text:  # libyaml is laxer about these
         try:
-            return _fast_parse(file, text)
+            return fast_parse(file, text)
         except Exception:  # noqa: BLE001 - any doubt: the reference path decides, and words the error
             pass
     return _reference_parse(file, text)
