@@ -14,9 +14,11 @@ patching ``composenet.dns.running.RESOLVER_MODULE``; one test runs the real comp
 
 from __future__ import annotations
 
+import grp
 import hashlib
 import json
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -27,16 +29,32 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from dnslib import DNSRecord
 
-from composenet.core.resources import NetnsFile, NftTable, Process, Resolver, nft_table_name
+from composenet.core.resources import (
+    Address,
+    Bridge,
+    Netns,
+    NetnsFile,
+    NftTable,
+    Process,
+    Resolver,
+    Veth,
+    bridge_ifname,
+    nft_table_name,
+    veth_ifname,
+)
 from composenet.core.ruleset import NetRules, PortMap, build
 from composenet.core.state import ObservedState
 from composenet.dns import running
 from composenet.errors import ComposenetError, KernelError
-from composenet.kernel import files, nft, processes, rundir
+from composenet.kernel import files, nft, processes, rundir, status
+from composenet.kernel import links as kernel
 from composenet.kernel import resolver as kernel_resolver
+from composenet.kernel.apply import rollback
 from composenet.kernel.context import Context
 from composenet.kernel.handlers import default_handlers
+from composenet.kernel.observe import observe_project
 from composenet.linux import netns
 from composenet.linux.proc import alive, stop_group
 from composenet.linux.spawn import Credentials, resolve_user
@@ -216,8 +234,6 @@ def test_nft_load_observe_update_drift_delete(env: Env) -> None:
 def test_nft_rollback_restores_the_observed_table(env: Env) -> None:
     """An observed table carries a ruleset that re-creates it as it was: rolling back its
     delete (or an update) puts the same chains and rules back, in one transaction."""
-    from composenet.kernel.apply import rollback
-
     h = nft.NftHandler()
     t1 = table(env.project, [PortMap("web", None, 8080, "tcp", ("10.99.0.2",), 80)])
     with env.inside():
@@ -423,8 +439,6 @@ def _cmdline(pid: int) -> bytes:
 
 
 def test_resolver_real_daemon_answers_and_reloads(env: Env) -> None:
-    from dnslib import DNSRecord
-
     h = kernel_resolver.ResolverHandler()
 
     def config(addr: str) -> Resolver:
@@ -485,8 +499,6 @@ def test_process_runs_in_its_namespace_with_files_hostname_env_cwd_user(env: Env
     wait_for(lambda: "done" in log_of(env, p.container), what="the process's output")
     out = log_of(env, p.container)
     assert "host=apphost\n" in out
-    import pwd
-
     assert f"uid={pwd.getpwnam('nobody').pw_uid}\n" in out
     assert "pwd=/usr/share\n" in out
     assert "foo=bar baz\n" in out
@@ -579,9 +591,6 @@ def test_process_that_cannot_start(env: Env) -> None:
 
 
 def test_resolve_user_forms() -> None:
-    import grp
-    import pwd
-
     nobody = pwd.getpwnam("nobody")
     assert resolve_user("nobody").uid == nobody.pw_uid
     assert resolve_user("nobody").gid == nobody.pw_gid
@@ -666,11 +675,6 @@ def test_remove_project_dir_keeps_records_of_live_things(env: Env) -> None:
 
 
 def test_status_commands_over_the_kernel(env: Env, capfd: pytest.CaptureFixture[str]) -> None:
-    from composenet.core.resources import Address, Bridge, Netns, Veth, bridge_ifname, veth_ifname
-    from composenet.kernel import links as kernel
-    from composenet.kernel import status
-    from composenet.kernel.observe import observe_project
-
     c = f"{env.project}-web-1"
     env.namespaces.append(c)
     net = f"{env.project}_front"
