@@ -21,7 +21,8 @@ from contextlib import contextmanager
 
 from composenet.errors import LockError
 from composenet.kernel.context import Context
-from composenet.paths import FILES_RECORDS, IPAM_LOCK, NETNS_RECORDS, PROC_RECORDS, RECORD_DIRS
+from composenet.linux.netns import is_netns
+from composenet.paths import FILES_RECORDS, IPAM_LOCK, NETNS_RECORDS, PROC_RECORDS, RECORD_DIRS, netns_path
 
 LOCK_MESSAGE_AFTER = 1.0  # seconds before telling the user we are waiting
 LOCK_POLL = 0.05
@@ -196,17 +197,17 @@ def remove_project_dir(ctx: Context) -> list[str]:
 
     Logs, the lock, the applied-state record and any other bookkeeping go: after ``down`` nothing
     of the project is left. Called with the lock held: see project_lock for why that is safe."""
-    from composenet.kernel import files, procs
+    from composenet.kernel import files, processes, resolver
 
     root = ctx.project_dir
     if not os.path.isdir(root):
         return []
     live: set[str] = set()
     for path in _record_paths(ctx):
-        if _record_is_live(ctx, path, files, procs):
+        if _record_is_live(ctx, path, files, processes):
             live.add(path)
-    if procs.resolver_alive(ctx):
-        live.update(p for p in (procs.resolver_config_path(ctx), procs.resolver_pidfile(ctx)) if os.path.exists(p))
+    if resolver.resolver_alive(ctx):
+        live.update(p for p in (resolver.resolver_config_path(ctx), resolver.resolver_pidfile(ctx)) if os.path.exists(p))
     kept: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root, topdown=False):
         for f in filenames:
@@ -246,14 +247,12 @@ def _record_paths(ctx: Context) -> list[str]:
     return out
 
 
-def _record_is_live(ctx: Context, path: str, files, procs) -> bool:  # type: ignore[no-untyped-def]
-    from composenet.linux.netns import is_netns, netns_path
-
+def _record_is_live(ctx: Context, path: str, files, processes) -> bool:  # type: ignore[no-untyped-def]
     sub, name = os.path.basename(os.path.dirname(path)), os.path.basename(path)
     if sub == NETNS_RECORDS:
         return is_netns(netns_path(name))
     if sub == FILES_RECORDS:
         return files.has_files(name)
     if sub == PROC_RECORDS:
-        return procs.record_alive(path)
+        return processes.record_alive(path)
     return False
