@@ -38,6 +38,7 @@ from typing import Any
 
 from composenet.dns.running import resolver_pid
 from composenet.dns.zone import ConfigError, _parse
+from composenet.linux.fileio import read_json
 from composenet.linux.proc import host_netns, pid_netns
 from composenet.paths import DNS_CONFIG, DNS_LOG, NETNS_DIR, ProjectPaths, list_projects
 
@@ -48,14 +49,6 @@ NOTIFY_TIMEOUT = 2.0  # seconds to wait for one notified resolver to reload
 POLL = 0.02
 
 
-def read_json(path: str) -> dict[str, Any] | None:
-    """The JSON object in file ``path``; None when it cannot be read or is not an object."""
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def read_from(path: str, offset: int) -> str | None:

@@ -19,11 +19,10 @@ from typing import Any
 
 from composenet.core.resources import Process, Resource, resource_from_json
 from composenet.core.state import ObservedState
-from composenet.dns.peers import read_json
 from composenet.errors import KernelError
-from composenet.kernel import rundir
-from composenet.kernel.context import Context
+from composenet.kernel.context import Context, HandlerBase
 from composenet.linux import proc
+from composenet.linux.fileio import atomic_write, read_json
 from composenet.linux.spawn import open_log, spawn
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -69,7 +68,7 @@ def record_running(rec: dict[str, Any]) -> bool:
 
 
 def record_alive(path: str) -> bool:
-    """For rundir.remove_project_dir: does this process record refer to a running process?"""
+    """For kernel.cleanup.remove_project_dir: does this process record refer to a running process?"""
     rec = read_record(path)
     return rec is not None and record_running(rec)
 
@@ -84,11 +83,8 @@ def process_from_record(rec: dict[str, Any]) -> Process:
 # ---- the handler ----------------------------------------------------------------------------
 
 
-class ProcessHandler:
+class ProcessHandler(HandlerBase):
     kinds: tuple[str, ...] = ("process",)
-
-    def flush(self, ctx: Context) -> None:
-        """Nothing is batched: every call completes at once."""
 
     def observe(self, ctx: Context, observed: ObservedState) -> None:
         for rec in read_records(ctx).values():
@@ -112,7 +108,7 @@ class ProcessHandler:
         st = proc.start_time(p.pid)
         rec = {**r.to_json(), "pid": p.pid, "starttime": st if st is not None else -1}
         try:
-            rundir.atomic_write(ctx.paths.proc_record(r.container), json.dumps(rec, sort_keys=True) + "\n")
+            atomic_write(ctx.paths.proc_record(r.container), json.dumps(rec, sort_keys=True) + "\n")
         except OSError as e:
             proc.stop_group(p.pid, st, 0.0, f"process {r.container}")
             raise KernelError(f"process {r.container}: cannot write its record: {e.strerror}") from None

@@ -31,9 +31,9 @@ from composenet.core.resources import DnsRecords, Resolver, Resource, resolver_l
 from composenet.core.state import ObservedState
 from composenet.dns import peers, running
 from composenet.errors import KernelError
-from composenet.kernel import rundir
-from composenet.kernel.context import Context
+from composenet.kernel.context import Context, HandlerBase
 from composenet.linux import proc
+from composenet.linux.fileio import atomic_write
 from composenet.linux.spawn import open_log
 from composenet.paths import DNS_LOG
 
@@ -108,7 +108,7 @@ def _notify_peers(ctx: Context, networks: set[str]) -> None:
         pass
 
 
-class ResolverHandler:
+class ResolverHandler(HandlerBase):
     """The project's resolver daemon. One per run: it knows the daemon it started whose readiness
     the executor has not awaited yet (``starting``), so that a rollback stops it."""
 
@@ -116,9 +116,6 @@ class ResolverHandler:
 
     def __init__(self) -> None:
         self.starting: subprocess.Popen | None = None
-
-    def flush(self, ctx: Context) -> None:
-        """Nothing is batched: every call completes at once."""
 
     def observe(self, ctx: Context, observed: ObservedState) -> None:
         path = resolver_config_path(ctx)
@@ -146,7 +143,7 @@ class ResolverHandler:
         for pid in running.started_on(path):  # started by a run that crashed before it was ready
             proc.stop_group(pid, None, RESOLVER_STOP_TIMEOUT, "the old DNS resolver")
         _unlink(pidfile)
-        rundir.atomic_write(path, r.config)
+        atomic_write(path, r.config)
         log = ctx.paths.log(DNS_LOG)
         p = self._start(path, log)
         # Under the executor, the wait for readiness (the daemon's start-up, tens of ms) overlaps
@@ -215,7 +212,7 @@ class ResolverHandler:
         except OSError:
             offset = 0
         before_text = _read_text(resolver_config_path(ctx))
-        rundir.atomic_write(resolver_config_path(ctx), after.config)
+        atomic_write(resolver_config_path(ctx), after.config)
         os.kill(pid, signal.SIGHUP)
         outcome: list[str] = []
 
@@ -257,16 +254,13 @@ def peers_path(ctx: Context) -> str:
     return ctx.paths.dns_peers
 
 
-class PeersHandler:
+class PeersHandler(HandlerBase):
     """The ``dnsrecords`` resource: ``<project dir>/dns-peers.json``, the project's endpoints on
     networks other projects own, with the host namespace's identity added (the runtime directory
     is shared by every namespace of the machine). Writing or removing it signals the resolvers
     that serve those networks."""
 
     kinds: tuple[str, ...] = ("dnsrecords",)
-
-    def flush(self, ctx: Context) -> None:
-        """Nothing is batched: every call completes at once."""
 
     def observe(self, ctx: Context, observed: ObservedState) -> None:
         rec = peers.read_published(peers_path(ctx))
@@ -281,7 +275,7 @@ class PeersHandler:
 
     def create(self, ctx: Context, r: Resource) -> None:
         assert isinstance(r, DnsRecords)
-        rundir.atomic_write(peers_path(ctx), peers.published_text(json.loads(r.records)))
+        atomic_write(peers_path(ctx), peers.published_text(json.loads(r.records)))
         _notify_peers(ctx, set(r.networks))
 
     def update(self, ctx: Context, before: Resource, after: Resource) -> None:

@@ -48,14 +48,14 @@ from composenet.core.ruleset import NetRules, PortMap, build
 from composenet.core.state import ObservedState
 from composenet.dns import running
 from composenet.errors import ComposenetError, KernelError
-from composenet.kernel import files, nft, processes, rundir, status
+from composenet.kernel import cleanup, files, nft, processes, rundir, status
 from composenet.kernel import links as kernel
 from composenet.kernel import resolver as kernel_resolver
 from composenet.kernel.apply import rollback
 from composenet.kernel.context import Context
 from composenet.kernel.handlers import default_handlers
 from composenet.kernel.observe import observe_project
-from composenet.linux import netns
+from composenet.linux import fileio, netns
 from composenet.linux.proc import alive, stop_group
 from composenet.linux.spawn import Credentials, resolve_user
 from composenet.paths import list_projects
@@ -140,7 +140,7 @@ class Env:
                 p.rmdir()
         for ns in self.namespaces:
             sh("ip", "netns", "del", ns, check=False)
-        kept = rundir.remove_project_dir(self.ctx)
+        kept = cleanup.remove_project_dir(self.ctx)
         return kept + leftovers(self.tag, self.ctx)
 
 
@@ -349,7 +349,7 @@ def test_files_write_observe_delete(env: Env) -> None:
     st = ObservedState()
     h.observe(env.ctx, st)
     assert st.resources == {}
-    assert rundir.remove_project_dir(env.ctx) == []
+    assert cleanup.remove_project_dir(env.ctx) == []
 
 
 def test_files_observed_for_namespace_records(env: Env) -> None:
@@ -358,7 +358,7 @@ def test_files_observed_for_namespace_records(env: Env) -> None:
     ns = f"{env.project}-db-1"
     os.makedirs(f"/etc/netns/{ns}")
     Path(f"/etc/netns/{ns}/hosts").write_text("x\n")
-    rundir.atomic_write(os.path.join(env.ctx.project_dir, "netns", ns), json.dumps({"service": "db"}))
+    fileio.atomic_write(os.path.join(env.ctx.project_dir, "netns", ns), json.dumps({"service": "db"}))
     st = ObservedState()
     files.FilesHandler().observe(env.ctx, st)
     assert st.resources == {f"file:{ns}/hosts": NetnsFile(ns, "hosts", "x\n")}
@@ -569,7 +569,7 @@ def test_dead_or_reused_pid_is_not_observed(env: Env) -> None:
     assert p.container in processes.read_records(env.ctx)  # ps can still say "exited"
     # A record whose pid now belongs to another process (start time differs) is not observed.
     fake = dict(rec, pid=os.getpid(), starttime=1)
-    rundir.atomic_write(os.path.join(env.ctx.project_dir, "proc", f"{p.container}.json"), json.dumps(fake))
+    fileio.atomic_write(os.path.join(env.ctx.project_dir, "proc", f"{p.container}.json"), json.dumps(fake))
     assert observe_procs(env) == {}
     h.delete(env.ctx, p)  # must not signal the test process
     assert processes.read_records(env.ctx) == {}
@@ -652,11 +652,11 @@ def test_lock_serialises_two_processes(env: Env, tmp_path: Path) -> None:
 def test_lock_survives_removal_of_the_project_dir(env: Env) -> None:
     # `down` removes the directory (and the lock file) while holding the lock.
     with rundir.project_lock(env.ctx):
-        assert rundir.remove_project_dir(env.ctx) == []
+        assert cleanup.remove_project_dir(env.ctx) == []
         assert not os.path.exists(env.ctx.project_dir)
     with rundir.project_lock(env.ctx, timeout=5):
         assert os.path.exists(os.path.join(env.ctx.project_dir, "lock"))
-    rundir.remove_project_dir(env.ctx)
+    cleanup.remove_project_dir(env.ctx)
 
 
 def test_remove_project_dir_keeps_records_of_live_things(env: Env) -> None:
@@ -664,10 +664,10 @@ def test_remove_project_dir_keeps_records_of_live_things(env: Env) -> None:
     p = Process(f"{env.project}-keep-1", "keep", ns, ("sleep", "300"), hostname="k")
     processes.ProcessHandler().create(env.ctx, p)
     Path(env.ctx.project_dir, "applied.json").write_text("{}")
-    kept = rundir.remove_project_dir(env.ctx)
+    kept = cleanup.remove_project_dir(env.ctx)
     assert kept == [os.path.join(env.ctx.project_dir, "proc", f"{p.container}.json")]
     processes.ProcessHandler().delete(env.ctx, p)
-    assert rundir.remove_project_dir(env.ctx) == []
+    assert cleanup.remove_project_dir(env.ctx) == []
     assert not os.path.exists(env.ctx.project_dir)
 
 

@@ -42,6 +42,7 @@ class FakeKernel:
         self.fail: dict[str, int] = {}  # call -> how many more times it raises
         self.forget: set[str] = set()  # keys whose create succeeds but is not kept
         self.bad_flush: set[str] = set()  # handlers whose flush raises
+        self.refuse: dict[str, str] = {}  # handler -> why its check refuses a plan
 
     def call(self, what: str) -> None:
         self.count += 1
@@ -89,6 +90,11 @@ class FakeHandler:
             for k, x in list(self.kernel.resources.items()):
                 if x.kind in IN_NAMESPACE and getattr(x, "ns", "") == r.name:
                     del self.kernel.resources[k]
+
+    def check(self, ctx: Context, plan: Plan) -> None:
+        self.kernel.calls.append(f"precheck {self.name} {len(plan.steps)}")
+        if self.name in self.kernel.refuse:
+            raise ComposenetError(self.kernel.refuse[self.name])
 
     def flush(self, ctx: Context) -> None:
         self.kernel.calls.append(f"flush {self.name}")
@@ -348,16 +354,6 @@ networks:
 """
 
 
-@pytest.fixture
-def no_host_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """run_apply checks the host's mount namespace and runs `nft -c` on the ruleset (as root):
-    neither concerns fake handlers. Returns the rulesets it was asked to check."""
-    checked: list[str] = []
-    monkeypatch.setattr(pipeline, "check_mount_namespace", lambda: None)
-    monkeypatch.setattr(pipeline, "check_ruleset", lambda ruleset: checked.append(ruleset))
-    return checked
-
-
 def up(tmp_path: Path, kernel: FakeKernel, project: bool = True) -> tuple[pipeline.Planned, list[str]]:
     """`up` of COMPOSE (or `down` of project shop) with fresh fake handlers over ``kernel``."""
     echoed: list[str] = []
@@ -367,13 +363,17 @@ def up(tmp_path: Path, kernel: FakeKernel, project: bool = True) -> tuple[pipeli
     return planned, echoed
 
 
-def test_run_apply_up_records_verifies_and_down_removes_everything(tmp_path: Path, no_host_checks: list[str]) -> None:
+def test_run_apply_up_records_verifies_and_down_removes_everything(tmp_path: Path) -> None:
     kernel = FakeKernel()
     planned, echoed = up(tmp_path, kernel)
     want = planned.desired.resources
     assert set(kernel.resources) == set(want) and planned.ruleset is not None
-    assert no_host_checks == [planned.ruleset]
     total = len(planned.plan.steps)
+    # Every handler checked the whole plan before the first step changed anything.
+    prechecks = [c for c in kernel.calls if c.startswith("precheck ")]
+    assert prechecks == [f"precheck {h} {total}" for h in ("links", "nft", "files", "resolver", "peers",
+                                                            "processes", "facts")]
+    assert kernel.calls.index(prechecks[-1]) < kernel.calls.index(kernel.ops()[0])
     assert len(echoed) == total and all(e.startswith("[") and f"/{total}] " in e for e in echoed)
     assert kernel.calls.index("check resolver:shop") < kernel.calls.index("create process:shop-db-1")
     project_dir = tmp_path / "run" / "shop"
@@ -389,7 +389,7 @@ def test_run_apply_up_records_verifies_and_down_removes_everything(tmp_path: Pat
     planned3, echoed = up(tmp_path, kernel, project=False)
     assert planned3.plan.kept and {r.kind for r in kernel.resources.values()} == {"sysctl"}
     assert not project_dir.exists()
-    down_calls = [c for c in kernel.calls[calls:] if not c.startswith("flush")]
+    down_calls = [c for c in kernel.calls[calls:] if not c.startswith(("flush", "precheck"))]
     assert down_calls and all(c.startswith("delete ") for c in down_calls)
     # Implied deletes (addresses and routes inside the namespaces) were left to the kernel.
     assert not [c for c in down_calls if c.startswith(("delete addr:shop-", "delete route:shop-"))]
@@ -399,7 +399,7 @@ def test_run_apply_up_records_verifies_and_down_removes_everything(tmp_path: Pat
     assert not project_dir.exists()
 
 
-def test_run_apply_fails_verify_when_the_kernel_forgets_a_resource(tmp_path: Path, no_host_checks: list[str]) -> None:
+def test_run_apply_fails_verify_when_the_kernel_forgets_a_resource(tmp_path: Path) -> None:
     kernel = FakeKernel()
     kernel.forget = {"nft:inet composenet_shop"}
     with pytest.raises(ComposenetError, match=r"^applied \d+ step\(s\), but the kernel still differs") as ei:
@@ -408,7 +408,7 @@ def test_run_apply_fails_verify_when_the_kernel_forgets_a_resource(tmp_path: Pat
     assert ei.value.hint == "run `composenet plan` to see what differs"
 
 
-def test_run_apply_failed_first_up_leaves_nothing(tmp_path: Path, no_host_checks: list[str]) -> None:
+def test_run_apply_failed_first_up_leaves_nothing(tmp_path: Path) -> None:
     kernel = FakeKernel()
     kernel.fail["create process:shop-web-1"] = 1
     with pytest.raises(KernelError, match=r"failed: create process .*shop-web-1"):
@@ -417,11 +417,9 @@ def test_run_apply_failed_first_up_leaves_nothing(tmp_path: Path, no_host_checks
     assert not (tmp_path / "run" / "shop").exists()  # only the lock was there
 
 
-def test_run_apply_refuses_a_ruleset_nft_rejects_before_any_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                                                                 ) -> None:
-    monkeypatch.setattr(pipeline, "check_mount_namespace", lambda: None)
-    monkeypatch.setattr(pipeline, "check_ruleset", lambda ruleset: "line 3: syntax error")
+def test_run_apply_refuses_a_plan_a_handler_rejects_before_any_step(tmp_path: Path) -> None:
     kernel = FakeKernel()
+    kernel.refuse["nft"] = "nft rejected the generated ruleset; nothing was changed:\nline 3: syntax error"
     with pytest.raises(ComposenetError, match="nft rejected the generated ruleset; nothing was changed:\nline 3"):
         up(tmp_path, kernel)
-    assert kernel.calls == [] and not os.path.exists(tmp_path / "run" / "shop")
+    assert kernel.ops() == [] and not os.path.exists(tmp_path / "run" / "shop")
