@@ -35,9 +35,11 @@ from composenet.core.desired import Upstreams, container_names
 from composenet.core.model import IpamConfig, Network, Project, Service
 from composenet.errors import ComposenetError
 from composenet.kernel import links, rundir
+from composenet.kernel.cleanup import remove_project_dir
 from composenet.kernel.context import Context
 from composenet.kernel.netinfo import networks
 from composenet.kernel.observe import read_connections
+from composenet.linux.fileio import atomic_write
 from composenet.paths import netns_path, standalone_project
 from composenet.pipeline import run_apply
 
@@ -94,7 +96,7 @@ def create(name: str, driver: str, options: dict[str, str], ipam: list[dict[str,
                 (np.get("subnet6"), np.get("gateway6"), ip_range(True)),
             ) if s] or ipam,
         }
-        rundir.atomic_write(ctx.paths.network_spec, json.dumps(spec, indent=1, sort_keys=True) + "\n")
+        atomic_write(ctx.paths.network_spec, json.dumps(spec, indent=1, sort_keys=True) + "\n")
     finally:
         ctx.close()
 
@@ -115,7 +117,7 @@ def remove(name: str, nets: dict[str, dict[str, Any]], run_dir: str, echo: Echo)
     try:
         run_apply(ctx, None, p, Upstreams(), echo, quiet=True)
         with rundir.project_lock(ctx):  # a macvlan network has only its spec: remove it too
-            rundir.remove_project_dir(ctx)
+            remove_project_dir(ctx)
     finally:
         ctx.close()
 
@@ -154,7 +156,7 @@ def _apply_connections(project: Project, ctx: Context, records: list[dict[str, A
 
     def write(recs: list[dict[str, Any]]) -> None:
         if recs:
-            rundir.atomic_write(path, json.dumps(recs, indent=1, sort_keys=True) + "\n")
+            atomic_write(path, json.dumps(recs, indent=1, sort_keys=True) + "\n")
         elif os.path.exists(path):
             os.unlink(path)
 

@@ -145,7 +145,7 @@ def list_projects(run_dir: str) -> list[str]:
 
 def schema_text(name: str) -> str:
     """One of the JSON schemas in schemas/ (compose, plan, observed), installed or in a checkout."""
-    from importlib import resources
+    from importlib import resources  # deferred: only the schema readers need importlib.resources
 
     try:  # installed: packaged as composenet.schemas (pyproject package-dir)
         return resources.files("composenet.schemas").joinpath(name).read_text()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,10 +26,10 @@ from composenet.core.state import DesiredState
 from composenet.errors import ComposenetError, PlanError
 from composenet.kernel import nft, rundir
 from composenet.kernel.apply import apply
+from composenet.kernel.cleanup import remove_project_dir
 from composenet.kernel.context import Context, Handlers
 from composenet.kernel.handlers import default_handlers
 from composenet.kernel.observe import observe_project
-from composenet.linux.netns import check_mount_namespace
 from composenet.paths import LOCK
 
 __all__ = ["Planned", "make_plan", "read_upstreams", "run_apply", "check_ruleset"]
@@ -60,11 +59,10 @@ def read_upstreams(path: str | None) -> Upstreams:
 
 
 def check_ruleset(ruleset: str) -> str | None:
-    """``nft -c -f -``: the kernel's parser checks the ruleset without loading it. None if fine
-    or if nft is not available (plan on a machine without nftables)."""
-    if shutil.which("nft") is None or os.geteuid() != 0:
-        return None
-    return nft.check(ruleset)
+    """``nft -c``: the kernel's parser checks the ruleset without loading it (for `plan`, which
+    shows the problem; `up` refuses through NftHandler.check). None if fine, or if nft is not
+    available or we are not root (plan on a machine without nftables)."""
+    return nft.check_if_possible(ruleset)
 
 
 def record_applied(ctx: Context, desired: DesiredState) -> None:
@@ -79,7 +77,6 @@ def record_applied(ctx: Context, desired: DesiredState) -> None:
 def run_apply(ctx: Context, project: Project | None, project_name: str, upstreams: Upstreams | None, echo: Echo,
               quiet: bool = False, saved_plan: dict | None = None, handlers: Handlers | None = None) -> Planned:
     """Observe, plan, check, apply, record, verify. Used by `up` (project) and `down` (None)."""
-    check_mount_namespace()
     run = _Run(ctx, project, project_name, upstreams, echo, quiet, handlers or default_handlers())
     with rundir.project_lock(ctx):
         if project is None:
@@ -95,7 +92,7 @@ def run_apply(ctx: Context, project: Project | None, project_name: str, upstream
             # A refused `up` of a project that is not up (a plan error, a failed first apply
             # rolled back): taking the lock made its directory; leave nothing behind.
             if os.path.isdir(ctx.project_dir) and os.listdir(ctx.project_dir) == [LOCK]:
-                rundir.remove_project_dir(ctx)
+                remove_project_dir(ctx)
             raise
 
 
@@ -128,12 +125,10 @@ class _Run:
                 self.echo("No changes. Kernel state matches the compose file." if project is not None
                           else f"Nothing to remove: project {self.name!r} owns nothing in this kernel.")
             if project is None:  # `down` of a project already down: taking the lock made its directory
-                rundir.remove_project_dir(ctx)
+                remove_project_dir(ctx)
             return planned
-        if planned.ruleset is not None and any(c.kind == "nft" and c.after is not None for c in planned.plan.changes):
-            err = check_ruleset(planned.ruleset)
-            if err:
-                raise ComposenetError(f"nft rejected the generated ruleset; nothing was changed:\n{err}")
+        for h in self.handlers:  # each may refuse the plan before anything changes
+            h.check(ctx, planned.plan)
         total = len(planned.plan.steps)
 
         def progress(n: int, total: int, text: str) -> None:
@@ -147,7 +142,7 @@ class _Run:
         # Verify: re-observe; the plan must now be empty.
         again = self.plan()
         if project is None:
-            rundir.remove_project_dir(ctx)
+            remove_project_dir(ctx)
         if not again.plan.empty:
             text = render_text(again.plan)
             raise ComposenetError(

@@ -36,33 +36,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+from composenet.dns.running import resolver_pid
+from composenet.dns.zone import ConfigError, _parse
+from composenet.linux.fileio import read_json
+from composenet.linux.proc import host_netns, pid_netns
 from composenet.paths import DNS_CONFIG, DNS_LOG, NETNS_DIR, ProjectPaths, list_projects
 
-RESOLVER_MODULE = "composenet.dns.server"
+__all__ = ["gather", "host_netns", "listener_networks", "merge", "notify", "published_text", "read_from",
+           "read_json", "read_published", "relevant_networks", "resolver_pid", "run_dir_of"]
+
 NOTIFY_TIMEOUT = 2.0  # seconds to wait for one notified resolver to reload
 POLL = 0.02
 
 
-def host_netns() -> int:
-    """Identity (inode) of the network namespace this process runs in."""
-    return os.stat("/proc/thread-self/ns/net").st_ino
-
-
-def _pid_netns(pid: int) -> int | None:
-    try:
-        return os.stat(f"/proc/{pid}/ns/net").st_ino
-    except OSError:
-        return None
-
-
-def read_json(path: str) -> dict[str, Any] | None:
-    """The JSON object in file ``path``; None when it cannot be read or is not an object."""
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def read_from(path: str, offset: int) -> str | None:
@@ -112,25 +98,25 @@ def run_dir_of(config_path: str, project: str) -> str | None:
     return str(p.parent.parent)
 
 
-def resolver_pid(run_dir: str, project: str) -> int | None:
-    """The live resolver daemon of ``project`` (pidfile, checked against its command line)."""
-    where = ProjectPaths(run_dir, project)
-    cfg = read_json(where.dns_config)
-    pidfile = str(cfg.get("pidfile")) if cfg and cfg.get("pidfile") else where.dns_pid
-    try:
-        with open(pidfile) as f:
-            pid = int(f.read().strip())
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmdline = f.read()
-    except (OSError, ValueError):
+def read_published(path: str) -> dict[str, Any] | None:
+    """A project's records for other projects' resolvers (its ``dns-peers.json`` at ``path``)
+    if they were written in this host network namespace (the runtime directory is shared by
+    every namespace of the machine), without that namespace's identity; None otherwise."""
+    rec = read_json(path)
+    if rec is None or rec.get("host_netns") != host_netns():
         return None
-    return pid if RESOLVER_MODULE.encode() in cmdline else None
+    rec.pop("host_netns")
+    return rec
+
+
+def published_text(records: dict[str, Any]) -> str:
+    """The text of a ``dns-peers.json`` holding ``records``, stamped with this host network
+    namespace's identity (what :func:`read_published` checks)."""
+    return json.dumps({**records, "host_netns": host_netns()}, indent=1, sort_keys=True) + "\n"
 
 
 def _valid(container: dict[str, Any]) -> bool:
     """Whether one container record passes the resolver's own config checks."""
-    from composenet.dns.zone import ConfigError, _parse
-
     try:
         _parse({"project": "-", "pidfile": "-", "listeners": [], "containers": [container]}, "peer record")
     except (ConfigError, TypeError, ValueError, AttributeError):
@@ -155,13 +141,13 @@ def gather(cfg: dict[str, Any], config_path: str) -> list[dict[str, Any]]:
         if q == project:
             continue
         found: list[tuple[dict[str, Any], set[str]]] = []
-        peers = read_json(ProjectPaths(run_dir, q).dns_peers)
-        if peers is not None and peers.get("host_netns") == here:
+        peers = read_published(ProjectPaths(run_dir, q).dns_peers)
+        if peers is not None:
             for c in _containers(peers):
                 if os.path.exists(os.path.join(NETNS_DIR, str(c.get("name", "")))):  # not stale
                     found.append((c, wanted))
         pid = resolver_pid(run_dir, q)
-        if pid is not None and _pid_netns(pid) == here:
+        if pid is not None and pid_netns(pid) == here:
             theirs = read_json(ProjectPaths(run_dir, q).dns_config) or {}
             owned = listener_networks(theirs) & wanted
             if owned:
@@ -214,7 +200,7 @@ def notify(run_dir: str, project: str, networks: set[str], timeout: float = NOTI
         if cfg is None or not relevant_networks(cfg) & networks:
             continue
         pid = resolver_pid(run_dir, q)
-        if pid is None or _pid_netns(pid) != here:
+        if pid is None or pid_netns(pid) != here:
             continue
         log = ProjectPaths(run_dir, q).log(DNS_LOG)
         try:

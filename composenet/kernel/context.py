@@ -2,7 +2,8 @@
 and the ``Handler`` protocol, one handler per group of resource kinds, collected in a
 ``Handlers`` registry that the executor and observe are given.
 
-``kernel.apply`` runs a Plan's steps by calling, for each change, the handler registered for the
+Before the first step, every handler's ``check(ctx, plan)`` may refuse the plan (nothing has been
+changed yet). ``kernel.apply`` then runs the plan's steps by calling, for each change, the handler registered for the
 resource's kind: ``create(ctx, after)``, ``update(ctx, before, after)`` or ``delete(ctx, before)``
 (a replace is delete then create). Each call must either succeed completely or raise
 ``KernelError`` having changed nothing it cannot undo; the executor journals each finished call
@@ -27,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from composenet.core.plan import Plan
 from composenet.core.resources import Resource
 from composenet.core.state import ObservedState
 from composenet.linux.netlink import NL
@@ -94,10 +96,27 @@ class Handler(Protocol):
 
     def delete(self, ctx: Context, r: Resource) -> None: ...
 
+    def check(self, ctx: Context, plan: Plan) -> None:
+        """Before any step of ``plan`` runs: raise ComposenetError if this handler's part of it
+        cannot be applied here (e.g. nft rejects the ruleset, a private mount namespace), so
+        that nothing is half-applied. Must not change anything."""
+        ...
+
     def flush(self, ctx: Context) -> None:
         """Finish what this run batched (e.g. deletes) now: before a rollback re-creates what
         was deleted, so that names are free."""
         ...
+
+
+class HandlerBase:
+    """Defaults for the Handler methods most handlers do not need: nothing to check before a
+    plan, nothing batched to flush."""
+
+    def check(self, ctx: Context, plan: Plan) -> None:
+        return None
+
+    def flush(self, ctx: Context) -> None:
+        return None
 
 
 class Handlers:

@@ -18,8 +18,8 @@ import os
 from composenet.core.resources import NetnsFile, Resource
 from composenet.core.state import ObservedState
 from composenet.errors import KernelError
-from composenet.kernel import rundir
-from composenet.kernel.context import Context
+from composenet.kernel.context import Context, HandlerBase
+from composenet.linux.fileio import atomic_write, touch
 from composenet.paths import etc_netns_dir
 
 FILE_NAMES = ("resolv.conf", "hosts")  # the only names composenet writes
@@ -56,7 +56,7 @@ def _check_name(r: NetnsFile) -> None:
             raise KernelError(f"refusing to write /etc/netns/{r.ns}/{r.name}: not a plain file name")
 
 
-class FilesHandler:
+class FilesHandler(HandlerBase):
     kinds: tuple[str, ...] = ("file",)
 
     def observe(self, ctx: Context, observed: ObservedState) -> None:
@@ -76,10 +76,10 @@ class FilesHandler:
         assert isinstance(r, NetnsFile)
         _check_name(r)
         # Record first: if we crash after writing, observe still finds the file.
-        rundir.touch(os.path.join(_records_dir(ctx), r.ns))
+        touch(os.path.join(_records_dir(ctx), r.ns))
         path = os.path.join(etc_dir(r.ns), r.name)
         try:
-            rundir.atomic_write(path, r.content, 0o644)
+            atomic_write(path, r.content, 0o644)
         except OSError as e:
             raise KernelError(f"cannot write {path}: {e.strerror}") from None
 
@@ -107,5 +107,3 @@ class FilesHandler:
             except FileNotFoundError:
                 pass
 
-    def flush(self, ctx: Context) -> None:
-        """Nothing is batched: every call completes at once."""

@@ -24,11 +24,12 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
+from composenet.core.plan import Plan
 from composenet.core.resources import Bridge, Macvlan, Resource, Veth, Vxlan
 from composenet.core.state import ObservedState
 from composenet.errors import KernelError
 from composenet.kernel import addresses, namespaces, readback, sysctls
-from composenet.kernel.context import Context
+from composenet.kernel.context import Context, HandlerBase
 from composenet.kernel.rtnl import DYING_LINK_TIMEOUT, dellink, fail, ignore_gone, ipr, nl, setlink
 from composenet.linux import netns
 from composenet.linux.netlink import (
@@ -102,7 +103,7 @@ def _brport(hairpin: bool, isolated: bool) -> bytes:
     return nla(IFLA_LINKINFO, nla(IFLA_INFO_SLAVE_KIND, pack_str("bridge")) + nla(IFLA_INFO_SLAVE_DATA, data))
 
 
-class KernelHandler:
+class KernelHandler(HandlerBase):
     """Handler (kernel.context.Handler) for every kind that lives in rtnetlink or sysctl. One per
     run: it keeps the host links this run marked for deletion until ``flush``."""
 
@@ -129,6 +130,11 @@ class KernelHandler:
             readback.observe_kernel(ctx, observed)
         except OSError as e:
             raise fail("read kernel state", e) from e
+
+    def check(self, ctx: Context, plan: Plan) -> None:
+        """Namespaces made in a private mount namespace would vanish when composenet exits."""
+        if plan.steps:
+            check_mount_namespace()
 
     def flush(self, ctx: Context) -> None:
         """Delete the host links this run marked for deletion (see _doom), in one request."""

@@ -18,10 +18,10 @@ import os
 from typing import Any
 
 from composenet.core.resources import Netns
-from composenet.kernel import rundir
 from composenet.kernel.context import Context
 from composenet.kernel.rtnl import fail
 from composenet.linux import netns
+from composenet.linux.fileio import atomic_write
 from composenet.linux.netlink import IFF_UP, NL, RTM_NEWLINK, ifinfomsg
 from composenet.paths import ProjectPaths
 
@@ -61,7 +61,7 @@ def recorded_namespaces(run_dir: str, project: str) -> list[str]:
 
 
 def _write_record(ctx: Context, r: Netns) -> None:
-    rundir.atomic_write(_record_path(ctx, r.name), json.dumps({"service": r.service, "project": r.project}))
+    atomic_write(_record_path(ctx, r.name), json.dumps({"service": r.service, "project": r.project}))
 
 
 def _remove_record(ctx: Context, name: str) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 from composenet.core.resources import LABEL_PREFIX, Resource
 from composenet.core.state import ObservedState
 from composenet.dns.peers import host_netns
-from composenet.kernel.context import Context
+from composenet.kernel.context import Context, HandlerBase
 from composenet.kernel.namespaces import recorded_namespaces
 from composenet.kernel.normalise import is_link_local, label_parts, on_loopback
 from composenet.kernel.rtnl import nl
@@ -244,7 +244,7 @@ def _composenet_networks(ctx: Context, links: list[Link], addrs: list[Addr],
     return out
 
 
-class HostFacts:
+class HostFacts(HandlerBase):
     """An observe-only handler: the host facts IPAM and external networks need (routes,
     addresses, other composenet networks, standalone macvlan networks): see ObservedState."""
 
@@ -264,6 +264,3 @@ class HostFacts:
 
     def delete(self, ctx: Context, r: Resource) -> None:
         raise NotImplementedError("host facts are only observed")
-
-    def flush(self, ctx: Context) -> None:
-        pass

@@ -1,11 +1,9 @@
-"""The runtime directory ``<run_dir>/<project>/`` and the per-project lock.
+"""The locks of the run directory: the per-project lock that serialises runs on one project, and
+the host-wide subnet lock that `up` holds while it chooses and assigns subnets.
 
-Owns: atomic writes into the project's runtime directory, the exclusive lock that serialises
-runs on one project, the host-wide subnet lock, and removing the directory after ``down``. Its
-layout (file names) is composenet.paths'.
-
-Must not: touch the kernel (namespaces, links, nft) or decide what is stale by itself: whether a
-record still refers to something alive is asked of the module that owns that record.
+Must not: touch the kernel (namespaces, links, nft) or anything in the run directory but the lock
+files. The layout (file names) is composenet.paths'; removing a project's directory after
+``down`` is kernel.cleanup's.
 """
 
 from __future__ import annotations
@@ -13,7 +11,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -21,27 +18,12 @@ from contextlib import contextmanager
 
 from composenet.errors import LockError
 from composenet.kernel.context import Context
-from composenet.paths import FILES_RECORDS, IPAM_LOCK, NETNS_RECORDS, PROC_RECORDS, RECORD_DIRS
+from composenet.paths import IPAM_LOCK
 
 LOCK_MESSAGE_AFTER = 1.0  # seconds before telling the user we are waiting
 LOCK_POLL = 0.05
 
 
-def project_dir(ctx: Context) -> str:
-    return ctx.project_dir
-
-
-def touch(path: str) -> None:
-    """Create ``path`` empty if it does not exist (and its directory if missing)."""
-    if os.path.exists(path):  # a stat is far cheaper than an open with O_CREAT
-        return
-    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
-    try:
-        fd = os.open(path, flags, 0o644)
-    except FileNotFoundError:
-        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-        fd = os.open(path, flags, 0o644)
-    os.close(fd)
 
 
 def ensure_project_dir(ctx: Context, *sub: str) -> str:
@@ -51,32 +33,6 @@ def ensure_project_dir(ctx: Context, *sub: str) -> str:
     return path
 
 
-def atomic_write(path: str, text: str, mode: int = 0o644) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory and a rename,
-    so readers see the old or the new content, never a partial one (not durable: no fsync)."""
-    d = os.path.dirname(path) or "."
-    tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-    try:
-        try:
-            fd = os.open(tmp, flags, mode)
-        except FileNotFoundError:  # the directory first, only when missing: a mkdir per write
-            os.makedirs(d, mode=0o755, exist_ok=True)  # costs as much as the write itself
-            fd = os.open(tmp, flags, mode)
-        try:
-            os.fchmod(fd, mode)  # the umask must not narrow it: processes of any user read it
-            os.write(fd, text.encode())
-            # No fsync: the rename alone makes the swap atomic for readers, and nothing written
-            # here has to survive a power loss (namespaces and processes do not survive a reboot).
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _lock_holder(path: str) -> str:
@@ -186,74 +142,3 @@ def ipam_lock(ctx: Context, echo: Callable[[str], None] | None = None,
             yield
     finally:
         os.close(fd)  # releases the flock
-
-
-def remove_project_dir(ctx: Context) -> list[str]:
-    """After ``down``: remove the project's runtime directory, keeping only records that still
-    refer to something alive (a namespace still mounted, /etc/netns files still there, a process
-    or resolver still running), so a later ``down`` finds them. Returns what was kept (empty when
-    the directory is gone).
-
-    Logs, the lock, the applied-state record and any other bookkeeping go: after ``down`` nothing
-    of the project is left. Called with the lock held: see project_lock for why that is safe."""
-    from composenet.kernel import files, procs
-
-    root = ctx.project_dir
-    if not os.path.isdir(root):
-        return []
-    live: set[str] = set()
-    for path in _record_paths(ctx):
-        if _record_is_live(ctx, path, files, procs):
-            live.add(path)
-    if procs.resolver_alive(ctx):
-        live.update(p for p in (procs.resolver_config_path(ctx), procs.resolver_pidfile(ctx)) if os.path.exists(p))
-    kept: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
-        for f in filenames:
-            p = os.path.join(dirpath, f)
-            if p in live:
-                kept.append(p)
-                continue
-            try:
-                os.unlink(p)
-            except FileNotFoundError:
-                pass
-        for d in dirnames:
-            p = os.path.join(dirpath, d)
-            if os.path.islink(p):
-                os.unlink(p)
-                continue
-            try:
-                os.rmdir(p)
-            except OSError as e:
-                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
-                    shutil.rmtree(p, ignore_errors=True)
-    try:
-        os.rmdir(root)
-    except OSError:
-        pass
-    return sorted(kept)
-
-
-def _record_paths(ctx: Context) -> list[str]:
-    out = []
-    for sub in RECORD_DIRS:
-        d = ctx.paths / sub
-        try:
-            out += [os.path.join(d, n) for n in os.listdir(d) if not n.startswith(".")]
-        except (FileNotFoundError, NotADirectoryError):
-            pass
-    return out
-
-
-def _record_is_live(ctx: Context, path: str, files, procs) -> bool:  # type: ignore[no-untyped-def]
-    from composenet.linux.netns import is_netns, netns_path
-
-    sub, name = os.path.basename(os.path.dirname(path)), os.path.basename(path)
-    if sub == NETNS_RECORDS:
-        return is_netns(netns_path(name))
-    if sub == FILES_RECORDS:
-        return files.has_files(name)
-    if sub == PROC_RECORDS:
-        return procs.record_alive(path)
-    return False

@@ -18,14 +18,15 @@ from typing import Any
 from composenet.core.state import ObservedState
 from composenet.core.status import ContainerStatus, container_index, containers, pick, port, render_ps
 from composenet.errors import ComposenetError
-from composenet.kernel import procs
 from composenet.kernel.context import Context
 from composenet.kernel.observe import observe_project
+from composenet.kernel.processes import read_records
+from composenet.linux.spawn import spawn
 from composenet.paths import netns_path
 
 
 def observe(ctx: Context) -> tuple[ObservedState, dict[str, dict[str, Any]]]:
-    return observe_project(ctx), procs.read_records(ctx)
+    return observe_project(ctx), read_records(ctx)
 
 
 def status(ctx: Context) -> list[ContainerStatus]:
@@ -52,8 +53,8 @@ def exec_in(ctx: Context, service: str, argv: list[str], index: int | None = Non
     if c.namespace and not os.path.exists(netns_path(c.namespace)):
         raise ComposenetError(f"namespace {c.namespace} of {c.container} does not exist", hint="run `composenet up`")
     env = dict(os.environ)
-    p = procs.spawn(argv, ns=c.namespace, hostname=c.hostname, env=env, stdin=None, stdout=None, stderr=None,
-                    new_session=False, what=f"exec in {c.container}")
+    p = spawn(argv, ns=c.namespace, hostname=c.hostname, env=env, stdin=None, stdout=None, stderr=None,
+              new_session=False, what=f"exec in {c.container}")
     # Ctrl-C goes to the command (same process group); we only wait for it.
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -65,7 +66,7 @@ def exec_in(ctx: Context, service: str, argv: list[str], index: int | None = Non
 
 def log_files(ctx: Context, service: str) -> list[tuple[str, str]]:
     """(container, log path) of the service's containers that have a log."""
-    records = procs.read_records(ctx)
+    records = read_records(ctx)
     names = {n for n, rec in records.items() if rec.get("service") == service}
     try:
         for f in os.listdir(ctx.paths.logs):

@@ -9,14 +9,16 @@ left afterwards. Traffic goes only to addresses inside the sandbox namespace.
 Run as a module (``python -m tests.integration.test_handlers CONFIG``) this file is a TEST
 DOUBLE of the resolver daemon: it binds nothing, writes the pidfile named in the config, logs
 "reloaded" on SIGHUP and removes the pidfile on SIGTERM. Tests point the handler at it by
-patching ``procs.RESOLVER_MODULE``; one test runs the real composenet.dns.server.
+patching ``composenet.dns.running.RESOLVER_MODULE``; one test runs the real composenet.dns.server.
 """
 
 from __future__ import annotations
 
+import grp
 import hashlib
 import json
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -27,15 +29,35 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from dnslib import DNSRecord
 
-from composenet.core.resources import NetnsFile, NftTable, Process, Resolver, nft_table_name
+from composenet.core.resources import (
+    Address,
+    Bridge,
+    Netns,
+    NetnsFile,
+    NftTable,
+    Process,
+    Resolver,
+    Veth,
+    bridge_ifname,
+    nft_table_name,
+    veth_ifname,
+)
 from composenet.core.ruleset import NetRules, PortMap, build
 from composenet.core.state import ObservedState
+from composenet.dns import running
 from composenet.errors import ComposenetError, KernelError
-from composenet.kernel import files, nft, procs, rundir
+from composenet.kernel import cleanup, files, nft, processes, rundir, status
+from composenet.kernel import links as kernel
+from composenet.kernel import resolver as kernel_resolver
+from composenet.kernel.apply import rollback
 from composenet.kernel.context import Context
 from composenet.kernel.handlers import default_handlers
-from composenet.linux import netns
+from composenet.kernel.observe import observe_project
+from composenet.linux import fileio, netns
+from composenet.linux.proc import alive, stop_group
+from composenet.linux.spawn import Credentials, resolve_user
 from composenet.paths import list_projects
 
 REPO = Path(__file__).resolve().parents[2]
@@ -105,12 +127,12 @@ class Env:
 
     def teardown(self) -> list[str]:
         # Kill whatever a failed test left running (records and pidfiles of this project only).
-        for rec in procs.read_records(self.ctx).values():
-            if procs.record_running(rec):
-                procs.stop_group(int(rec["pid"]), int(rec["starttime"]), 0.0, "leftover")
-        pid = procs.resolver_pid(self.ctx)
+        for rec in processes.read_records(self.ctx).values():
+            if processes.record_running(rec):
+                stop_group(int(rec["pid"]), int(rec["starttime"]), 0.0, "leftover")
+        pid = kernel_resolver.resolver_pid(self.ctx)
         if pid is not None:
-            procs.stop_group(pid, None, 0.0, "leftover resolver")
+            stop_group(pid, None, 0.0, "leftover resolver")
         for d in (Path("/etc/netns"),):
             for p in d.glob(f"*{self.tag}*"):
                 for f in p.iterdir():
@@ -118,7 +140,7 @@ class Env:
                 p.rmdir()
         for ns in self.namespaces:
             sh("ip", "netns", "del", ns, check=False)
-        kept = rundir.remove_project_dir(self.ctx)
+        kept = cleanup.remove_project_dir(self.ctx)
         return kept + leftovers(self.tag, self.ctx)
 
 
@@ -212,8 +234,6 @@ def test_nft_load_observe_update_drift_delete(env: Env) -> None:
 def test_nft_rollback_restores_the_observed_table(env: Env) -> None:
     """An observed table carries a ruleset that re-creates it as it was: rolling back its
     delete (or an update) puts the same chains and rules back, in one transaction."""
-    from composenet.kernel.apply import rollback
-
     h = nft.NftHandler()
     t1 = table(env.project, [PortMap("web", None, 8080, "tcp", ("10.99.0.2",), 80)])
     with env.inside():
@@ -329,7 +349,7 @@ def test_files_write_observe_delete(env: Env) -> None:
     st = ObservedState()
     h.observe(env.ctx, st)
     assert st.resources == {}
-    assert rundir.remove_project_dir(env.ctx) == []
+    assert cleanup.remove_project_dir(env.ctx) == []
 
 
 def test_files_observed_for_namespace_records(env: Env) -> None:
@@ -338,7 +358,7 @@ def test_files_observed_for_namespace_records(env: Env) -> None:
     ns = f"{env.project}-db-1"
     os.makedirs(f"/etc/netns/{ns}")
     Path(f"/etc/netns/{ns}/hosts").write_text("x\n")
-    rundir.atomic_write(os.path.join(env.ctx.project_dir, "netns", ns), json.dumps({"service": "db"}))
+    fileio.atomic_write(os.path.join(env.ctx.project_dir, "netns", ns), json.dumps({"service": "db"}))
     st = ObservedState()
     files.FilesHandler().observe(env.ctx, st)
     assert st.resources == {f"file:{ns}/hosts": NetnsFile(ns, "hosts", "x\n")}
@@ -361,7 +381,7 @@ def resolver(e: Env, **extra: object) -> Resolver:
 
 def observe_resolver(e: Env) -> Resolver | None:
     st = ObservedState()
-    procs.ResolverHandler().observe(e.ctx, st)
+    kernel_resolver.ResolverHandler().observe(e.ctx, st)
     r = st.resources.get(f"resolver:{e.project}")
     assert r is None or isinstance(r, Resolver)
     return r
@@ -369,15 +389,15 @@ def observe_resolver(e: Env) -> Resolver | None:
 
 @pytest.fixture
 def stand_in(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(procs, "RESOLVER_MODULE", STAND_IN)
+    monkeypatch.setattr(running, "RESOLVER_MODULE", STAND_IN)
 
 
 def test_resolver_start_reload_stop_with_stand_in(env: Env, stand_in: None) -> None:
-    h = procs.ResolverHandler()
+    h = kernel_resolver.ResolverHandler()
     r1 = resolver(env)
     with env.inside():
         h.create(env.ctx, r1)
-    pid = procs.resolver_pid(env.ctx)
+    pid = kernel_resolver.resolver_pid(env.ctx)
     assert pid is not None
     assert os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(f"/run/netns/{env.sandbox}").st_ino
     assert os.getsid(pid) == pid  # detached: its own session
@@ -385,24 +405,24 @@ def test_resolver_start_reload_stop_with_stand_in(env: Env, stand_in: None) -> N
     r2 = resolver(env, ttl=7)
     assert r2 != r1
     h.update(env.ctx, r1, r2)
-    assert procs.resolver_pid(env.ctx) == pid  # reloaded in place
+    assert kernel_resolver.resolver_pid(env.ctx) == pid  # reloaded in place
     assert observe_resolver(env) == r2
     log = Path(env.ctx.project_dir, "logs", "dns.log").read_text()
     assert "stand-in reloaded ttl=7" in log
     h.delete(env.ctx, r2)
-    assert not procs.alive(pid)
+    assert not alive(pid)
     assert observe_resolver(env) is None
     assert not os.path.exists(os.path.join(env.ctx.project_dir, "dns.json"))
     assert not os.path.exists(os.path.join(env.ctx.project_dir, "dns.pid"))
 
 
 def test_resolver_that_dies_or_never_gets_ready(env: Env, stand_in: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    h = procs.ResolverHandler()
+    h = kernel_resolver.ResolverHandler()
     with pytest.raises(KernelError, match=r"exited with status 3(.|\n)*stand-in refuses to start"):
         h.create(env.ctx, resolver(env, stand_in="fail"))
     assert observe_resolver(env) is None
     assert not os.path.exists(os.path.join(env.ctx.project_dir, "dns.json"))
-    monkeypatch.setattr(procs, "RESOLVER_START_TIMEOUT", 0.5)
+    monkeypatch.setattr(kernel_resolver, "RESOLVER_START_TIMEOUT", 0.5)
     with pytest.raises(KernelError, match="did not become ready"):
         h.create(env.ctx, resolver(env, stand_in="hang"))
     assert observe_resolver(env) is None
@@ -419,9 +439,7 @@ def _cmdline(pid: int) -> bytes:
 
 
 def test_resolver_real_daemon_answers_and_reloads(env: Env) -> None:
-    from dnslib import DNSRecord
-
-    h = procs.ResolverHandler()
+    h = kernel_resolver.ResolverHandler()
 
     def config(addr: str) -> Resolver:
         return resolver(env, containers=[{
@@ -457,7 +475,7 @@ def test_resolver_real_daemon_answers_and_reloads(env: Env) -> None:
 
 def observe_procs(e: Env) -> dict[str, Process]:
     st = ObservedState()
-    procs.ProcessHandler().observe(e.ctx, st)
+    processes.ProcessHandler().observe(e.ctx, st)
     return {r.container: r for r in st.resources.values() if isinstance(r, Process)}
 
 
@@ -477,28 +495,26 @@ def test_process_runs_in_its_namespace_with_files_hostname_env_cwd_user(env: Env
     p = Process(f"{env.project}-app-1", "app", ns, ("sh", "-c", script), (("FOO", "bar baz"),), "/usr/share",
                 "nobody", "apphost", 5.0)
     my_host = socket.gethostname()
-    procs.ProcessHandler().create(env.ctx, p)
+    processes.ProcessHandler().create(env.ctx, p)
     wait_for(lambda: "done" in log_of(env, p.container), what="the process's output")
     out = log_of(env, p.container)
     assert "host=apphost\n" in out
-    import pwd
-
     assert f"uid={pwd.getpwnam('nobody').pw_uid}\n" in out
     assert "pwd=/usr/share\n" in out
     assert "foo=bar baz\n" in out
-    assert f"path={procs.DEFAULT_PATH}\n" in out
+    assert f"path={processes.DEFAULT_PATH}\n" in out
     assert "home=none\n" in out  # environment exactly as given
     assert f"net=net:[{os.stat(f'/run/netns/{ns}').st_ino}]\n" in out
     assert "links=lo\n" in out  # /sys of its namespace
     assert f"nameserver 10.99.0.1\n# {env.tag}\n" in out
     assert socket.gethostname() == my_host  # own UTS namespace
     assert observe_procs(env) == {p.container: p}
-    rec = procs.read_records(env.ctx)[p.container]
+    rec = processes.read_records(env.ctx)[p.container]
     assert os.getsid(rec["pid"]) == rec["pid"]
-    procs.ProcessHandler().delete(env.ctx, p)
-    assert not procs.alive(rec["pid"])
+    processes.ProcessHandler().delete(env.ctx, p)
+    assert not alive(rec["pid"])
     assert observe_procs(env) == {}
-    assert procs.read_records(env.ctx) == {}
+    assert processes.read_records(env.ctx) == {}
     files.FilesHandler().delete(env.ctx, NetnsFile(ns, "resolv.conf", ""))
 
 
@@ -507,19 +523,19 @@ def test_process_host_network_mode(env: Env) -> None:
     p = Process(f"{env.project}-h-1", "h", "", ("sh", "-c", "readlink /proc/self/ns/net; hostname; echo done; exec sleep 300"),
                 hostname=None)
     with env.inside():
-        procs.ProcessHandler().create(env.ctx, p)
+        processes.ProcessHandler().create(env.ctx, p)
     wait_for(lambda: "done" in log_of(env, p.container))
     out = log_of(env, p.container)
     assert f"net:[{os.stat(f'/run/netns/{env.sandbox}').st_ino}]" in out
     assert socket.gethostname() in out.splitlines()
     assert observe_procs(env) == {p.container: p}
-    procs.ProcessHandler().delete(env.ctx, p)
+    processes.ProcessHandler().delete(env.ctx, p)
     assert observe_procs(env) == {}
 
 
 def test_process_stop_grace_then_sigkill(env: Env) -> None:
     ns = env.add_ns("stop-1")
-    h = procs.ProcessHandler()
+    h = processes.ProcessHandler()
     polite = Process(f"{env.project}-polite-1", "polite", ns,
                      ("sh", "-c", "trap 'echo got-term; exit 0' TERM; echo ready; while :; do sleep 0.05; done"),
                      hostname="p", stop_grace_period=30.0)
@@ -529,39 +545,39 @@ def test_process_stop_grace_then_sigkill(env: Env) -> None:
     h.create(env.ctx, polite)
     h.create(env.ctx, stubborn)
     wait_for(lambda: "ready" in log_of(env, polite.container) and "ready" in log_of(env, stubborn.container))
-    recs = procs.read_records(env.ctx)
+    recs = processes.read_records(env.ctx)
     sp, sst = recs[stubborn.container]["pid"], recs[stubborn.container]["starttime"]
     os.killpg(sp, signal.SIGTERM)  # it ignores SIGTERM ...
     time.sleep(0.2)
-    assert procs.alive(sp, sst)
+    assert alive(sp, sst)
     h.delete(env.ctx, stubborn)  # ... so delete ends with SIGKILL after the grace period
-    assert not procs.alive(sp, sst)
+    assert not alive(sp, sst)
     h.delete(env.ctx, polite)
     assert "got-term" in log_of(env, polite.container)  # stopped by SIGTERM, within the grace
     assert observe_procs(env) == {}
-    assert procs.read_records(env.ctx) == {}
+    assert processes.read_records(env.ctx) == {}
 
 
 def test_dead_or_reused_pid_is_not_observed(env: Env) -> None:
     ns = env.add_ns("dead-1")
-    h = procs.ProcessHandler()
+    h = processes.ProcessHandler()
     p = Process(f"{env.project}-dead-1", "dead", ns, ("sh", "-c", "echo bye"), hostname="d")
     h.create(env.ctx, p)
-    rec = procs.read_records(env.ctx)[p.container]
-    wait_for(lambda: not procs.alive(rec["pid"]), what="the process to exit")
+    rec = processes.read_records(env.ctx)[p.container]
+    wait_for(lambda: not alive(rec["pid"]), what="the process to exit")
     assert observe_procs(env) == {}  # exited (and reaped): the planner starts it again
-    assert p.container in procs.read_records(env.ctx)  # ps can still say "exited"
+    assert p.container in processes.read_records(env.ctx)  # ps can still say "exited"
     # A record whose pid now belongs to another process (start time differs) is not observed.
     fake = dict(rec, pid=os.getpid(), starttime=1)
-    rundir.atomic_write(os.path.join(env.ctx.project_dir, "proc", f"{p.container}.json"), json.dumps(fake))
+    fileio.atomic_write(os.path.join(env.ctx.project_dir, "proc", f"{p.container}.json"), json.dumps(fake))
     assert observe_procs(env) == {}
     h.delete(env.ctx, p)  # must not signal the test process
-    assert procs.read_records(env.ctx) == {}
+    assert processes.read_records(env.ctx) == {}
 
 
 def test_process_that_cannot_start(env: Env) -> None:
     ns = env.add_ns("bad-1")
-    h = procs.ProcessHandler()
+    h = processes.ProcessHandler()
     base = Process(f"{env.project}-bad-1", "bad", ns, (f"/nonexistent-{env.tag}",), hostname="b")
     with pytest.raises(KernelError, match="cannot execute .*No such file"):
         h.create(env.ctx, base)
@@ -571,21 +587,18 @@ def test_process_that_cannot_start(env: Env) -> None:
         h.create(env.ctx, Process(base.container, "bad", ns, ("true",), user="nosuchuser"))
     with pytest.raises(KernelError, match="cannot open network namespace"):
         h.create(env.ctx, Process(base.container, "bad", f"{env.project}-missing", ("true",)))
-    assert procs.read_records(env.ctx) == {}
+    assert processes.read_records(env.ctx) == {}
 
 
 def test_resolve_user_forms() -> None:
-    import grp
-    import pwd
-
     nobody = pwd.getpwnam("nobody")
-    assert procs.resolve_user("nobody").uid == nobody.pw_uid
-    assert procs.resolve_user("nobody").gid == nobody.pw_gid
-    assert procs.resolve_user(str(nobody.pw_uid)).gid == nobody.pw_gid
-    assert procs.resolve_user("12345:23456") == procs.Credentials(12345, 23456, (23456,))
-    assert procs.resolve_user("4242").gid == 0  # no passwd entry: gid 0, like Docker
+    assert resolve_user("nobody").uid == nobody.pw_uid
+    assert resolve_user("nobody").gid == nobody.pw_gid
+    assert resolve_user(str(nobody.pw_uid)).gid == nobody.pw_gid
+    assert resolve_user("12345:23456") == Credentials(12345, 23456, (23456,))
+    assert resolve_user("4242").gid == 0  # no passwd entry: gid 0, like Docker
     root_group = grp.getgrgid(0).gr_name
-    assert procs.resolve_user(f"nobody:{root_group}").gid == 0
+    assert resolve_user(f"nobody:{root_group}").gid == 0
 
 
 # ---- runtime: lock and directory --------------------------------------------------------------
@@ -639,22 +652,22 @@ def test_lock_serialises_two_processes(env: Env, tmp_path: Path) -> None:
 def test_lock_survives_removal_of_the_project_dir(env: Env) -> None:
     # `down` removes the directory (and the lock file) while holding the lock.
     with rundir.project_lock(env.ctx):
-        assert rundir.remove_project_dir(env.ctx) == []
+        assert cleanup.remove_project_dir(env.ctx) == []
         assert not os.path.exists(env.ctx.project_dir)
     with rundir.project_lock(env.ctx, timeout=5):
         assert os.path.exists(os.path.join(env.ctx.project_dir, "lock"))
-    rundir.remove_project_dir(env.ctx)
+    cleanup.remove_project_dir(env.ctx)
 
 
 def test_remove_project_dir_keeps_records_of_live_things(env: Env) -> None:
     ns = env.add_ns("keep-1")
     p = Process(f"{env.project}-keep-1", "keep", ns, ("sleep", "300"), hostname="k")
-    procs.ProcessHandler().create(env.ctx, p)
+    processes.ProcessHandler().create(env.ctx, p)
     Path(env.ctx.project_dir, "applied.json").write_text("{}")
-    kept = rundir.remove_project_dir(env.ctx)
+    kept = cleanup.remove_project_dir(env.ctx)
     assert kept == [os.path.join(env.ctx.project_dir, "proc", f"{p.container}.json")]
-    procs.ProcessHandler().delete(env.ctx, p)
-    assert rundir.remove_project_dir(env.ctx) == []
+    processes.ProcessHandler().delete(env.ctx, p)
+    assert cleanup.remove_project_dir(env.ctx) == []
     assert not os.path.exists(env.ctx.project_dir)
 
 
@@ -662,11 +675,6 @@ def test_remove_project_dir_keeps_records_of_live_things(env: Env) -> None:
 
 
 def test_status_commands_over_the_kernel(env: Env, capfd: pytest.CaptureFixture[str]) -> None:
-    from composenet.core.resources import Address, Bridge, Netns, Veth, bridge_ifname, veth_ifname
-    from composenet.kernel import links as kernel
-    from composenet.kernel import status
-    from composenet.kernel.observe import observe_project
-
     c = f"{env.project}-web-1"
     env.namespaces.append(c)
     net = f"{env.project}_front"
@@ -693,14 +701,14 @@ def test_status_commands_over_the_kernel(env: Env, capfd: pytest.CaptureFixture[
             nft.NftHandler().create(env.ctx, nft_t)
             for f in fs:
                 files.FilesHandler().create(env.ctx, f)
-            procs.ProcessHandler().create(env.ctx, proc)
+            processes.ProcessHandler().create(env.ctx, proc)
             wait_for(lambda: "second" in log_of(env, c), what="the service's output")
 
             (web,) = status.status(env.ctx)
             assert (web.container, web.service, web.index, web.namespace, web.state) == (c, "web", 1, c, "running")
             assert web.networks == {net: ["10.99.0.2/24"]}
             assert web.ports == ["0.0.0.0:8080->80/tcp", "0.0.0.0:32768->81/tcp"]
-            assert json.loads(status.ps(env.ctx, "json"))[0]["pid"] == procs.read_records(env.ctx)[c]["pid"]
+            assert json.loads(status.ps(env.ctx, "json"))[0]["pid"] == processes.read_records(env.ctx)[c]["pid"]
             assert status.port_lines(env.ctx, "web", 80) == ["0.0.0.0:8080"]
             assert status.port_lines(env.ctx, "web", 81) == ["0.0.0.0:32768"]
 
@@ -719,7 +727,7 @@ def test_status_commands_over_the_kernel(env: Env, capfd: pytest.CaptureFixture[
             with pytest.raises(ComposenetError, match="no logs for service 'nope'"):
                 status.logs(env.ctx, "nope")
 
-            procs.ProcessHandler().delete(env.ctx, proc)
+            processes.ProcessHandler().delete(env.ctx, proc)
             for f in fs:
                 files.FilesHandler().delete(env.ctx, f)
             nft.NftHandler().delete(env.ctx, nft_t)

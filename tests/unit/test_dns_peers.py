@@ -136,7 +136,7 @@ def test_a_joiner_merges_the_owners_names_only_while_its_resolver_lives(run_dir,
     cfg, found = load(run_dir, "b")
     assert found == []  # a's resolver is not running: its config may be stale
     monkeypatch.setattr(peers, "resolver_pid", lambda run, q: 1 if q == "a" else None)
-    monkeypatch.setattr(peers, "_pid_netns", lambda pid: peers.host_netns())
+    monkeypatch.setattr(peers, "pid_netns", lambda pid: peers.host_netns())
     cfg, found = load(run_dir, "b")
     assert [c["name"] for c in found] == ["a-srv-1"]
     zone = build_zone(peers.merge(cfg, found))
@@ -150,7 +150,7 @@ def test_a_joiner_merges_the_owners_names_only_while_its_resolver_lives(run_dir,
 def test_notify_signals_only_live_resolvers_concerned(run_dir, monkeypatch) -> None:
     sent: list[int] = []
     monkeypatch.setattr(peers, "resolver_pid", lambda run, q: {"a": 4242}.get(q))
-    monkeypatch.setattr(peers, "_pid_netns", lambda pid: peers.host_netns())
+    monkeypatch.setattr(peers, "pid_netns", lambda pid: peers.host_netns())
     monkeypatch.setattr(peers.os, "kill", lambda pid, sig: sent.append(pid))
     monkeypatch.setattr(peers, "_reloaded", lambda *a: True)
     assert peers.notify(str(run_dir), "b", {"b_priv"}) == []

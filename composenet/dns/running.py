@@ -1,0 +1,67 @@
+"""Which resolver daemon runs for a project, seen from outside it: the module it runs as, the
+pidfile its config names (it writes the pidfile once every listener is bound), and the live
+pid (the pidfile's pid, checked against /proc: running and started as the resolver). One
+answer for the kernel's resolver handler (start, reload, stop) and for the resolvers of other
+projects (``peers.py``: whose names to merge, whom to signal).
+
+Must not: start, signal or stop a daemon (composenet.kernel.resolver does; peers.py signals
+reloads), or know other projects' records.
+"""
+
+from __future__ import annotations
+
+import json
+
+from composenet.linux import proc
+from composenet.paths import ProjectPaths
+
+RESOLVER_MODULE = "composenet.dns.server"  # started as `python -m RESOLVER_MODULE CONFIG`
+
+
+def pidfile_of(config_text: str, default: str) -> str:
+    """The pidfile a resolver config (its JSON text) names; ``default`` when it names none or
+    does not parse."""
+    try:
+        pf = json.loads(config_text).get("pidfile")
+    except (ValueError, AttributeError):
+        pf = None
+    return str(pf) if pf else default
+
+
+def pidfile(paths: ProjectPaths) -> str:
+    """The pidfile of the project's resolver: the one its config names, else ``dns.pid``."""
+    try:
+        with open(paths.dns_config) as f:
+            return pidfile_of(f.read(), paths.dns_pid)
+    except OSError:
+        return paths.dns_pid
+
+
+def daemon_pid(pidfile: str) -> int | None:
+    """The pid in ``pidfile`` if it is a live resolver daemon."""
+    try:
+        with open(pidfile) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    if proc.alive(pid) and RESOLVER_MODULE in proc.cmdline(pid):
+        return pid
+    return None
+
+
+def resolver_pid(run_dir: str, project: str) -> int | None:
+    """The live resolver daemon of ``project`` under ``run_dir`` (pidfile, checked against
+    /proc), or None."""
+    return daemon_pid(pidfile(ProjectPaths(run_dir, project)))
+
+
+def started_on(config: str) -> list[int]:
+    """Live resolver daemons started on config file ``config`` (by their command line), ready
+    or not: one whose start the caller did not see through leaves no pidfile yet."""
+    want = [RESOLVER_MODULE.encode(), config.encode()]
+    out = []
+    for pid in proc.pids():
+        args = proc.argv(pid)
+        if args is not None and args[-3:-1] == want and proc.alive(pid):
+            out.append(pid)
+    return out
