@@ -86,6 +86,9 @@ class Plan:
     exposure: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)  # resources down leaves on purpose (host sysctls)
+    # What the plan means for the host as a whole, in sentences (e.g. a global setting it turns on
+    # and how it is guarded and restored): shown under "Host:"; empty for most plans.
+    host: list[str] = field(default_factory=list)
     observed_digest: str = ""  # digest of the observed owned state the plan was made against
 
     @property

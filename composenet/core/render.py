@@ -35,6 +35,9 @@ PLAN_FORMAT_VERSION = 1
 
 def describe(r: Resource) -> str:
     """One line saying what the resource is, for humans."""
+    own = r.describe()
+    if own is not None:
+        return own
     if isinstance(r, Sysctl):
         return f"sysctl   {r.name} = {r.value}" + (f" (in {r.ns})" if r.ns else "")
     if isinstance(r, Netns):
@@ -70,7 +73,8 @@ def describe(r: Resource) -> str:
         return "dns      names on " + ", ".join(r.networks) + " (served by their owners' resolvers)"
     if isinstance(r, Process):
         where = f"in {r.ns}" if r.ns else "in the host namespace"
-        return f"process  {r.container} {where}: {shlex.join(r.argv)}"
+        privileges = r.privileges()
+        return f"process  {r.container} {where}: {shlex.join(r.argv)}" + (f"  [{privileges}]" if privileges else "")
     return f"{r.kind} {r.key}"
 
 
@@ -120,9 +124,10 @@ def counts(plan: Plan) -> dict[str, int]:
 
 
 def render_text(plan: Plan, show_ruleset: str | None = None) -> str:
-    """The plan for review: header, networks, drift, changes by section, exposure, warnings,
-    what is kept on purpose, then the summary sentence (and the ruleset when asked)."""
+    """The plan for review: header, networks, drift, changes by section, exposure, what the plan
+    means for the host as a whole (global settings), warnings, what is kept on purpose, then the summary sentence (and the ruleset when asked)."""
     lines = _header(plan) + _networks(plan) + _drift(plan) + _changes(plan) + _exposure(plan)
+    lines += _notes("Host:", [f"  {n}" for n in plan.host])
     lines += _notes("Warnings:", [f"  ! {w}" for w in plan.warnings])
     lines += _notes("Kept on purpose:", [f"  {k}" for k in plan.kept])
     if not plan.steps:
@@ -248,6 +253,7 @@ def plan_to_json(plan: Plan, ruleset: str | None) -> dict[str, Any]:
         "exposure": sorted(plan.exposure, key=lambda e: (e["host_port"], e["protocol"], e["host_ip"], e["service"])),
         "warnings": plan.warnings,
         "kept": plan.kept,
+        **({"host": plan.host} if plan.host else {}),
         "steps": [{"index": s.index, "deps": list(s.deps), **s.change.to_json()} for s in plan.steps],
         "ruleset": ruleset,
     }

@@ -13,8 +13,9 @@ service's network order (or ``interface_name``).
 - networks.py    the networks after IPAM (NetPlan): kinds, subnets, gateways, address pools;
                  external networks and those `network connect` attached;
 - containers.py  the containers, the namespaces they live in, their endpoints and addresses;
-- resources.py   the kernel resources of both (bridges, links, addresses, routes, sysctls),
-                 the processes and the nftables table;
+- resources.py   the kernel resources of both (bridges, links, addresses, routes, sysctls)
+                 and the nftables table;
+- processes.py   the service processes;
 - dns.py         resolv.conf and hosts files, the resolver's config, records for other
                  projects' resolvers;
 - ports.py       host ports of published ports, and the exposure table.
@@ -44,10 +45,10 @@ from composenet.core.desired.dns import (
 )
 from composenet.core.desired.networks import NetPlan, network_rows, plan_networks
 from composenet.core.desired.ports import EPHEMERAL_FIRST, EPHEMERAL_LAST, publish_ports
+from composenet.core.desired.processes import add_processes
 from composenet.core.desired.resources import (
     add_container_resources,
     add_network_resources,
-    add_processes,
     add_ruleset,
 )
 from composenet.core.model import Project

@@ -2,7 +2,7 @@
 
 Owns: turning NetPlans and Containers into resources: the host sysctls, each bridge with its
 VXLAN port, gateway addresses and per-bridge sysctls; each container's namespace, veths or
-macvlans, addresses and default routes; the service processes; and the project's nftables
+macvlans, addresses and default routes; and the project's nftables
 table (isolation of its bridges and its published ports, core/ruleset.py).
 
 Must not: decide names, subnets, addresses or host ports (networks.py, containers.py and
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from composenet.core import ipam
 from composenet.core.desired.common import opt_bool
-from composenet.core.desired.containers import Container, Endpoint, by_service
+from composenet.core.desired.containers import Container, Endpoint
 from composenet.core.desired.networks import NetPlan
 from composenet.core.resources import (
     LABEL_PREFIX,
@@ -23,7 +23,6 @@ from composenet.core.resources import (
     Macvlan,
     Netns,
     NftTable,
-    Process,
     Route,
     Sysctl,
     Veth,
@@ -102,24 +101,6 @@ def _add_default_routes(d: DesiredState, c: Container) -> None:
         d.add(Route(c.name, "::/0", gw6.network.gateway6, gw6.ifname, 1024))
 
 
-def add_processes(d: DesiredState, containers: list[Container]) -> None:
-    """A process per container whose service has a command, started after those it depends on
-    (depends_on, and the owner of the namespace it shares) that also run one."""
-    services = by_service(containers)
-    for c in containers:
-        argv = c.service.argv
-        if not argv:
-            continue
-        after: list[str] = []
-        for dep in c.service.depends_on:
-            after += [x.name for x in services.get(dep, [])]
-        if c.service.network_mode and c.service.network_mode.startswith("service:"):
-            target = services.get(c.service.network_mode.split(":", 1)[1], [])
-            after += [x.name for x in target[:1]]
-        after = sorted(set(a for a in after if a != c.name and any(x.name == a and x.service.argv for x in containers)))
-        d.add(Process(c.name, c.service.name, c.ns, tuple(argv), tuple(c.service.environment),
-                      c.service.working_dir, c.service.user, c.hostname if c.ns or c.own_ns else None,
-                      c.service.stop_grace_period, tuple(after)))
 
 
 def add_ruleset(d: DesiredState, project: str, bridges: list[NetPlan], resolver_nets: list[NetPlan],
