@@ -104,7 +104,7 @@ class CacheEntry:
 
 class State:
     """Every attribute of the daemon (set by ``Server.__init__``), grouped by the part that
-    owns it, and the methods parts call across modules (defined where the comment says)."""
+    owns it, and the methods parts call across modules (each docstring names where it is defined)."""
 
     # The config and its tables (server.py: loaded at start, swapped whole on reload).
     config_path: str
