@@ -56,4 +56,15 @@ listener's network, nor the host itself get no answer: it is not an open resolve
 Containers of other projects on the networks a resolver serves, or shares with its own
 containers (``external: true``, `network connect`, standalone networks), are merged into the
 config at load time from their projects' records: see ``peers.py``.
+
+Modules. The daemon: ``server.py`` (entry point, event loop, life cycle, forwarding cache) and
+the parts it is made of, sharing the state declared in ``state.py``: ``listeners.py`` (sockets,
+in the host and in container namespaces), ``udp.py`` with ``fastio.py`` (UDP askers, the hot
+path), ``tcp.py`` (TCP askers), ``forward.py`` (upstream servers), ``access.py`` (who may ask).
+Pure: ``config.py`` (this contract, checked), ``zone.py`` (the precomputed answer tables),
+``answer.py`` (the decision per query), ``wire.py`` (packet bytes). ``peers.py``: names across
+projects, shared with the planner's side.
+
+This package module holds no code and must not import anything: the daemon's start-up and
+the planner both import the package, and must not pay for what they do not use.
 """

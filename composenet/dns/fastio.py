@@ -4,7 +4,7 @@ Owns: preallocated message vectors (one packet buffer and one address slot per m
 the two system calls. A receive fills up to ``count`` slots in one call; answers are written
 back into the slots of the queries they answer (the asker's address stays where the kernel put
 it) and leave in one ``sendmmsg``. This module knows nothing about DNS and must not: the daemon
-(``server.py``) reads payloads and addresses out of the slots and decides what to send.
+(``udp.py``) reads payloads and addresses out of the slots and decides what to send.
 
 Why: at 100 queries in flight, two system calls per query (``recvfrom`` + ``sendto``) were most
 of a query's cost in the daemon; one call per batch in each direction removes most of them.

@@ -1,20 +1,12 @@
-"""DNS config -> precomputed answer tables, and the per-query decision (pure; no I/O).
+"""DNS config -> :class:`Zone`: every asker's precomputed answer table (pure; no I/O).
 
-Owns: validating the resolver's JSON config (the contract in ``composenet/dns/__init__.py``),
-Docker's name semantics (which names a container sees and what they answer), the wire encoding
-of every local answer, and :func:`respond`, which turns one query packet into a response packet,
-a "forward this" decision or nothing. It must not open sockets, read clocks or files, or keep
-state between calls: the daemon (``server.py``) does all I/O and swaps whole :class:`Zone`
-objects on reload.
-
-Why precompute: the hot path must not build dnslib objects per query. Every answer a view can
-give is stored as wire bytes keyed by the lower-cased question section (qname + qtype + qclass),
-so a local answer costs one hand-parsed qname walk, one ``bytes.lower()``, one dict lookup and
-one concatenation (query ID + precomputed flags/counts + the asker's own question bytes + the
-precomputed records); a plain lower-case query (one question and nothing else, what stub
-resolvers send) skips the walk and the ``lower()``: its question bytes are the key as they are.
-Answer names are compression pointers to the question (``0xC00C``), so the records do not
-depend on the case the asker used.
+Owns: Docker's name semantics (which names a container sees and what they answer), turned into
+one :class:`~composenet.dns.answer.View` per asker (by source address, by listener for askers
+the config does not name, by namespace for namespace listeners), and :func:`build_zone`, the
+one entry point from a config dict to a :class:`Zone`. It must not open sockets, read clocks or
+files, or keep state between calls: the daemon (``server.py``) does all I/O and swaps whole
+:class:`Zone` objects on reload. Validation of the config is ``config.py``'s, the bytes of a
+record ``wire.py``'s, the decision per query ``answer.py``'s.
 
 Decisions (documented choices):
 
@@ -37,199 +29,44 @@ Decisions (documented choices):
   once; Docker stays silent for 5 s). A query from an unknown source address (the host itself,
   or an address of the listener's network not in the config yet) is answered as if from a
   member of the listener's network, with the top-level upstreams; the daemon gives any other
-  source nothing at all (``server.py``: not an open resolver).
-* Malformed queries: shorter than a header or with QR=1 (a response): dropped silently, so
-  two resolvers can never loop; opcode other than QUERY: NOTIMP; no or several questions, a
-  broken qname: FORMERR. A local answer too big for the asker's UDP payload size (512 or its
-  EDNS size) is sent with TC=1 and no records, so the client retries over TCP.
+  source nothing at all (``access.py``: not an open resolver).
+* A local answer too big for the asker's UDP payload size (512 or its EDNS size) is sent with
+  TC=1 and no records, so the client retries over TCP (``wire.fit_udp``).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import itertools
-import json
 import random
 import struct
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-from composenet.errors import ComposenetError
-
-DEFAULT_TTL = 5
-DEFAULT_PORT = 53
-NETNS_ADDRESS = "127.0.0.11"  # a namespace listener's address inside the container (Docker's)
-DEFAULT_FORWARD_TIMEOUT = 2.0
-
-QTYPE_A = 1
-QTYPE_PTR = 12
-QTYPE_AAAA = 28
-QTYPE_OPT = 41
-QTYPE_ANY = 255
-QCLASS_IN = 1
-
-RCODE_NOERROR = 0
-RCODE_FORMERR = 1
-RCODE_SERVFAIL = 2
-RCODE_NXDOMAIN = 3
-RCODE_NOTIMP = 4
-RCODE_REFUSED = 5
+from composenet.dns.answer import Entry, View
+from composenet.dns.config import ConfigError as ConfigError  # re-exported for peers.py, see below
+from composenet.dns.config import Container, Listener, NsListener, parse_config
+from composenet.dns.wire import (
+    QCLASS_IN,
+    QTYPE_A,
+    QTYPE_AAAA,
+    QTYPE_ANY,
+    QTYPE_PTR,
+    RCODE_NOERROR,
+    answer_header,
+    answer_record,
+    encode_name,
+)
 
 MAX_PERMUTED = 5  # up to 5 records: every order is precomputed (120 at most)
 RANDOM_ORDERS = 120  # above: this many random orders
 
-_rand = random.random
-_PLAIN_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00\x00"  # header bytes 4..12: QD=1, AN=NS=AR=0
+# name (wire form) -> (IPv4 addresses, IPv6 addresses), in answer order
+Records = dict[bytes, tuple[list[str], list[str]]]
 
-
-class ConfigError(ComposenetError):
-    """The resolver config is unusable; the message names the file and the key."""
-
-    kind = "dns-config"
-
-
-# -- wire helpers ------------------------------------------------------------------------------
-
-
-def encode_name(name: str) -> bytes:
-    """``"Web.Split_Frontend."`` -> ``b"\\x03web\\x0fsplit_frontend\\x00"`` (lower-cased).
-
-    Raises ValueError for names that cannot be a DNS name (empty label, label > 63 bytes,
-    name > 255 bytes, non-ASCII).
-    """
-    text = name.rstrip(".").lower()
-    if not text:
-        raise ValueError("empty name")
-    out = bytearray()
-    for label in text.split("."):
-        raw = label.encode("ascii")
-        if not raw or len(raw) > 63:
-            raise ValueError(f"bad label {label!r}")
-        out.append(len(raw))
-        out += raw
-    out.append(0)
-    if len(out) > 255:
-        raise ValueError("name longer than 255 bytes")
-    return bytes(out)
-
-
-def decode_name(wire: bytes) -> str:
-    """Inverse of :func:`encode_name` for an uncompressed name (used for logs and tests)."""
-    labels = []
-    i = 0
-    while wire[i]:
-        n = wire[i]
-        labels.append(wire[i + 1 : i + 1 + n].decode("ascii", "replace"))
-        i += n + 1
-    return ".".join(labels) + "."
-
-
-def _header(rcode: int, ancount: int, rd: bool) -> bytes:
-    """Flags and counts (bytes 2..12 of the header): QR, RA, RD as asked, AA off."""
-    flags = 0x8080 | (0x0100 if rd else 0) | rcode
-    return struct.pack("!HHHHH", flags, 1, ancount, 0, 0)
-
-
-def _rr(qtype: int, ttl: int, rdata: bytes) -> bytes:
-    """One answer record whose owner is a pointer to the question name at offset 12."""
-    return b"\xc0\x0c" + struct.pack("!HHIH", qtype, QCLASS_IN, ttl, len(rdata)) + rdata
-
-
-def _orders(records: list[bytes]) -> tuple[bytes, ...]:
-    """The precomputed answer sections a query picks from at random (see module doc)."""
-    if len(records) <= 1:
-        return (b"".join(records),)
-    if len(records) <= MAX_PERMUTED:
-        return tuple(b"".join(p) for p in itertools.permutations(records))
-    rng = random.Random(len(records))
-    orders = {b"".join(records)}
-    work = list(records)
-    for _ in range(RANDOM_ORDERS * 4):
-        if len(orders) >= RANDOM_ORDERS:
-            break
-        rng.shuffle(work)
-        orders.add(b"".join(work))
-    return tuple(sorted(orders))
-
-
-# An entry of a view table: (flags+counts without RD, flags+counts with RD, answer orders).
-Entry = tuple[bytes, bytes, tuple[bytes, ...]]
-
-
-def _entry(rcode: int, records: list[bytes]) -> Entry:
-    return (_header(rcode, len(records), False), _header(rcode, len(records), True), _orders(records))
-
-
-# -- the model the config describes ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Listener:
-    network: str
-    address: str
-    port: int
-    internal: bool
-
-    @property
-    def family(self) -> int:
-        return ipaddress.ip_address(self.address).version
-
-
-@dataclass(frozen=True)
-class NsListener:
-    """A listener inside one container's network namespace (/run/netns/<netns>), for containers
-    on a macvlan network, which cannot reach the bridge gateways: every query arriving on it is
-    from that container (``container``), whatever its source address."""
-
-    netns: str
-    container: str
-    network: str  # for logs
-    address: str
-    port: int
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    network: str
-    ipv4: str | None
-    ipv6: str | None
-    aliases: tuple[str, ...]
-    internal: bool
-
-
-@dataclass(frozen=True)
-class Container:
-    name: str
-    service: str
-    hostname: str | None
-    register: bool
-    upstreams: tuple[str, ...] | None
-    links: tuple[tuple[str, str], ...]
-    endpoints: tuple[Endpoint, ...]
-
-    def names(self, endpoint: Endpoint) -> list[str]:
-        """The DNS names of this container on one of its endpoints (Docker's Aliases)."""
-        out = [self.service, self.name]
-        if self.hostname:
-            out.append(self.hostname)
-        out += endpoint.aliases
-        return out
-
-
-@dataclass
-class View:
-    """What one asker sees. ``table`` holds every local answer by lower-cased question bytes;
-    ``names`` the visible names (NOERROR-empty for types not in the table); ``project`` every
-    name of the project (NXDOMAIN when not visible); ``networks`` the project's network names
-    as last labels (``x.<network>`` is a project name)."""
-
-    table: dict[bytes, Entry]
-    names: frozenset[bytes]
-    project: frozenset[bytes]
-    networks: frozenset[bytes]
-    upstreams: tuple[str, ...]
-    refuse: bool  # every endpoint internal: never forward
+# peers.py checks other projects' records with the resolver's own checks under these names
+# (``from composenet.dns.zone import ConfigError, _parse``): kept until it imports
+# ``ConfigError`` and ``parse_config`` from ``config.py``.
+_parse = parse_config
 
 
 @dataclass
@@ -254,170 +91,55 @@ class Zone:
         return view
 
 
-# -- config parsing ----------------------------------------------------------------------------
+def build_zone(config: dict, source: str = "<config>") -> Zone:
+    """Validate ``config`` and precompute every view. Raises :class:`ConfigError`."""
+    top, listeners, containers = parse_config(config, source)
+    warnings: list[str] = []
+    b = _Builder(top["ttl"], containers, warnings)
+    project, net_labels = b.project_names(listeners)
+    default_up: tuple[str, ...] = top["upstreams"]
 
+    def view_of(owner: Container, links: tuple[tuple[str, str], ...]) -> View:
+        """The view of a container (``owner``) with ``links``: its networks, in endpoint order."""
+        table, visible = b.table(tuple(dict.fromkeys(ep.network for ep in owner.endpoints)), links)
+        return View(table=table, names=visible, project=project, networks=net_labels,
+                    upstreams=owner.upstreams if owner.upstreams is not None else default_up,
+                    refuse=bool(owner.endpoints) and all(ep.internal for ep in owner.endpoints))
 
-class _Reader:
-    """Typed access to the JSON config; every error names ``file: key.path``."""
-
-    def __init__(self, source: str):
-        self.source = source
-
-    def fail(self, path: str, message: str) -> ConfigError:
-        return ConfigError(f"{self.source}: {path}: {message}",
-                           hint="the planner writes this file; re-run `composenet up` to rewrite it")
-
-    def get(self, obj: dict, key: str, path: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
-        if key not in obj or obj[key] is None:
-            if default is ...:
-                raise self.fail(f"{path}{key}", "missing")
-            return default
-        value = obj[key]
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float, (int, float))):
-            raise self.fail(f"{path}{key}", f"expected {getattr(kind, '__name__', kind)}, got {value!r}")
-        return value
-
-    def ip(self, value: Any, path: str, version: int | None = None) -> str:
-        try:
-            addr = ipaddress.ip_address(value)
-        except (ValueError, TypeError):
-            raise self.fail(path, f"{value!r} is not an IP address") from None
-        if version is not None and addr.version != version:
-            raise self.fail(path, f"{value!r} is not an IPv{version} address")
-        return addr.compressed
-
-    def upstream(self, value: Any, path: str) -> str:
-        try:
-            parse_upstream(value)
-        except (ValueError, TypeError):
-            raise self.fail(path, f"{value!r} is not an upstream server (IP, IP:PORT or [IPv6]:PORT)") from None
-        return str(value)
-
-    def name(self, value: Any, path: str) -> str:
-        if not isinstance(value, str):
-            raise self.fail(path, f"expected a name, got {value!r}")
-        return value
-
-
-def parse_upstream(text: str) -> tuple[str, int]:
-    """``"198.51.100.53"``, ``"198.51.100.53:5353"``, ``"2001:db8::1"``, ``"[2001:db8::1]:53"``."""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = int(rest[1:]) if rest.startswith(":") else DEFAULT_PORT
-        if rest and not rest.startswith(":"):
-            raise ValueError(text)
-    elif text.count(":") == 1:
-        host, _, p = text.partition(":")
-        port = int(p)
-    else:
-        host, port = text, DEFAULT_PORT
-    addr = ipaddress.ip_address(host)
-    if not 0 < port < 65536:
-        raise ValueError(text)
-    return addr.compressed, port
-
-
-def load_config(path: str | Path) -> dict:
-    """Read the JSON config; errors name the file (and the line for JSON syntax errors)."""
-    try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read the DNS config: {e.strerror}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a JSON object at the top level")
-    return data
-
-
-def _parse_namespaces(r: _Reader, config: dict) -> list[NsListener]:
-    out = []
-    seen: set[str] = set()
-    for i, obj in enumerate(r.get(config, "namespaces", "", list, [])):
-        p = f"namespaces[{i}]."
-        if not isinstance(obj, dict):
-            raise r.fail(p[:-1], "expected an object")
-        lst = NsListener(netns=r.get(obj, "netns", p, str), container=r.get(obj, "container", p, str),
-                         network=r.get(obj, "network", p, str, ""),
-                         address=r.ip(r.get(obj, "address", p, str, NETNS_ADDRESS), p + "address"),
-                         port=r.get(obj, "port", p, int, DEFAULT_PORT))
-        if not lst.netns or "/" in lst.netns or lst.netns in (".", ".."):
-            raise r.fail(p + "netns", f"{lst.netns!r} is not a namespace name")
-        if not 0 < lst.port < 65536:
-            raise r.fail(p + "port", f"{lst.port} is not a port")
-        if lst.netns in seen:
-            raise r.fail(p + "netns", f"{lst.netns} is listed twice")
-        seen.add(lst.netns)
-        out.append(lst)
-    return out
-
-
-def _parse(config: dict, source: str) -> tuple[dict[str, Any], list[Listener], list[Container]]:
-    r = _Reader(source)
-    top: dict[str, Any] = {
-        "project": r.get(config, "project", "", str),
-        "ttl": r.get(config, "ttl", "", int, DEFAULT_TTL),
-        "pidfile": r.get(config, "pidfile", "", str),
-        "forward_timeout": float(r.get(config, "forward_timeout", "", (int, float), DEFAULT_FORWARD_TIMEOUT)),
-    }
-    if not 0 <= top["ttl"] <= 2**31 - 1:
-        raise r.fail("ttl", f"{top['ttl']} is out of range")
-    if not 0.05 <= top["forward_timeout"] <= 60:
-        raise r.fail("forward_timeout", "must be between 0.05 and 60 seconds")
-    top["upstreams"] = tuple(r.upstream(u, f"upstreams[{i}]")
-                             for i, u in enumerate(r.get(config, "upstreams", "", list, [])))
-    listeners = []
-    seen: set[tuple[str, int]] = set()
-    for i, obj in enumerate(r.get(config, "listeners", "", list)):
-        p = f"listeners[{i}]."
-        if not isinstance(obj, dict):
-            raise r.fail(p[:-1], "expected an object")
-        lst = Listener(network=r.get(obj, "network", p, str),
-                       address=r.ip(r.get(obj, "address", p, str), p + "address"),
-                       port=r.get(obj, "port", p, int, DEFAULT_PORT),
-                       internal=r.get(obj, "internal", p, bool, False))
-        if not 0 < lst.port < 65536:
-            raise r.fail(p + "port", f"{lst.port} is not a port")
-        if (lst.address, lst.port) in seen:
-            raise r.fail(p + "address", f"{lst.address}:{lst.port} is listed twice")
-        seen.add((lst.address, lst.port))
-        listeners.append(lst)
-    containers = []
-    for i, obj in enumerate(r.get(config, "containers", "", list, [])):
-        p = f"containers[{i}]."
-        if not isinstance(obj, dict):
-            raise r.fail(p[:-1], "expected an object")
-        endpoints = []
-        for j, ep in enumerate(r.get(obj, "endpoints", p, list, [])):
-            q = f"{p}endpoints[{j}]."
-            if not isinstance(ep, dict):
-                raise r.fail(q[:-1], "expected an object")
-            v4 = r.get(ep, "ipv4", q, str, None)
-            v6 = r.get(ep, "ipv6", q, str, None)
-            endpoints.append(Endpoint(
-                network=r.get(ep, "network", q, str),
-                ipv4=r.ip(v4, q + "ipv4", 4) if v4 is not None else None,
-                ipv6=r.ip(v6, q + "ipv6", 6) if v6 is not None else None,
-                aliases=tuple(r.name(a, f"{q}aliases[{k}]") for k, a in enumerate(r.get(ep, "aliases", q, list, []))),
-                internal=r.get(ep, "internal", q, bool, False)))
-        links = []
-        for k, link in enumerate(r.get(obj, "links", p, list, [])):
-            if not (isinstance(link, list) and len(link) == 2 and all(isinstance(x, str) for x in link)):
-                raise r.fail(f"{p}links[{k}]", f"expected [alias, service], got {link!r}")
-            links.append((link[0], link[1]))
-        ups = r.get(obj, "upstreams", p, list, None)
-        containers.append(Container(
-            name=r.get(obj, "name", p, str),
-            service=r.get(obj, "service", p, str),
-            hostname=r.get(obj, "hostname", p, str, None) or None,
-            register=r.get(obj, "register", p, bool, True),
-            upstreams=None if ups is None else tuple(r.upstream(u, f"{p}upstreams[{k}]") for k, u in enumerate(ups)),
-            links=tuple(links),
-            endpoints=tuple(endpoints)))
-    top["namespaces"] = _parse_namespaces(r, config)
-    return top, listeners, containers
+    views: dict[str, View] = {}
+    # Containers sharing a namespace (network_mode service:X) share addresses: the registered
+    # one defines the networks; links of all of them apply, since their traffic is identical.
+    by_address: dict[str, list[Container]] = {}
+    for c in containers:
+        for ep in c.endpoints:
+            for a in (ep.ipv4, ep.ipv6):
+                if a:
+                    by_address.setdefault(a, [])
+                    if c not in by_address[a]:
+                        by_address[a].append(c)
+    for address, owners in by_address.items():
+        owners = sorted(owners, key=lambda c: not c.register)
+        views[address] = view_of(owners[0], tuple(sorted({link for c in owners for link in c.links})))
+    listener_views: dict[str, View] = {}
+    for lst in listeners:
+        if lst.address in listener_views:
+            continue  # same address, another port: same network
+        table, visible = b.table((lst.network,), ())
+        listener_views[lst.address] = View(table=table, names=visible, project=project,
+                                           networks=net_labels, upstreams=default_up, refuse=lst.internal)
+    # Namespace listeners: the asker is the container whose namespace the listener is in.
+    ns_listeners: list[NsListener] = top["namespaces"]
+    ns_views: dict[str, View] = {}
+    for nl in ns_listeners:
+        ns_owner = next((c for c in containers if c.name == nl.container and c.register), None)
+        if ns_owner is None:
+            warnings.append(f"namespace listener in {nl.netns}: no container {nl.container!r}; not listening")
+            continue
+        ns_views[nl.netns] = view_of(ns_owner, tuple(sorted(set(ns_owner.links))))
+    return Zone(project=top["project"], ttl=top["ttl"], pidfile=top["pidfile"],
+                forward_timeout=top["forward_timeout"], upstreams=default_up, listeners=tuple(listeners),
+                containers=tuple(containers), views=views, listener_views=listener_views, warnings=warnings,
+                ns_listeners=tuple(nl for nl in ns_listeners if nl.netns in ns_views), ns_views=ns_views)
 
 
 # -- table building ----------------------------------------------------------------------------
@@ -427,7 +149,30 @@ def _reverse(address: str) -> str:
     return ipaddress.ip_address(address).reverse_pointer
 
 
+def _orders(records: list[bytes]) -> tuple[bytes, ...]:
+    """The precomputed answer sections a query picks from at random (see module doc)."""
+    if len(records) <= 1:
+        return (b"".join(records),)
+    if len(records) <= MAX_PERMUTED:
+        return tuple(b"".join(p) for p in itertools.permutations(records))
+    rng = random.Random(len(records))
+    orders = {b"".join(records)}
+    work = list(records)
+    for _ in range(RANDOM_ORDERS * 4):
+        if len(orders) >= RANDOM_ORDERS:
+            break
+        rng.shuffle(work)
+        orders.add(b"".join(work))
+    return tuple(sorted(orders))
+
+
+def _entry(rcode: int, records: list[bytes]) -> Entry:
+    return (answer_header(rcode, len(records), False), answer_header(rcode, len(records), True), _orders(records))
+
+
 class _Builder:
+    """The tables of one config: names encoded once, a table per distinct (networks, links)."""
+
     def __init__(self, ttl: int, containers: list[Container], warnings: list[str]):
         self.ttl = ttl
         self.containers = containers
@@ -447,6 +192,7 @@ class _Builder:
         return self._wire_cache[name]
 
     def project_names(self, listeners: list[Listener]) -> tuple[frozenset[bytes], frozenset[bytes]]:
+        """(every name of the project, the project's network names usable as a last label)."""
         names: set[bytes] = set()
         networks = {lst.network for lst in listeners}
         for c in self.containers:
@@ -474,22 +220,27 @@ class _Builder:
 
     def table(self, networks: tuple[str, ...], links: tuple[tuple[str, str], ...]
               ) -> tuple[dict[bytes, Entry], frozenset[bytes]]:
-        """The answer table of an asker on ``networks`` (in its endpoint order) with ``links``.
+        """The answer table of an asker on ``networks`` (in its endpoint order) with ``links``,
+        and the names visible to it.
 
         Askers with the same networks and links share one table (memoised)."""
         key = (networks, links)
         if key not in self._tables:
-            self._tables[key] = self._build_table(networks, links)
+            plain, qualified, ptr = self._names_on(networks)
+            plain.update(self._links(networks, links))
+            table = self._encode(plain, qualified, ptr)
+            self._tables[key] = table, frozenset(plain) | frozenset(qualified) | frozenset(ptr)
         return self._tables[key]
 
-    def _build_table(self, networks: tuple[str, ...], links: tuple[tuple[str, str], ...]
-                     ) -> tuple[dict[bytes, Entry], frozenset[bytes]]:
-        # name -> (v4 list, v6 list), from the first of the asker's networks that has the name
-        plain: dict[bytes, tuple[list[str], list[str]]] = {}
-        qualified: dict[bytes, tuple[list[str], list[str]]] = {}
+    def _names_on(self, networks: tuple[str, ...]) -> tuple[Records, Records, dict[bytes, bytes]]:
+        """(plain names, ``<name>.<network>`` names, reverse name -> ``<container>.<network>``)
+        of the registered endpoints on ``networks``; a plain name answers from the first of
+        ``networks`` that has it."""
+        plain: Records = {}
+        qualified: Records = {}
         ptr: dict[bytes, bytes] = {}
         for net in networks:
-            on_net: dict[bytes, tuple[list[str], list[str]]] = {}
+            on_net: Records = {}
             for c in self.registered:
                 for ep in c.endpoints:
                     if ep.network != net:
@@ -510,6 +261,12 @@ class _Builder:
                             ptr[rev] = target_name
             for wire, addrs in on_net.items():
                 plain.setdefault(wire, addrs)
+        return plain, qualified, ptr
+
+    def _links(self, networks: tuple[str, ...], links: tuple[tuple[str, str], ...]) -> Records:
+        """Link aliases: each the addresses of the target service's containers on the first of
+        ``networks`` they share (a link alias wins over a plain name it shadows)."""
+        out: Records = {}
         for alias, service in links:
             alias_wire = self.wire(alias)
             if alias_wire is None:
@@ -528,14 +285,18 @@ class _Builder:
                             link_v6.append(shared.ipv6)
                         break
             if link_v4 or link_v6:
-                plain[alias_wire] = (link_v4, link_v6)
+                out[alias_wire] = (link_v4, link_v6)
+        return out
+
+    def _encode(self, plain: Records, qualified: Records, ptr: dict[bytes, bytes]) -> dict[bytes, Entry]:
+        """Every answer as wire bytes, keyed by question (name + qtype + qclass)."""
         table: dict[bytes, Entry] = {}
         ttl = self.ttl
         empty = _entry(RCODE_NOERROR, [])
         for records in (plain, qualified):
             for wire, (addrs4, addrs6) in records.items():
-                rrs4 = [_rr(QTYPE_A, ttl, ipaddress.IPv4Address(x).packed) for x in addrs4]
-                rrs6 = [_rr(QTYPE_AAAA, ttl, ipaddress.IPv6Address(x).packed) for x in addrs6]
+                rrs4 = [answer_record(QTYPE_A, ttl, ipaddress.IPv4Address(x).packed) for x in addrs4]
+                rrs6 = [answer_record(QTYPE_AAAA, ttl, ipaddress.IPv6Address(x).packed) for x in addrs6]
                 table[wire + struct.pack("!HH", QTYPE_A, QCLASS_IN)] = (
                     _entry(RCODE_NOERROR, rrs4) if rrs4 else empty)
                 table[wire + struct.pack("!HH", QTYPE_AAAA, QCLASS_IN)] = (
@@ -543,217 +304,5 @@ class _Builder:
                 table[wire + struct.pack("!HH", QTYPE_ANY, QCLASS_IN)] = _entry(RCODE_NOERROR, rrs4 + rrs6)
         for rev, ptr_target in ptr.items():
             table[rev + struct.pack("!HH", QTYPE_PTR, QCLASS_IN)] = _entry(
-                RCODE_NOERROR, [_rr(QTYPE_PTR, ttl, ptr_target)])
-        visible = frozenset(plain) | frozenset(qualified) | frozenset(ptr)
-        return table, visible
-
-
-def build_zone(config: dict, source: str = "<config>") -> Zone:
-    """Validate ``config`` and precompute every view. Raises :class:`ConfigError`."""
-    top, listeners, containers = _parse(config, source)
-    warnings: list[str] = []
-    b = _Builder(top["ttl"], containers, warnings)
-    project, net_labels = b.project_names(listeners)
-    default_up: tuple[str, ...] = top["upstreams"]
-
-    views: dict[str, View] = {}
-    # Containers sharing a namespace (network_mode service:X) share addresses: the registered
-    # one defines the networks; links of all of them apply, since their traffic is identical.
-    by_address: dict[str, list[Container]] = {}
-    for c in containers:
-        for ep in c.endpoints:
-            for a in (ep.ipv4, ep.ipv6):
-                if a:
-                    by_address.setdefault(a, [])
-                    if c not in by_address[a]:
-                        by_address[a].append(c)
-    for address, owners in by_address.items():
-        owners = sorted(owners, key=lambda c: not c.register)
-        main = owners[0]
-        networks = tuple(dict.fromkeys(ep.network for ep in main.endpoints))
-        links = tuple(sorted({link for c in owners for link in c.links}))
-        table, visible = b.table(networks, links)
-        views[address] = View(
-            table=table, names=visible, project=project, networks=net_labels,
-            upstreams=main.upstreams if main.upstreams is not None else default_up,
-            refuse=bool(main.endpoints) and all(ep.internal for ep in main.endpoints))
-    listener_views: dict[str, View] = {}
-    for lst in listeners:
-        if lst.address in listener_views:
-            continue  # same address, another port: same network
-        table, visible = b.table((lst.network,), ())
-        listener_views[lst.address] = View(table=table, names=visible, project=project,
-                                           networks=net_labels, upstreams=default_up, refuse=lst.internal)
-    # Namespace listeners: the asker is the container whose namespace the listener is in.
-    ns_listeners: list[NsListener] = top["namespaces"]
-    ns_views: dict[str, View] = {}
-    for nl in ns_listeners:
-        owner = next((c for c in containers if c.name == nl.container and c.register), None)
-        if owner is None:
-            warnings.append(f"namespace listener in {nl.netns}: no container {nl.container!r}; not listening")
-            continue
-        networks = tuple(dict.fromkeys(ep.network for ep in owner.endpoints))
-        links = tuple(sorted(set(owner.links)))
-        table, visible = b.table(networks, links)
-        ns_views[nl.netns] = View(
-            table=table, names=visible, project=project, networks=net_labels,
-            upstreams=owner.upstreams if owner.upstreams is not None else default_up,
-            refuse=bool(owner.endpoints) and all(ep.internal for ep in owner.endpoints))
-    return Zone(project=top["project"], ttl=top["ttl"], pidfile=top["pidfile"],
-                forward_timeout=top["forward_timeout"], upstreams=default_up, listeners=tuple(listeners),
-                containers=tuple(containers), views=views, listener_views=listener_views, warnings=warnings,
-                ns_listeners=tuple(nl for nl in ns_listeners if nl.netns in ns_views), ns_views=ns_views)
-
-
-# -- per-query decision ------------------------------------------------------------------------
-
-
-def _reply(data: bytes, rcode: int, question: bytes | None) -> bytes:
-    """A header-only (or header + question) reply with ``rcode``; flags as for local answers."""
-    flags = 0x8080 | (data[2] & 0x79) << 8 | rcode  # keep opcode and RD
-    if question is None:
-        return data[:2] + struct.pack("!HHHHH", flags, 0, 0, 0, 0)
-    return data[:2] + struct.pack("!HHHHH", flags, 1, 0, 0, 0) + question
-
-
-def question_end(data: bytes) -> int:
-    """Offset just past the single question of a well-formed query, or -1.
-
-    Requires QR=0, opcode QUERY, exactly one question, an uncompressed qname of at most 255
-    bytes with labels of at most 63 bytes, and the 4 bytes of qtype and qclass."""
-    n = len(data)
-    if n < 17 or data[2] & 0xF8 or data[4] or data[5] != 1:
-        return -1
-    i = 12
-    while i < n:
-        length = data[i]
-        if length == 0:
-            end = i + 5
-            return end if end <= n and i - 12 < 255 else -1
-        if length > 63:
-            return -1
-        i += length + 1
-    return -1
-
-
-def respond(view: View, data: bytes) -> bytes | int | None:
-    """The daemon's decision for one query packet.
-
-    Returns the response packet (bytes); or an int, the offset just past the question, meaning
-    "forward this query upstream"; or None, meaning "drop it" (not a query at all)."""
-    # Fastest path, no walk: a plain query (one question, nothing else; what stub resolvers
-    # send) whose question, exactly as sent, is a table key. Same answer as the path below:
-    # a key is a well-formed question (so ``end`` is the packet's end) and lower-case (names
-    # are encoded lower-cased; no table qtype or qclass byte is an upper-case ASCII letter).
-    if data[4:12] == _PLAIN_COUNTS and not data[2] & 0xF8:
-        entry = view.table.get(data[12:])
-        if entry is not None:
-            orders = entry[2]
-            if len(orders) == 1:
-                return data[:2] + entry[data[2] & 1] + data[12:] + orders[0]  # type: ignore[operator]
-            return data[:2] + entry[data[2] & 1] + data[12:] + orders[int(_rand() * len(orders))]  # type: ignore[operator]
-    # Fast path, inlined question walk: one question, QR=0, opcode 0.
-    n = len(data)
-    if n >= 17 and not data[2] & 0xF8 and not data[4] and data[5] == 1:
-        i = 12
-        while i < n:
-            length = data[i]
-            if length == 0 or length > 63:
-                break
-            i += length + 1
-        else:
-            return _malformed(data)
-        end = i + 5
-        if length or end > n or i - 12 >= 255:
-            return _malformed(data)
-        key = data[12:end].lower()  # label lengths are < 64, so lower() only touches letters
-        entry = view.table.get(key)
-        if entry is not None:
-            orders = entry[2]
-            if len(orders) == 1:
-                return data[:2] + entry[data[2] & 1] + data[12:end] + orders[0]  # type: ignore[operator]
-            return data[:2] + entry[data[2] & 1] + data[12:end] + orders[int(_rand() * len(orders))]  # type: ignore[operator]
-        return _slow(view, data, end, key[:-4])
-    return _malformed(data)
-
-
-def _slow(view: View, data: bytes, end: int, name: bytes) -> bytes | int:
-    question = data[12:end]
-    if name in view.names:
-        return _reply(data, RCODE_NOERROR, question)
-    if name in view.project:
-        return _reply(data, RCODE_NXDOMAIN, question)
-    last = _last_label(name)
-    if last is not None and last in view.networks:
-        return _reply(data, RCODE_NXDOMAIN, question)
-    if view.refuse:
-        return _reply(data, RCODE_REFUSED, question)
-    return end
-
-
-def _last_label(name: bytes) -> bytes | None:
-    i = 0
-    last = None
-    while name[i]:
-        last = name[i + 1 : i + 1 + name[i]]
-        i += name[i] + 1
-    return last
-
-
-def _malformed(data: bytes) -> bytes | None:
-    if len(data) < 12 or data[2] & 0x80:
-        return None  # not even a header, or a response: never answer (no loops, no reflection)
-    if data[2] & 0x78:
-        return _reply(data, RCODE_NOTIMP, None)
-    return _reply(data, RCODE_FORMERR, None)
-
-
-# -- helpers shared with the daemon ------------------------------------------------------------
-
-
-def edns_payload(data: bytes, end: int) -> tuple[int, int] | None:
-    """(UDP payload size, DO bit) of the query's OPT record, or None without EDNS.
-
-    ``end`` is the offset past the question. Walks the answer, authority and additional
-    sections without dnslib; returns None on anything malformed."""
-    try:
-        counts = struct.unpack_from("!HHH", data, 6)
-        i = end
-        for section, count in enumerate(counts):
-            for _ in range(count):
-                i = skip_name(data, i)
-                rtype, rclass, ttl, rdlen = struct.unpack_from("!HHIH", data, i)
-                if section == 2 and rtype == QTYPE_OPT:
-                    return max(512, rclass), (ttl >> 15) & 1
-                i += 10 + rdlen
-    except (struct.error, IndexError):
-        return None
-    return None
-
-
-def skip_name(data: bytes, i: int) -> int:
-    """Offset past a (possibly compressed) name starting at ``i``; IndexError if truncated."""
-    for _ in range(128):
-        length = data[i]
-        if length == 0:
-            return i + 1
-        if length & 0xC0 == 0xC0:
-            data[i + 1]  # noqa: B018 -- bounds check
-            return i + 2
-        if length > 63:
-            raise IndexError("bad label")
-        i += length + 1
-    raise IndexError("name too long")
-
-
-def fit_udp(query: bytes, end: int, response: bytes) -> bytes:
-    """``response`` if it fits the asker's UDP payload size, else a TC=1 reply with no records."""
-    limit = 512
-    if len(response) > limit:
-        edns = edns_payload(query, end)
-        if edns is not None:
-            limit = edns[0]
-    if len(response) <= limit:
-        return response
-    flags = struct.unpack_from("!H", response, 2)[0] | 0x0200
-    return response[:2] + struct.pack("!HHHHH", flags, 1, 0, 0, 0) + query[12:end]
+                RCODE_NOERROR, [answer_record(QTYPE_PTR, ttl, ptr_target)])
+        return table

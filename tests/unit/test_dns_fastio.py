@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from composenet.dns import fastio
-from composenet.dns.server import sockaddr_tuple
+from composenet.dns.udp import sockaddr_tuple
 
 SIZE = 64  # bytes per slot: small, so truncation is cheap to provoke
 

@@ -11,7 +11,7 @@ import pytest
 from dnslib import QTYPE, RCODE, RR, SOA, A, DNSRecord
 
 from composenet.dns import server as srv
-from composenet.dns.zone import question_end
+from composenet.dns.wire import question_end
 from tests.integration.dnstopo import split_config
 
 FE, BE = "172.18.0.1", "172.19.0.1"

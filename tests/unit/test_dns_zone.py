@@ -10,15 +10,10 @@ from dnslib import EDNS0, RCODE, DNSRecord
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from composenet.dns.zone import (
-    ConfigError,
-    build_zone,
-    encode_name,
-    fit_udp,
-    load_config,
-    question_end,
-    respond,
-)
+from composenet.dns.answer import respond
+from composenet.dns.config import ConfigError, load_config
+from composenet.dns.wire import encode_name, fit_udp, question_end
+from composenet.dns.zone import build_zone
 from tests.integration.dnstopo import container, endpoint, naming_config, split_config
 
 FE, BE = "172.18.0.1", "172.19.0.1"
