@@ -11,6 +11,7 @@ Host paths::
 The run directory::
 
     <run_dir>/.ipam.lock               flock'ed by `up` while it chooses and assigns subnets
+    <run_dir>/.guard.lock, .forwarding.json  the forwarding guard (host-wide)
     <run_dir>/<project>/lock           flock'ed by every run that changes the project
     <run_dir>/<project>/applied.json   digests of what the last successful apply wrote
     <run_dir>/<project>/connections.json  endpoints added by `network connect`
@@ -38,6 +39,10 @@ NETNS_DIR = "/run/netns"
 ETC_NETNS_DIR = "/etc/netns"
 
 IPAM_LOCK = ".ipam.lock"  # in the run directory, host-wide
+# Host-wide, in the run directory: the forwarding guard's lock and its record of the host's own
+# forwarding settings before composenet turned them on (restored by the last project's `down`).
+GUARD_LOCK = ".guard.lock"
+FORWARDING_RECORD = ".forwarding.json"
 LOCK = "lock"
 APPLIED = "applied.json"
 CONNECTIONS = "connections.json"

@@ -36,8 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from composenet.dns.config import ConfigError, parse_config
 from composenet.dns.running import resolver_pid
-from composenet.dns.zone import ConfigError, _parse
 from composenet.linux.fileio import read_json
 from composenet.linux.proc import host_netns, pid_netns
 from composenet.paths import DNS_CONFIG, DNS_LOG, NETNS_DIR, ProjectPaths, list_projects
@@ -118,7 +118,7 @@ def published_text(records: dict[str, Any]) -> str:
 def _valid(container: dict[str, Any]) -> bool:
     """Whether one container record passes the resolver's own config checks."""
     try:
-        _parse({"project": "-", "pidfile": "-", "listeners": [], "containers": [container]}, "peer record")
+        parse_config({"project": "-", "pidfile": "-", "listeners": [], "containers": [container]}, "peer record")
     except (ConfigError, TypeError, ValueError, AttributeError):
         return False
     return True

@@ -43,7 +43,6 @@ import struct
 from dataclasses import dataclass, field
 
 from composenet.dns.answer import Entry, View
-from composenet.dns.config import ConfigError as ConfigError  # re-exported for peers.py, see below
 from composenet.dns.config import Container, Listener, NsListener, parse_config
 from composenet.dns.wire import (
     QCLASS_IN,
@@ -62,12 +61,6 @@ RANDOM_ORDERS = 120  # above: this many random orders
 
 # name (wire form) -> (IPv4 addresses, IPv6 addresses), in answer order
 Records = dict[bytes, tuple[list[str], list[str]]]
-
-# peers.py checks other projects' records with the resolver's own checks under these names
-# (``from composenet.dns.zone import ConfigError, _parse``): kept until it imports
-# ``ConfigError`` and ``parse_config`` from ``config.py``.
-_parse = parse_config
-
 
 @dataclass
 class Zone:

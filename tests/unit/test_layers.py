@@ -41,7 +41,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("cli", ("composenet.cli", "composenet.cli.*", "composenet.__main__")),
     ("orchestration", ("composenet.pipeline", "composenet.networks")),
     ("kernel", ("composenet.kernel", "composenet.kernel.*")),
-    ("dns", ("composenet.dns", "composenet.dns.*")),
+    # The daemons (separate processes that start fast) and what they share with the kernel layer:
+    # the resolver, the service supervisor, the cluster store's client and watcher.
+    ("daemons", ("composenet.dns", "composenet.dns.*", "composenet.supervisor", "composenet.supervisor.*",
+                 "composenet.cluster", "composenet.cluster.*")),
     ("compose", ("composenet.compose", "composenet.compose.*")),
     ("core", ("composenet.core", "composenet.core.*")),
     ("linux", ("composenet.linux", "composenet.linux.*")),
