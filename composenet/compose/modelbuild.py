@@ -29,12 +29,14 @@ from composenet.compose.values import (
     canonical_net,
     dedupe,
     env_pairs,
+    parse_capabilities,
     parse_command,
     parse_duration,
     parse_extra_hosts,
     parse_ifname,
     parse_link,
     parse_mac,
+    parse_restart,
     string_list,
 )
 from composenet.compose.ytree import Path, YList, YMap, fmt_path, locate, plain, problem_at
@@ -175,7 +177,8 @@ def _ipam_configs(f: _Fields, ipam_raw: dict[str, Any]) -> tuple[list[IpamConfig
             except ValueProblem as e:
                 f.ctx.err(cpath + ("aux_addresses", h), e.message, rule="CS-NET-17")
                 f.ok = False
-        configs.append(IpamConfig(vals.get("subnet"), vals.get("ip_range"), vals.get("gateway"), tuple(sorted(aux))))
+        configs.append(IpamConfig(vals.get("subnet"), vals.get("ip_range"), vals.get("gateway"), tuple(sorted(aux)),
+                                  pos=f.ctx.pos(cpath + ("subnet",)) if "subnet" in c else f.ctx.pos(cpath)))
         cd = dict(vals)
         if aux:
             cd["aux_addresses"] = dict(sorted(aux))
@@ -208,7 +211,8 @@ def _network_doc(net: Network, body: dict[str, Any], ipam_raw: dict[str, Any],
             idoc["config"] = cfg_docs
         if net.ipam_options:
             idoc["options"] = dict(net.ipam_options)
-        doc["ipam"] = idoc
+        if idoc:  # `ipam: {config: []}` says nothing: printed, it must load back the same
+            doc["ipam"] = idoc
     if net.labels:
         doc["labels"] = dict(net.labels)
     return doc
@@ -267,6 +271,7 @@ def build_service(ctx: Ctx, name: str, body: dict[str, Any], net_keys: set[str],
     s.commands()
     s.environment()
     s.stop_grace_period()
+    s.privileges()
     s.depends_on(mode)
     _ = internal_nets, net_keys
     # Returned even when a value was invalid (its problem is recorded), so that the cross-checks
@@ -443,6 +448,17 @@ class _ServiceBuilder(_Fields):
     def stop_grace_period(self) -> None:
         sgp = self.get("stop_grace_period", parse_duration)
         self.kw["stop_grace_period"] = sgp if sgp is not None else 10.0
+
+    def privileges(self) -> None:
+        """restart, cap_add, cap_drop and privileged: how the supervisor runs the command."""
+        self.kw["restart"] = self.get("restart", parse_restart, "no")
+        for key in ("cap_add", "cap_drop"):
+            self.kw[key] = self.get(key, parse_capabilities, ())
+        self.kw["privileged"] = self.get("privileged", as_bool, False)
+        for key in ("restart", "cap_add", "cap_drop", "privileged"):
+            if key in self.body:
+                v = self.kw[key]
+                self.doc[key] = list(v) if isinstance(v, tuple) else v
 
     def depends_on(self, mode: str | None) -> None:
         """The services this one starts after: depends_on, then the implicit ones (links, and the

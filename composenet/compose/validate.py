@@ -2,7 +2,8 @@
 
 Owns: cross-references (networks, services, links, depends_on, ``service:X``), addresses against
 subnets, published-port clashes, names that are not valid DNS names, container_name rules, and
-the warning about ports on internal-only services. Every finding is located through the merged
+the warning about ports on internal-only services; names that become kernel or file names are
+names.py's. Every finding is located through the merged
 document. Must not: parse raw values (modelbuild does) or touch the kernel.
 """
 
@@ -14,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from composenet.compose.modelbuild import Ctx, required_deps
+from composenet.compose.names import check_names
 from composenet.core import overlay
 from composenet.core.model import Network, Port, Service
 
@@ -39,6 +41,7 @@ def _subnets(net: Network) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network
 def check(ctx: Ctx, services: Mapping[str, Service], bodies: Mapping[str, Any], networks: Mapping[str, Network],
           disabled: set[str]) -> None:
     _check_networks(ctx, networks)
+    check_names(ctx, services, networks)
     _check_services(ctx, services, bodies, networks, disabled)
     _check_addresses(ctx, services, networks)
     _check_ports(ctx, services, networks)

@@ -16,6 +16,8 @@ import re
 import shlex
 from typing import Any
 
+from composenet.linux import capnames
+
 _MAC = re.compile(r"^[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}$")
 
 
@@ -202,8 +204,37 @@ def parse_mac(v: Any) -> str:
 
 
 def parse_ifname(v: Any) -> str:
+    """An interface name the kernel accepts (dev_valid_name): 1-15 bytes, no '/', ':' or white
+    space, not "." or ".."."""
     s = as_str(v)
-    if not s or len(s) > 15 or "/" in s or any(c.isspace() for c in s) or s in (".", ".."):
-        raise ValueProblem(f"invalid interface name {s!r}", hint="at most 15 characters, no '/' or spaces",
+    if (not s or len(s.encode()) > 15 or "/" in s or ":" in s or any(c.isspace() for c in s)
+            or s in (".", "..")):
+        raise ValueProblem(f"invalid interface name {s!r}", hint="1 to 15 bytes, without '/', ':' or spaces",
                            rule="CS-SNET-06")
     return s
+
+
+_RESTART = re.compile(r"^(no|always|unless-stopped|on-failure(?::[0-9]+)?)$")
+
+
+def parse_restart(v: Any) -> str:
+    """A restart policy: ``no`` (also YAML's false), ``always``, ``on-failure[:N]``,
+    ``unless-stopped`` (composenet.supervisor.policy reads the same forms)."""
+    s = "no" if v is False else as_str(v).strip()
+    if not _RESTART.match(s):
+        raise ValueProblem(f"invalid restart policy {s!r}", hint='use "no", always, on-failure, on-failure:N or '
+                           "unless-stopped", rule="CS-RESTART-01")
+    return s
+
+
+def parse_capabilities(v: Any) -> tuple[str, ...]:
+    """``cap_add``/``cap_drop``: capability names as Docker takes them (``NET_ADMIN``,
+    ``CAP_NET_ADMIN``, any case, or ``ALL``), canonical (``NET_ADMIN``), sorted."""
+    out = []
+    for item in string_list(v):
+        name = capnames.canonical(item)
+        if name is None:
+            raise ValueProblem(f"unknown capability {item!r}", hint="a Linux capability such as NET_ADMIN or "
+                               "CAP_NET_RAW (capabilities(7)), or ALL")
+        out.append(name)
+    return tuple(sorted(set(out)))

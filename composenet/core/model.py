@@ -35,6 +35,7 @@ class IpamConfig:
     ip_range: str | None = None
     gateway: str | None = None
     aux_addresses: tuple[tuple[str, str], ...] = ()  # (hostname, ip), sorted by hostname
+    pos: Pos | None = field(default=None, compare=False)  # where the subnet is written
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,10 @@ class Service:
     working_dir: str | None = None
     user: str | None = None
     stop_grace_period: float = 10.0  # seconds
+    restart: str = "no"  # "no" | always | on-failure[:N] | unless-stopped (CS-RESTART-01)
+    cap_add: tuple[str, ...] = ()  # canonical capability names (NET_ADMIN) or ALL, sorted
+    cap_drop: tuple[str, ...] = ()
+    privileged: bool = False
     depends_on: tuple[str, ...] = ()  # services, including implicit ones (links, service:X)
     pos: Pos | None = None
 

@@ -33,6 +33,11 @@ class ObservedState:
       are found here, and IPAM never hands out an address another project's endpoint holds;
     - connections: endpoints added by `composenet network connect` (the project's record,
       ``{"container", "network" (name), "aliases", "ipv4"}``): part of what the project wants;
+    - host_ports: the bound TCP and UDP sockets of the host namespace (composenet's own daemons'
+      excepted): ``{"proto", "address", "port", "v6only", "pid", "process"}`` (pid and process
+      name None when no process could be found): a published port they hold is refused;
+    - processes: the state of each service process, by container, as its supervisor reports it
+      (``{"state", "pid", "exit_code", "restarts", "error", ...}``): for `ps` and messages;
     - offline: True when built by ``--offline`` (empty kernel, no host routes).
     """
 
@@ -44,6 +49,8 @@ class ObservedState:
     ports_in_use: tuple[str, ...] = ()
     networks: dict[str, dict[str, Any]] = field(default_factory=dict)
     connections: list[dict[str, Any]] = field(default_factory=list)
+    host_ports: list[dict[str, Any]] = field(default_factory=list)
+    processes: dict[str, dict[str, Any]] = field(default_factory=dict)
     offline: bool = False
     # key -> digest of what the last successful apply wrote (diff.digest); labels drift only.
     applied: dict[str, str] = field(default_factory=dict)
@@ -61,6 +68,8 @@ class ObservedState:
             "ports_in_use": list(self.ports_in_use),
             **({"networks": dict(sorted(self.networks.items()))} if self.networks else {}),
             **({"connections": list(self.connections)} if self.connections else {}),
+            **({"host_ports": list(self.host_ports)} if self.host_ports else {}),
+            **({"processes": dict(sorted(self.processes.items()))} if self.processes else {}),
             "applied": dict(sorted(self.applied.items())),
         }
 
@@ -79,6 +88,8 @@ class ObservedState:
             ports_in_use=tuple(d.get("ports_in_use", ())),
             networks=dict(d.get("networks", {})),
             connections=list(d.get("connections", [])),
+            host_ports=list(d.get("host_ports", [])),
+            processes=dict(d.get("processes", {})),
             applied=dict(d.get("applied", {})),
         )
         for rd in d.get("resources", ()):
@@ -152,6 +163,8 @@ def _check_addresses(d: dict[str, Any]) -> list[tuple[str, str]]:
             check(f"{where}.cidrs[{i}]", v, ipaddress.ip_interface, "an interface address (ADDRESS/PREFIX)")
         for i, v in enumerate(n.get("used", ())):
             check(f"{where}.used[{i}]", v, ipaddress.ip_address, "an IP address")
+    for i, h in enumerate(d.get("host_ports", ())):
+        check(f"$.host_ports[{i}].address", h.get("address"), ipaddress.ip_address, "an IP address")
     for i, c in enumerate(d.get("connections", ())):
         check(f"$.connections[{i}].ipv4", c.get("ipv4"), ipaddress.IPv4Address, "an IPv4 address")
     for i, r in enumerate(d.get("resources", ())):

@@ -22,6 +22,7 @@ from composenet.core.resources import (
     NftTable,
     Process,
     Veth,
+    resource_from_json,
 )
 from composenet.core.ruleset import parse_port
 from composenet.core.state import ObservedState
@@ -50,9 +51,13 @@ class ContainerStatus:
     namespace: str  # "" = the host's (network_mode: host)
     networks: dict[str, list[str]] = field(default_factory=dict)  # network -> CIDRs
     ports: list[str] = field(default_factory=list)  # 0.0.0.0:8080->80/tcp
-    state: str = "no command"  # running | exited | no command
+    state: str = "no command"  # running | restarting | exited | failed | stopping | no command | ...
     pid: int | None = None
     hostname: str | None = None
+    exit_code: int | None = None  # of its last run (exited, restarting)
+    restarts: int = 0  # how often its restart policy started it again
+    error: str = ""  # why it could not start (failed)
+    privileges: str | None = None  # what its command runs with (Process.privileges)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,13 +113,19 @@ def containers(observed: ObservedState, project: str, records: dict[str, dict[st
             get(r.name, r.service, r.name)
     procs = {r.container: r for r in res if isinstance(r, Process)}
     for name, rec in records.items():
-        get(name, str(rec.get("service", "")), str(rec.get("ns", ""))).state = "exited"
+        c = get(name, str(rec.get("service", "")), str(rec.get("ns", "")))
+        c.state = "exited"
+        c.privileges = _privileges(rec)
     for p in procs.values():
         c = get(p.container, p.service, p.ns)
         c.state, c.namespace, c.hostname = "running", p.ns, p.hostname
+        c.privileges = p.privileges()
+    for name, st in observed.processes.items():
+        if name in by_name or name in records:
+            _apply_state(get(name, "", ""), st)
     for name, c in by_name.items():
         known = records.get(name)
-        if c.state == "running" and known is not None and isinstance(known.get("pid"), int):
+        if c.state == "running" and c.pid is None and known is not None and isinstance(known.get("pid"), int):
             c.pid = known["pid"]
         if c.hostname is None and c.namespace:
             f = observed.resources.get(f"file:{c.namespace}/hosts")
@@ -152,6 +163,25 @@ def containers(observed: ObservedState, project: str, records: dict[str, dict[st
     for c in by_name.values():
         c.ports = sorted(set(c.ports), key=_port_sort)
     return sorted(by_name.values(), key=lambda c: (c.service, c.index if c.index is not None else 0, c.container))
+
+
+def _apply_state(c: ContainerStatus, st: dict[str, Any]) -> None:
+    """The supervisor's view of the container's process (ObservedState.processes)."""
+    state = str(st.get("state") or c.state)
+    c.state = "not running" if state == "not started" else state
+    c.pid = st.get("pid") if isinstance(st.get("pid"), int) else None
+    c.exit_code = st.get("exit_code") if isinstance(st.get("exit_code"), int) else None
+    c.restarts = int(st.get("restarts") or 0)
+    c.error = str(st.get("error") or "")
+
+
+def _privileges(rec: dict[str, Any]) -> str | None:
+    """What the recorded process runs with (a damaged record: None)."""
+    try:
+        r = resource_from_json({k: v for k, v in rec.items() if k not in ("pid", "starttime")})
+    except (KeyError, TypeError, ValueError):
+        return None
+    return r.privileges() if isinstance(r, Process) else None
 
 
 def _port_sort(p: str) -> tuple[int, str, int, str]:
@@ -197,21 +227,30 @@ def port(cs: list[ContainerStatus], observed: ObservedState, service: str, priva
 # ---- rendering ------------------------------------------------------------------------------
 
 
-def _state(c: ContainerStatus) -> str:
+def state_text(c: ContainerStatus) -> str:
+    """``running (pid 12)``, ``exited (code 0)``, ``restarting (code 1, restarted 3 times)``,
+    ``failed to start: <why>``, ``no command``, ..."""
+    again = f"restarted {c.restarts} time{'s' if c.restarts != 1 else ''}" if c.restarts else ""
     if c.state == "running" and c.pid is not None:
-        return f"running (pid {c.pid})"
+        return f"running (pid {c.pid}{', ' + again if again else ''})"
+    if c.state == "exited" and c.exit_code is not None:
+        return f"exited (code {c.exit_code}{', ' + again if again else ''})"
+    if c.state == "restarting":
+        return f"restarting (code {c.exit_code}{', ' + again if again else ''})"
+    if c.state == "failed":
+        return f"failed to start: {c.error}" if c.error else "failed to start"
     return c.state
 
 
 def render_ps(cs: list[ContainerStatus], fmt: str = "text") -> str:
     if fmt == "json":
         return json.dumps([c.to_json() for c in cs], indent=2, sort_keys=True) + "\n"
-    header = ("NAME", "SERVICE", "STATE", "NAMESPACE", "ADDRESSES", "PORTS")
+    header = ("NAME", "SERVICE", "STATE", "RUNS AS", "NAMESPACE", "ADDRESSES", "PORTS")
     rows = []
     for c in cs:
         addresses = ", ".join(f"{n}={a}" for n in sorted(c.networks) for a in c.networks[n]) or "-"
-        rows.append((c.container, c.service or "-", _state(c), c.namespace or "(host)", addresses,
-                     ", ".join(c.ports) or "-"))
+        rows.append((c.container, c.service or "-", state_text(c), c.privileges or "-", c.namespace or "(host)",
+                     addresses, ", ".join(c.ports) or "-"))
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header) - 1)]
     lines = []
     for r in [header, *rows]:

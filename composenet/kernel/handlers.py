@@ -4,12 +4,14 @@ observe reads them. Tests of the executor build registries of fake handlers inst
 
 from __future__ import annotations
 
-from composenet.kernel import files, links, netinfo, nft, processes, resolver
+from composenet.kernel import failpoints, files, links, netinfo, nft, processes, resolver
 from composenet.kernel.context import Handlers
 
 
 def default_handlers() -> Handlers:
     """Fresh handlers for one run: links, addresses, routes and sysctls; the nft table; /etc/netns
-    files; the resolver, its peers' records and the service processes; then the host facts."""
-    return Handlers([links.KernelHandler(), nft.NftHandler(), files.FilesHandler(), resolver.ResolverHandler(),
-                     resolver.PeersHandler(), processes.ProcessHandler(), netinfo.HostFacts()])
+    files; the resolver, its peers' records, the supervisor and the service processes; then the
+    host facts. (With a failpoint armed by a crash test, each is wrapped to count its steps.)"""
+    return Handlers(failpoints.wrap([
+        links.KernelHandler(), nft.NftHandler(), files.FilesHandler(), resolver.ResolverHandler(),
+        resolver.PeersHandler(), processes.SupervisorHandler(), processes.ProcessHandler(), netinfo.HostFacts()]))

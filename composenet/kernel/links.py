@@ -28,10 +28,10 @@ from composenet.core.plan import Plan
 from composenet.core.resources import Bridge, Macvlan, Resource, Veth, Vxlan
 from composenet.core.state import ObservedState
 from composenet.errors import KernelError
-from composenet.kernel import addresses, namespaces, readback, sysctls
+from composenet.kernel import addresses, intents, namespaces, readback, sysctls
 from composenet.kernel.context import Context, HandlerBase
 from composenet.kernel.rtnl import DYING_LINK_TIMEOUT, dellink, fail, ignore_gone, ipr, nl, setlink
-from composenet.linux import netns
+from composenet.linux import failpoint, netns
 from composenet.linux.netlink import (
     FLOOD_MAC,
     IFF_UP,
@@ -201,19 +201,25 @@ class KernelHandler(HandlerBase):
     def _create_bridge(self, ctx: Context, r: Bridge) -> None:
         self._unless_doomed(r.ifname, ctx)
         host = nl(ctx, "")
+        intent = intents.begin(ctx, "bridge", "", r.ifname, r.label)
         data = nla(IFLA_INFO_DATA, nla(IFLA_BR_STP_STATE, pack_u32(0)))
-        body = (ifinfomsg(flags=IFF_UP, change=IFF_UP) + nla(IFLA_IFNAME, pack_str(r.ifname)) + nla(IFLA_MTU, pack_u32(r.mtu))
-                + (nla(IFLA_ADDRESS, pack_mac(r.mac)) if r.mac else b"")
+        body = (ifinfomsg(index=intent.index, flags=IFF_UP, change=IFF_UP) + nla(IFLA_IFNAME, pack_str(r.ifname))
+                + nla(IFLA_MTU, pack_u32(r.mtu)) + (nla(IFLA_ADDRESS, pack_mac(r.mac)) if r.mac else b"")
                 + nla(IFLA_LINKINFO, nla(IFLA_INFO_KIND, pack_str("bridge")) + data))
         try:
             host.request(RTM_NEWLINK, body, NLM_F_CREATE | NLM_F_EXCL)
         except OSError as e:
-            raise fail(f"create bridge {r.ifname} ({r.network})", e) from e
+            intents.done(ctx, intent)
+            what = f"create bridge {r.ifname} ({r.network})"
+            raise (intents.exists_error(host, r.ifname, what, e) or fail(what, e)) from e
+        failpoint.hit(f"create bridge {r.ifname}")
         try:
             setlink(host, r.ifname, nla(IFLA_IFALIAS, pack_str(r.label)))
         except OSError as e:
             dellink(host, r.ifname)
+            intents.done(ctx, intent)
             raise fail(f"create bridge {r.ifname} ({r.network}): set label", e) from e
+        intents.done(ctx, intent)
 
     def _update_bridge(self, ctx: Context, before: Bridge, after: Bridge) -> None:
         try:
@@ -238,10 +244,13 @@ class KernelHandler(HandlerBase):
         kw: dict[str, Any] = {"vxlan_id": r.vni, "vxlan_port": r.port, "vxlan_learning": 1}
         if r.local:
             kw["vxlan_local"] = r.local
-        try:
-            ip.link("add", ifname=r.ifname, kind="vxlan", mtu=r.mtu, master=master, **kw)
+        intent = intents.begin(ctx, "vxlan", "", r.ifname, r.label)
+        try:  # up from the start: an adopted one (see kernel.intents) needs only its peers and label
+            ip.link("add", ifname=r.ifname, kind="vxlan", mtu=r.mtu, master=master, index=intent.index, state="up", **kw)
         except Exception as e:  # noqa: BLE001 -- pyroute2 raises NetlinkError and others
+            intents.done(ctx, intent)
             raise fail(what, e) from e
+        failpoint.hit(f"create vxlan {r.ifname}")
         try:
             index = host.index(r.ifname)
             for peer in r.peers:
@@ -250,7 +259,9 @@ class KernelHandler(HandlerBase):
                          + nla(IFLA_IFALIAS, pack_str(r.label)))
         except Exception as e:  # noqa: BLE001
             dellink(host, r.ifname)
+            intents.done(ctx, intent)
             raise fail(what, e) from e
+        intents.done(ctx, intent)
 
     def _update_vxlan(self, ctx: Context, before: Vxlan, after: Vxlan) -> None:
         host = nl(ctx, "")
@@ -276,27 +287,35 @@ class KernelHandler(HandlerBase):
         self._unless_doomed(r.ifname, ctx, (r.ns, r.peer))
         host = nl(ctx, "")
         master, fd = _link_and_netns(host, r.bridge, r.ns, what)
+        intent = intents.begin(ctx, "veth", "", r.ifname, r.label, r.ns, r.peer)
         try:
             # The peer cannot be set up here (its open needs the other end, which does not exist
             # yet: ENOTCONN); it goes up with its label below.
-            peer = (ifinfomsg() + nla(IFLA_IFNAME, pack_str(r.peer)) + nla(IFLA_MTU, pack_u32(r.mtu))
+            peer = (ifinfomsg(index=intent.peer_index) + nla(IFLA_IFNAME, pack_str(r.peer)) + nla(IFLA_MTU, pack_u32(r.mtu))
                     + (nla(IFLA_ADDRESS, pack_mac(r.mac)) if r.mac else b"") + nla(IFLA_NET_NS_FD, pack_u32(fd)))
-            body = (ifinfomsg(flags=IFF_UP, change=IFF_UP) + nla(IFLA_IFNAME, pack_str(r.ifname)) + nla(IFLA_MTU, pack_u32(r.mtu))
-                    + nla(IFLA_MASTER, pack_u32(master))
+            body = (ifinfomsg(index=intent.index, flags=IFF_UP, change=IFF_UP) + nla(IFLA_IFNAME, pack_str(r.ifname))
+                    + nla(IFLA_MTU, pack_u32(r.mtu)) + nla(IFLA_MASTER, pack_u32(master))
                     + nla(IFLA_LINKINFO, nla(IFLA_INFO_KIND, pack_str("veth"))
                           + nla(IFLA_INFO_DATA, nla(VETH_INFO_PEER, peer))))
             self._create_waiting(host, r.ifname, r.label, body, what)
+        except BaseException:
+            intents.done(ctx, intent)
+            raise
         finally:
             os.close(fd)
+        failpoint.hit(f"create veth {r.ifname}")
         try:
             setlink(host, r.ifname, nla(IFLA_IFALIAS, pack_str(r.label)), _brport(r.hairpin, r.isolated))
+            failpoint.hit(f"label veth {r.ifname}")
             n = nl(ctx, r.ns)
             n.request(RTM_NEWLINK, ifinfomsg(flags=IFF_UP, change=IFF_UP) + nla(IFLA_IFNAME, pack_str(r.peer))
                       + nla(IFLA_IFALIAS, pack_str(r.label)))
         except OSError as e:
             dellink(host, r.ifname)
             nl(ctx, r.ns).forget(r.peer)
+            intents.done(ctx, intent)
             raise fail(what, e) from e
+        intents.done(ctx, intent)
 
     @staticmethod
     def _create_waiting(host: NL, ifname: str, label: str, body: bytes, what: str) -> None:
@@ -310,13 +329,13 @@ class KernelHandler(HandlerBase):
                 return
             except NetlinkError as e:
                 if e.errno != errno.EEXIST or time.monotonic() >= deadline:
-                    raise fail(what, e) from e
+                    raise (intents.exists_error(host, ifname, what, e) or fail(what, e)) from e
                 try:
                     old = host.link(ifname)
                 except OSError:
                     old = None
-                if old is not None and old.alias != label:
-                    raise fail(what, e) from e  # someone else's link: no point waiting
+                if old is not None and old.alias != label:  # someone else's link: no point waiting
+                    raise (intents.exists_error(host, ifname, what, e) or fail(what, e)) from e
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
 
@@ -357,9 +376,11 @@ class KernelHandler(HandlerBase):
             raise KernelError(f"{what}: unknown macvlan mode {r.mode!r} (one of {', '.join(MACVLAN_MODES)})")
         host = nl(ctx, "")
         parent, fd = _link_and_netns(host, r.parent, r.ns, what)
+        intent = intents.begin(ctx, "macvlan", r.ns, r.ifname, r.label)
         # Created directly inside the namespace (IFLA_NET_NS_FD): its name is checked there, so
         # it may be eth0 even though the host has an eth0 too.
-        body = (ifinfomsg(flags=IFF_UP, change=IFF_UP) + nla(IFLA_IFNAME, pack_str(r.ifname)) + nla(IFLA_MTU, pack_u32(r.mtu))
+        body = (ifinfomsg(index=intent.index, flags=IFF_UP, change=IFF_UP) + nla(IFLA_IFNAME, pack_str(r.ifname))
+                + nla(IFLA_MTU, pack_u32(r.mtu))
                 + (nla(IFLA_ADDRESS, pack_mac(r.mac)) if r.mac else b"") + nla(IFLA_LINK, pack_u32(parent))
                 + nla(IFLA_NET_NS_FD, pack_u32(fd))
                 + nla(IFLA_LINKINFO, nla(IFLA_INFO_KIND, pack_str("macvlan"))
@@ -367,15 +388,19 @@ class KernelHandler(HandlerBase):
         try:
             host.request(RTM_NEWLINK, body, NLM_F_CREATE | NLM_F_EXCL)
         except OSError as e:
-            raise fail(what, e) from e
+            intents.done(ctx, intent)
+            raise (intents.exists_error(nl(ctx, r.ns), r.ifname, what, e) or fail(what, e)) from e
         finally:
             os.close(fd)
+        failpoint.hit(f"create macvlan {r.ns} {r.ifname}")
         n = nl(ctx, r.ns)
         try:
             setlink(n, r.ifname, nla(IFLA_IFALIAS, pack_str(r.label)))
         except OSError as e:
             dellink(n, r.ifname)
+            intents.done(ctx, intent)
             raise fail(what, e) from e
+        intents.done(ctx, intent)
 
     def _update_macvlan(self, ctx: Context, before: Macvlan, after: Macvlan) -> None:
         if before.parent != after.parent or after.mode not in MACVLAN_MODES:

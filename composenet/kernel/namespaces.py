@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from typing import Any
 
 from composenet.core.resources import Netns
 from composenet.kernel.context import Context
 from composenet.kernel.rtnl import fail
-from composenet.linux import netns
+from composenet.linux import failpoint, netns
 from composenet.linux.fileio import atomic_write
 from composenet.linux.netlink import IFF_UP, NL, RTM_NEWLINK, ifinfomsg
 from composenet.paths import ProjectPaths
@@ -75,26 +76,27 @@ def _remove_record(ctx: Context, name: str) -> None:
 
 
 def create_netns(ctx: Context, r: Netns) -> None:
-    """Record, create, set lo up; undo all of it if a step fails. The run keeps the netlink
-    socket the namespace was made with (no setns needed to configure it)."""
+    """Record, create with lo up (set before the namespace becomes visible, so a crash never
+    leaves a namespace without it), and undo all of it if a step fails. The run keeps the
+    netlink socket the namespace was made with (no setns needed to configure it)."""
     had_record = os.path.exists(_record_path(ctx, r.name))
     _write_record(ctx, r)  # first: a crash after this leaves a record `down` can follow
+    failpoint.hit(f"netns record {r.name}")
+
+    made: list[NL] = []
+
+    def lo_up(sock: socket.socket) -> None:  # lo is ifindex 1 in every namespace
+        made.append(NL(sock, r.name))
+        made[0].request(RTM_NEWLINK, ifinfomsg(index=1, flags=IFF_UP, change=IFF_UP))
+
     try:
-        sock = netns.create(r.name)
+        netns.create(r.name, lo_up)
     except OSError as e:
         if not had_record:
             _remove_record(ctx, r.name)
         raise fail(f"create netns {r.name}", e) from e
     ctx.drop_sockets(r.name)
-    try:
-        n = ctx.netlink[r.name] = NL(sock, r.name)
-        n.request(RTM_NEWLINK, ifinfomsg(index=1, flags=IFF_UP, change=IFF_UP))  # lo is ifindex 1
-    except OSError as e:
-        ctx.drop_sockets(r.name)
-        sock.close()
-        netns.delete(r.name)
-        _remove_record(ctx, r.name)
-        raise fail(f"create netns {r.name}: set lo up", e) from e
+    ctx.netlink[r.name] = made[0]
 
 
 def update_netns(ctx: Context, before: Netns, after: Netns) -> None:

@@ -9,7 +9,7 @@ kernel object until a container attaches, so its spec and the labelled macvlan l
 projects' recorded namespaces are all there is).
 
 Owns: the constraint fields of ObservedState (host routes and addresses, foreign subnets and
-links, other networks and the addresses used on them), reading standalone specs
+links, other networks and the addresses used on them, the host's bound sockets), reading standalone specs
 (``standalone_specs``) and the merged view (``networks``). Must not: change anything, or report
 anything as a resource of the project (kernel.readback does).
 """
@@ -23,13 +23,16 @@ from typing import Any
 from composenet.core.resources import LABEL_PREFIX, Resource
 from composenet.core.state import ObservedState
 from composenet.dns.peers import host_netns
+from composenet.dns.running import resolver_pid
+from composenet.kernel import intents
 from composenet.kernel.context import Context, HandlerBase
 from composenet.kernel.namespaces import recorded_namespaces
 from composenet.kernel.normalise import is_link_local, label_parts, on_loopback
 from composenet.kernel.rtnl import nl
-from composenet.linux import netns
+from composenet.linux import netns, sockdiag
 from composenet.linux.netlink import RTN_BROADCAST, RTN_MULTICAST, Addr, Link
 from composenet.paths import ProjectPaths, list_projects, standalone_project
+from composenet.supervisor import client as supervisor_client
 
 
 def read_spec(run_dir: str, project: str) -> dict[str, Any] | None:
@@ -113,7 +116,7 @@ def host_facts(ctx: Context, observed: ObservedState) -> None:
     """Fill the constraint fields of ``observed`` from the namespace composenet runs in:
     host_routes, host_addresses, foreign_subnets, foreign_links (see ObservedState)."""
     host = nl(ctx, "")
-    links = host.links()
+    links, _real = intents.adopt(host.links(), intents.pending(ctx), "", ctx.project)
     owned = {lk.index for lk in links if label_parts(lk.alias, ctx.project) is not None}
     by_index = {lk.index: lk for lk in links}
     routes: set[str] = set()
@@ -244,6 +247,27 @@ def _composenet_networks(ctx: Context, links: list[Link], addrs: list[Addr],
     return out
 
 
+def host_ports(ctx: Context) -> list[dict[str, Any]]:
+    """The bound TCP and UDP sockets of the namespace composenet runs in, with the process that
+    holds each (ObservedState.host_ports), except those of composenet's own daemons (every
+    project's supervisor, which holds its published ports, and resolver): a project's own ports
+    are not in its way, and another project's are ports_in_use already."""
+    try:
+        socks = sockdiag.sockets()
+    except OSError:
+        return []
+    ours: set[int] = set()
+    for q in list_projects(ctx.run_dir):
+        sup = supervisor_client.live(ProjectPaths(ctx.run_dir, q).root)
+        for pid in ([int(sup["pid"])] if sup else []) + [p for p in [resolver_pid(ctx.run_dir, q)] if p]:
+            ours |= sockdiag.socket_inodes(pid)
+    rest = [s for s in socks if s.inode not in ours]
+    who = sockdiag.owners(s.inode for s in rest)
+    return [{"proto": s.proto, "address": s.address, "port": s.port, "v6only": s.v6only,
+             "pid": who[s.inode][0] if s.inode in who else None,
+             "process": who[s.inode][1] if s.inode in who else None} for s in rest]
+
+
 class HostFacts(HandlerBase):
     """An observe-only handler: the host facts IPAM and external networks need (routes,
     addresses, other composenet networks, standalone macvlan networks): see ObservedState."""
@@ -252,6 +276,7 @@ class HostFacts(HandlerBase):
 
     def observe(self, ctx: Context, observed: ObservedState) -> None:
         host_facts(ctx, observed)
+        observed.host_ports = host_ports(ctx)
         macvlans = {k: v for k, v in standalone_specs(ctx.run_dir).items()
                     if v.get("driver") == "macvlan" and k not in observed.networks}
         observed.networks.update(macvlan_networks(ctx, macvlans))

@@ -11,6 +11,7 @@ Must not: change anything, or report an object without this project's label as a
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import socket
 import struct
@@ -18,6 +19,7 @@ import time
 
 from composenet.core.resources import VXLAN_LABEL_SUFFIX, Address, Bridge, Macvlan, Netns, Route, Veth, Vxlan
 from composenet.core.state import ObservedState
+from composenet.kernel import intents
 from composenet.kernel.context import Context
 from composenet.kernel.namespaces import read_records
 from composenet.kernel.normalise import is_link_local, label_parts, on_loopback, owned_route
@@ -42,10 +44,13 @@ LabelledLink = tuple[Link, list[str]]
 
 
 def observe_kernel(ctx: Context, observed: ObservedState) -> None:
-    """Add every netns, bridge, vxlan, veth, macvlan, address, route and sysctl this project owns."""
+    """Add every netns, bridge, vxlan, veth, macvlan, address, route and sysctl this project owns;
+    a link its intent journal accounts for (kernel.intents) counts as the project's, with the
+    label it really has."""
     owned_ns = _observe_namespaces(ctx, observed)
+    pending = intents.pending(ctx)
     host = nl(ctx, "")
-    links, veths = _settled_links(host, ctx.project)
+    links, veths, adopted = _settled_links(host, ctx.project, pending)
     by_index = {lk.index: lk for lk in links}
     bridges = _observe_bridges(observed, links, ctx.project)
 
@@ -55,13 +60,27 @@ def observe_kernel(ctx: Context, observed: ObservedState) -> None:
         _observe_vxlans(ctx, observed, vxlans, by_index)
 
     ns_links: dict[str, list[Link]] = {}
+    in_ns: dict[str, dict[int, str]] = {}
     for ns in sorted(set(owned_ns) | {p[0] for _lk, p in veths if netns.is_netns(netns.netns_path(p[0]))}):
-        ns_links[ns] = nl(ctx, ns).links()
+        ns_links[ns], in_ns[ns] = intents.adopt(nl(ctx, ns).links(), pending, ns, ctx.project)
     _observe_veths(observed, veths, ns_links, by_index)
     _observe_bridge_addresses(observed, host, bridges)
     for ns in owned_ns:
         _observe_in_namespace(ctx, observed, ns, ns_links[ns], by_index)
     observe_sysctls(observed, [b.name for b in bridges])
+    _real_labels(observed, "", adopted, by_index)
+    for ns, real in in_ns.items():
+        _real_labels(observed, ns, real, {lk.index: lk for lk in ns_links[ns]})
+
+
+def _real_labels(observed: ObservedState, ns: str, real: dict[int, str], by_index: dict[int, Link]) -> None:
+    """Adopted links (kernel.intents.adopt) are reported with the label they really have, so
+    that the plan writes theirs (or, for a veth, makes it again)."""
+    for index, alias in real.items():
+        lk = by_index.get(index)
+        r = observed.resources.get(f"link:{ns or '-'}:{lk.name}") if lk is not None else None
+        if r is not None and getattr(r, "label", None) is not None:
+            observed.resources[r.key] = dataclasses.replace(r, label=alias)  # type: ignore[call-arg]
 
 
 def _observe_namespaces(ctx: Context, observed: ObservedState) -> list[str]:
@@ -78,17 +97,19 @@ def _host_veths(links: list[Link], project: str) -> list[LabelledLink]:
     return [(lk, p) for lk in links if lk.kind == "veth" and (p := label_parts(lk.alias, project)) and len(p) == 2]
 
 
-def _settled_links(host: NL, project: str) -> tuple[list[Link], list[LabelledLink]]:
-    """The host's links and the project's veths among them, once the veths whose namespace is
-    gone have disappeared (bounded wait: they die asynchronously with their namespace)."""
-    links = host.links()
+def _settled_links(host: NL, project: str, pending: list[intents.Intent]
+                   ) -> tuple[list[Link], list[LabelledLink], dict[int, str]]:
+    """The host's links (those an intent accounts for with their intended label), the project's
+    veths among them and {index: real alias} of the adopted ones, once the veths whose namespace
+    is gone have disappeared (bounded wait: they die asynchronously with their namespace)."""
+    links, adopted = intents.adopt(host.links(), pending, "", project)
     veths = _host_veths(links, project)
     dying = [lk.index for lk, p in veths if not netns.is_netns(netns.netns_path(p[0]))]
     if dying:
         _wait_gone(host, dying)
-        links = host.links()
+        links, adopted = intents.adopt(host.links(), pending, "", project)
         veths = _host_veths(links, project)
-    return links, veths
+    return links, veths, adopted
 
 
 def _wait_gone(host: NL, indexes: list[int], timeout: float = DYING_LINK_TIMEOUT) -> list[int]:

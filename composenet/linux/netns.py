@@ -16,10 +16,11 @@ import ctypes
 import errno
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from composenet.errors import ComposenetError
+from composenet.linux import failpoint
 from composenet.paths import NETNS_DIR, netns_path
 
 CLONE_NEWNET = 0x40000000
@@ -56,11 +57,25 @@ def setns(fd: int) -> None:
 def is_netns(path: str) -> bool:
     """True if ``path`` is a namespace file bind-mounted in place (what `ip netns add` leaves),
     not a plain file left by a crash: namespace files live on nsfs, whose device differs from
-    the tmpfs of /run."""
+    the file system of /run."""
+    return file_state(path) == "live"
+
+
+def file_state(path: str) -> str:
+    """``live`` (a namespace is mounted there), ``dead`` (a plain file: what a crash between
+    creating the file and mounting on it, or between unmounting and unlinking it, leaves;
+    setns on it fails with EINVAL) or ``missing``."""
     try:
-        return os.stat(path).st_dev == os.stat("/proc/self/ns/net").st_dev
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "missing"
     except OSError:
-        return False
+        return "dead"
+    try:
+        nsfs = os.stat("/proc/self/ns/net").st_dev
+    except OSError:  # pragma: no cover - /proc is always there where composenet runs
+        return "dead"
+    return "live" if st.st_dev == nsfs else "dead"
 
 
 def open_netns(name: str) -> int:
@@ -130,21 +145,31 @@ def _ensure_run_netns() -> None:
     _run_netns_ready = True
 
 
-def create(name: str) -> socket.socket:
+def create(name: str, prepare: Callable[[socket.socket], None] | None = None) -> socket.socket:
     """Create namespace ``name`` at /run/netns/<name> and return a netlink socket inside it.
 
     Like `ip netns add`, without fork: the calling thread unshares a new network namespace,
-    bind-mounts its own namespace file onto /run/netns/<name>, opens the socket there (so the
-    caller can configure the namespace without entering it again) and returns to its original
-    namespace. A plain file left at the path by a crash is reused; a mounted namespace there
-    is an error (FileExistsError)."""
+    opens the socket there, lets ``prepare(sock)`` set the namespace up (lo up) while nothing
+    else can see it, bind-mounts its own namespace file onto /run/netns/<name> and returns to its
+    original namespace. So a namespace is either not visible at all or fully prepared: a crash
+    before the mount frees it with the thread, and leaves at most a plain (dead) file.
+
+    A dead file left at the path by a crash is removed first (the caller holds the project's
+    lock, and the name is the project's); a mounted namespace there is an error
+    (FileExistsError)."""
     _ensure_run_netns()
     path = netns_path(name)
-    try:
-        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0))
-    except FileExistsError:
-        if is_netns(path):
-            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), path) from None
+    for _ in range(2):
+        try:
+            os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0))
+            break
+        except FileExistsError:
+            if file_state(path) == "live":
+                raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), path) from None
+            _remove_file(path)  # dead: a crash left it; nothing can enter it
+    else:
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), path)
+    failpoint.hit(f"netns file {name}")
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         try:
@@ -155,27 +180,44 @@ def create(name: str) -> socket.socket:
         sock: socket.socket | None = None
         mounted = False
         try:
-            check(libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", MS_BIND, None),
-                   f"bind-mount {path}")
-            mounted = True
             sock = netlink_socket()
+            if prepare is not None:
+                prepare(sock)
+            check(libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", MS_BIND, None),
+                  f"bind-mount {path}")
+            mounted = True
+        except BaseException:
+            if sock is not None:
+                sock.close()
+                sock = None
+            raise
         finally:
             _return_home(home)
             if sock is None:  # undo: nothing half-made stays behind
                 if mounted:
                     libc.umount2(path.encode(), MNT_DETACH)
                 _unlink(path)
+        failpoint.hit(f"netns mount {name}")
         return sock
     finally:
         os.close(home)
 
 
 def delete(name: str) -> None:
-    """Remove /run/netns/<name> (lazy unmount, then unlink). The kernel destroys the namespace,
-    and the veth peers and macvlans in it, once nothing else holds it (asynchronously)."""
-    path = netns_path(name)
-    if libc.umount2(path.encode(), MNT_DETACH) != 0 and ctypes.get_errno() not in (errno.EINVAL, errno.ENOENT):
-        check(-1, f"umount {path}")
+    """Remove /run/netns/<name>: unmount every namespace mounted there (a retry that mounted
+    again stacks mounts; only the top one is visible), then unlink the file. The kernel destroys
+    the namespace, and the veth peers and macvlans in it, once nothing else holds it
+    (asynchronously). A dead file (see file_state) is just unlinked."""
+    _remove_file(netns_path(name))
+
+
+def _remove_file(path: str) -> None:
+    for _ in range(64):  # bounded: each round removes one stacked mount
+        if libc.umount2(path.encode(), MNT_DETACH) != 0:
+            if ctypes.get_errno() not in (errno.EINVAL, errno.ENOENT):
+                check(-1, f"umount {path}")
+            break
+        failpoint.hit(f"netns umount {os.path.basename(path)}")
     _unlink(path)
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from composenet.errors import KernelError
+from composenet.linux import caps, cgroup
 from composenet.linux.netns import CLONE_NEWNET, MNT_DETACH, MS_BIND, MS_REC, check, libc
 from composenet.paths import etc_netns_dir, netns_path
 
@@ -101,6 +102,12 @@ class _ChildSetup:
     creds: Credentials | None
     directory: str
     err_w: int
+    cgroup_fd: int = -1  # cgroup.procs of the group to join first (-1: stay)
+    privileges: caps.Privileges | None = None  # None: keep every capability (`composenet exec`)
+
+    def join_cgroup(self) -> None:
+        if self.cgroup_fd >= 0:
+            cgroup.join(self.cgroup_fd)
 
     def enter_netns(self) -> None:
         if self.nsfd >= 0:
@@ -129,11 +136,19 @@ class _ChildSetup:
             b = self.hostname.encode()
             check(libc.sethostname(b, len(b)), f"set hostname {self.hostname!r}")
 
+    def bound_capabilities(self) -> None:
+        if self.privileges is not None:
+            self.privileges.apply_before_user()
+
     def drop_privileges(self) -> None:
         if self.creds is not None:
             os.setgroups(list(self.creds.groups))
             os.setgid(self.creds.gid)
             os.setuid(self.creds.uid)
+
+    def set_capabilities(self) -> None:
+        if self.privileges is not None:
+            self.privileges.apply_after_user()
 
     def chdir(self) -> None:
         try:
@@ -143,8 +158,8 @@ class _ChildSetup:
 
     def __call__(self) -> None:  # subprocess's preexec_fn
         try:
-            for step in (self.enter_netns, self.unshare, self.mount_view, self.set_hostname,
-                         self.drop_privileges, self.chdir):
+            for step in (self.join_cgroup, self.enter_netns, self.unshare, self.mount_view, self.set_hostname,
+                         self.bound_capabilities, self.drop_privileges, self.chdir, self.set_capabilities):
                 step()
         except OSError as e:
             os.write(self.err_w, (e.strerror or str(e)).encode()[:4000])
@@ -163,22 +178,33 @@ def _open_netns(ns: str, what: str) -> int:
 
 def spawn(argv: list[str] | tuple[str, ...], *, ns: str, hostname: str | None, env: dict[str, str],
           cwd: str | None = None, user: str | None = None, stdin: Any = subprocess.DEVNULL,
-          stdout: Any = None, stderr: Any = None, new_session: bool = True, what: str = "") -> subprocess.Popen:
+          stdout: Any = None, stderr: Any = None, new_session: bool = True, what: str = "",
+          cgroup_dir: str | None = None, capabilities: caps.Request | None = None) -> subprocess.Popen:
     """Start ``argv`` inside namespace /run/netns/<ns> ("" = the current network namespace),
     in a new UTS namespace with ``hostname`` (if given) and, when ``ns`` is set, a new mount
     namespace where / is a slave (nothing propagates back), /sys shows the namespace's devices
     and the /etc/netns/<ns> files are bind-mounted over /etc: what `ip netns exec` does, done in
     the child between fork and exec. Then drop to ``user`` and chdir to ``cwd`` (default /).
+    With ``cgroup_dir``, the child joins that cgroup first (composenet.linux.cgroup); with
+    ``capabilities``, it runs with the capabilities linux.caps gives such a request (and
+    no_new_privs), else with those of its parent (`composenet exec`).
 
     Raises KernelError naming the step when the namespace cannot be entered or the command
     cannot be executed."""
     what = what or argv[0]
     creds = resolve_user(user) if user else None
+    privileges = caps.Privileges.of(creds.uid if creds else os.getuid(), capabilities) if capabilities else None
     nsfd = _open_netns(ns, what) if ns else -1
     binds = tuple(etc_binds(ns)) if ns else ()
+    try:
+        cgfd = cgroup.open_procs(cgroup_dir) if cgroup_dir else -1
+    except OSError as e:
+        if nsfd >= 0:
+            os.close(nsfd)
+        raise KernelError(f"{what}: cannot use cgroup {cgroup_dir}: {e.strerror}") from None
     # Child -> parent channel for the reason of a failure before exec (both ends close on exec).
     err_r, err_w = os.pipe()
-    setup = _ChildSetup(nsfd, ns, hostname, binds, creds, cwd or "/", err_w)
+    setup = _ChildSetup(nsfd, ns, hostname, binds, creds, cwd or "/", err_w, cgfd, privileges)
     full = [str(a) for a in argv]
     try:
         return subprocess.Popen(full, env=env, stdin=stdin, stdout=stdout, stderr=stderr, close_fds=True,
@@ -192,7 +218,7 @@ def spawn(argv: list[str] | tuple[str, ...], *, ns: str, hostname: str | None, e
         raise KernelError(f"{what}: cannot execute {full[0]!r}: {e.strerror}",
                           hint="check the service's command/entrypoint and that it exists on this host") from None
     finally:
-        for fd in (err_r, err_w, nsfd):
+        for fd in (err_r, err_w, nsfd, cgfd):
             if fd >= 0:
                 try:
                     os.close(fd)

@@ -121,7 +121,7 @@ def fake_handlers(kernel: FakeKernel) -> Handlers:
     observes only (host facts)."""
     return Handlers([FakeHandler(kernel, "links", LINK_KINDS), FakeHandler(kernel, "nft", ("nft",)),
                      FakeHandler(kernel, "files", ("file",)), DeferringHandler(kernel, "resolver", ("resolver",)),
-                     FakeHandler(kernel, "peers", ("dnsrecords",)), FakeHandler(kernel, "processes", ("process",)),
+                     FakeHandler(kernel, "peers", ("dnsrecords",)), FakeHandler(kernel, "processes", ("supervisor", "process")),
                      FakeHandler(kernel, "facts", ())])
 
 

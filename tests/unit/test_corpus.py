@@ -36,6 +36,9 @@ REJECT: dict[str, tuple[str, str]] = {
                                              "spec snippet: the service uses a network never declared (CS-SNET-03)"),
     "compose-spec/05-interface_name": ("network 'back-tier' is not defined",
                                        "spec snippet: the service uses a network never declared (CS-SNET-03)"),
+    "compose-spec/06-name-interpolated": ("network name '' is invalid",
+                                          "the spec's example names its external network ${NETWORK_ID}, unset "
+                                          "here: an empty name names no network (Docker: network  not found)"),
     "compose-spec/06-advanced-example": ("driver 'custom-driver-1' is not available",
                                          "custom network drivers do not exist here (CS-NET-08)"),
     "docker-compose-v1/missing-network": ("network 'foo' is not defined", "NEGATIVE, CS-REAL-02"),

@@ -154,7 +154,7 @@ def test_render_ps() -> None:
     cs = containers(observed(), P, RECORDS)
     text = render_ps(cs)
     lines = text.splitlines()
-    assert lines[0].split() == ["NAME", "SERVICE", "STATE", "NAMESPACE", "ADDRESSES", "PORTS"]
+    assert lines[0].split() == ["NAME", "SERVICE", "STATE", "RUNS", "AS", "NAMESPACE", "ADDRESSES", "PORTS"]
     assert "running (pid 4242)" in text
     web1 = next(ln for ln in lines if ln.startswith("shop-web-1"))
     assert "shop_back=172.21.0.2/24, shop_front=172.20.0.2/24" in web1 and web1.endswith("0.0.0.0:8080->80/tcp")

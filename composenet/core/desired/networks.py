@@ -89,6 +89,10 @@ def _managed_network(n: Network, project: str, observed: ObservedState, member_s
     prev = _previous_gateways(observed, br, n.name, member_subnets) if kind == "bridge" else []
     prev4 = [a for a in prev if ipaddress.ip_interface(a).version == 4]
     prev6 = [a for a in prev if ipaddress.ip_interface(a).version == 6]
+    if kind == "bridge":
+        for ic in n.ipam:
+            if ic.subnet:
+                _refuse_overlap(n, ic, project, observed)
     if n.enable_ipv4:
         np.subnet4, np.gateway4, np.pool4 = _ipv4(v4, prev4, taken, avoid)
         taken.append(str(np.subnet4))
@@ -99,6 +103,48 @@ def _managed_network(n: Network, project: str, observed: ObservedState, member_s
             if pool is not None:
                 pool.claim(used)  # an endpoint of another project (external user) holds it
     return np
+
+
+def _refuse_overlap(n: Network, ic: IpamConfig, project: str, observed: ObservedState) -> None:
+    """An explicit subnet of a bridge network must not overlap another composenet network (a
+    project's or a standalone one), an address of the host or a route of the host (any routing
+    table; its default routes aside): the bridge would take the gateway address or the route,
+    and cut the host off that network. Docker: "Pool overlaps with other one on this address
+    space". InputError at the subnet. (A macvlan network's subnet is its parent's LAN: it is
+    meant to overlap the host's route there.)"""
+    assert ic.subnet is not None
+    sub = ipaddress.ip_network(ic.subnet)
+    found: str | None = None
+    for name, other in sorted(observed.networks.items()):
+        if other.get("owner") == project:
+            continue
+        for cidr in other.get("cidrs", ()):
+            o = ipaddress.ip_interface(cidr).network
+            if o.version == sub.version and o.overlaps(sub):
+                owner = str(other.get("owner", ""))
+                whose = f"standalone network {name!r}" if owner.startswith("-") else f"network {name!r} of project {owner!r}"
+                found = f"overlaps {o}, the subnet of composenet {whose}"
+                break
+        if found:
+            break
+    for what, items in (("an address", observed.host_addresses), ("a route", observed.host_routes)):
+        if found:
+            break
+        for cidr in items:
+            net = ipaddress.ip_interface(cidr).network
+            if net.version == sub.version and net.overlaps(sub):
+                found = f"overlaps {cidr}, {what} of this host"
+                break
+    if found is None:
+        return
+    i = n.ipam.index(ic)
+    pos = ic.pos or n.pos
+    raise InputError([Problem(
+        f"subnet {sub} {found} (Docker: Pool overlaps with other one on this address space)",
+        file=pos.file if pos else None, line=pos.line if pos else None, col=pos.col if pos else None,
+        path=f"networks.{n.key}.ipam.config[{i}].subnet",
+        hint="choose a subnet no composenet network, host address or host route covers "
+             "(`ip -all route show table all`, `composenet network ls`), or leave it out to get a free one")])
 
 
 def _mtu(n: Network, vx: overlay.VxlanOpts | None, warnings: list[str]) -> int:

@@ -7,6 +7,9 @@ the host port: a fixed one (refused when another composenet project publishes it
 the range (or of the ephemeral range) this service already had, else the first free one. Fixed
 ports are placed before ranges, so a range never takes a port the file names.
 
+A fixed host port that a program of the host holds (ObservedState.host_ports) is refused, located
+at the port; ranges and ephemeral ports skip such ports.
+
 Must not: write rules (core/ruleset.py does, from the PortMaps) or check the file (the validator
 reported ports with network_mode, and clashes inside the file).
 """
@@ -21,6 +24,7 @@ from composenet.core.desired.containers import Container, Endpoint, by_service
 from composenet.core.desired.networks import NetPlan
 from composenet.core.model import Port, Project, Service
 from composenet.core.resources import NftTable
+from composenet.core.resources.services import held_order
 from composenet.core.ruleset import PortMap, parse_port
 from composenet.core.state import ObservedState
 from composenet.errors import InputError, Problem
@@ -43,6 +47,7 @@ def publish_ports(project: Project, nets: dict[str, NetPlan], containers: list[C
     """(DNAT maps, exposure rows) of every published port of the project."""
     prev = _observed_port_set(observed)
     in_use = _ports_in_use(observed)
+    held = _host_held(observed)
     claimed: set[tuple[str, int, str]] = set()  # (proto, port, host_ip)
     maps: list[PortMap] = []
     exposure: list[dict[str, Any]] = []
@@ -50,8 +55,9 @@ def publish_ports(project: Project, nets: dict[str, NetPlan], containers: list[C
     for req in fixed + floating:
         if _is_fixed(req.port):
             host_port = _fixed_port(req, in_use)
+            _refuse_held(req, host_port, held)
         else:
-            host_port = _free_port(req, prev, in_use, claimed, warnings)
+            host_port = _free_port(req, prev, in_use, claimed, warnings, held)
             if not host_port:
                 continue
         claimed.add((req.port.protocol, host_port, req.host_ip or "*"))
@@ -131,7 +137,8 @@ def _fixed_port(req: _Request, in_use: dict[tuple[str, int], list[str | None]]) 
 
 
 def _free_port(req: _Request, prev: set[tuple[str, str, int]], in_use: dict[tuple[str, int], list[str | None]],
-               claimed: set[tuple[str, int, str]], warnings: list[str]) -> int:
+               claimed: set[tuple[str, int, str]], warnings: list[str],
+               held: dict[tuple[str, int], list[dict[str, Any]]] | None = None) -> int:
     """A port of the range (or of the ephemeral range): the one this service had, else the
     first free one; 0 (and a warning) when none is free."""
     svc, port = req.svc, req.port
@@ -146,12 +153,87 @@ def _free_port(req: _Request, prev: set[tuple[str, str, int]], in_use: dict[tupl
             return hp
     for hp in range(lo, hi + 1):
         if (port.protocol, hp) in in_use or (port.protocol, hp, hip_key) in claimed or (
-                port.protocol, hp, "*") in claimed:
+                port.protocol, hp, "*") in claimed or _holders(req, hp, held or {}):
             continue
         return hp
     warn(warnings, port.pos or svc.pos, port.pos.path if port.pos else f"services.{svc.name}.ports",
          f"no free host port in {lo}-{hi}/{port.protocol}")
     return 0
+
+
+def _host_held(observed: ObservedState) -> dict[tuple[str, int], list[dict[str, Any]]]:
+    """The host's bound sockets (ObservedState.host_ports) by (protocol, port)."""
+    out: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for h in observed.host_ports:
+        out.setdefault((str(h["proto"]), int(h["port"])), []).append(h)
+    return out
+
+
+def _blocks(h: dict[str, Any], family: int, host_ip: str | None) -> bool:
+    """Whether socket ``h`` of the host takes traffic a DNAT of ``host_ip`` (None: every local
+    address of ``family``) would take instead, i.e. whether a bind there would fail: same
+    address, either side a wildcard, and a dual-stack [::] socket covers IPv4 too."""
+    ha = ipaddress.ip_address(str(h["address"]))
+    if ha.version == family:
+        return host_ip is None or ha.is_unspecified or ipaddress.ip_address(host_ip) == ha
+    return family == 4 and ha.is_unspecified and not h.get("v6only", False)
+
+
+def _holders(req: _Request, host_port: int, held: dict[tuple[str, int], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The host's sockets that hold what publishing ``req`` on ``host_port`` would take."""
+    socks = held.get((req.port.protocol, host_port), [])
+    if not socks:
+        return []
+    return [h for m in _port_maps(req, host_port) for h in socks if _blocks(h, m.family, m.host_ip)]
+
+
+def _refuse_held(req: _Request, host_port: int, held: dict[tuple[str, int], list[dict[str, Any]]]) -> None:
+    """A fixed host port a program of the host already holds: refused at the port, naming the
+    address, protocol and process (Docker: "port is already allocated"), rather than taking
+    its traffic away from it silently."""
+    found = _holders(req, host_port, held)
+    if not found:
+        return
+    h = found[0]
+    addr = str(h["address"])
+    who = f"pid {h['pid']} ({h.get('process') or '?'})" if h.get("pid") else "a socket no process holds (the kernel's)"
+    pos = req.port.pos or req.svc.pos
+    raise InputError([Problem(
+        f"host port {req.host_ip or '*'}:{host_port}/{req.port.protocol} is already in use on this host: "
+        f"{f'[{addr}]' if ':' in addr else addr}:{host_port}/{h['proto']} is held by {who}",
+        file=pos.file if pos else None, line=pos.line if pos else None, col=pos.col if pos else None,
+        path=req.port.pos.path if req.port.pos else f"services.{req.svc.name}.ports",
+        hint="stop that program or move it to another port, or publish another host port "
+             "(Docker: port is already allocated)")])
+
+
+def held_specs(maps: list[PortMap]) -> tuple[str, ...]:
+    """What the project's supervisor holds for ``maps``: one ``proto/address/port`` per family
+    and address (0.0.0.0 and :: for every address; SCTP ports are not held)."""
+    out = set()
+    for m in maps:
+        if m.protocol in ("tcp", "udp"):
+            out.add(f"{m.protocol}/{m.host_ip or ('0.0.0.0' if m.family == 4 else '::')}/{m.host_port}")
+    return held_order(out)
+
+
+def fixed_port_maps(containers: list[Container]) -> list[PortMap]:
+    """The DNAT maps of the ports with a fixed host port (those need no observed state to place),
+    as publish_ports makes them."""
+    maps: list[PortMap] = []
+    for svc_name, replicas in sorted(by_service(containers).items()):
+        svc = replicas[0].service
+        if svc.network_mode or not svc.ports:
+            continue
+        eps = _published_endpoints(replicas)
+        if not eps:
+            continue
+        for port in svc.ports:
+            if _is_fixed(port):
+                host_ip, fam_only = _host_address(port, eps[0])
+                maps += _port_maps(_Request(svc, port, host_ip, eps, fam_only), int(port.published or 0))
+        _ = svc_name
+    return maps
 
 
 def _port_maps(req: _Request, host_port: int) -> list[PortMap]:

@@ -1,12 +1,14 @@
 """Resources of what runs and what it reads: /etc/netns files, the resolver, the records of names
-on other projects' networks, and service processes. Pure: no I/O."""
+on other projects' networks, the project's supervisor and service processes. Pure: no I/O."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 from composenet.core.resources.base import Resource
+from composenet.linux import capnames
 
 
 @dataclass(frozen=True)
@@ -97,10 +99,55 @@ class DnsRecords(Resource):
 
 
 @dataclass(frozen=True)
+class Supervisor(Resource):
+    """The project's supervisor (composenet.supervisor): the process that runs the service
+    commands (restart policies, exit codes) and holds the project's published host ports, as
+    bound sockets, for the project's lifetime. ``ports``: ``proto/address/port`` of each socket
+    it holds (in ``held_order``)."""
+
+    kind: ClassVar[str] = "supervisor"
+    rank: ClassVar[int] = 85  # after the nft table (a port is DNATed before it is held), before processes
+    project: str
+    ports: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"supervisor:{self.project}"
+
+    @property
+    def ident(self) -> tuple[str, ...]:
+        return ("project",)
+
+    def describe(self) -> str:
+        held = [_port_text(p) for p in self.ports]
+        return f"supervisor of project {self.project}" + (f": holds {', '.join(held)}" if held else "")
+
+
+def held_order(specs: Iterable[str]) -> tuple[str, ...]:
+    """``proto/address/port`` specs in the order a Supervisor keeps them: by port, protocol,
+    then address (IPv4 first)."""
+    def key(spec: str) -> tuple[int, str, bool, str]:
+        proto, _, rest = spec.partition("/")
+        addr, _, port = rest.rpartition("/")
+        return (int(port) if port.isdigit() else -1, proto, ":" in addr, addr)
+    return tuple(sorted(set(specs), key=key))
+
+
+def _port_text(spec: str) -> str:
+    """``tcp/::/8080`` -> ``[::]:8080/tcp``."""
+    proto, _, rest = spec.partition("/")
+    addr, _, port = rest.rpartition("/")
+    return f"{f'[{addr}]' if ':' in addr else addr}:{port}/{proto}"
+
+
+@dataclass(frozen=True)
 class Process(Resource):
     """A service's command, run as a host process inside namespace ``ns`` (own UTS namespace
-    with ``hostname``; /etc/netns/<ns> files bind-mounted over /etc), logs under the runtime
-    directory. ``after`` lists the containers it starts after (depends_on, links, service:)."""
+    with ``hostname``; /etc/netns/<ns> files bind-mounted over /etc) by the project's supervisor,
+    logs under the runtime directory. ``after`` lists the containers it starts after (depends_on,
+    links, service:). ``restart``: its restart policy (composenet.supervisor.policy);
+    ``user``, ``cap_add``, ``cap_drop``, ``privileged``: what it runs with (composenet.linux.caps);
+    ``where``: the service's place in the compose file, for messages."""
 
     kind: ClassVar[str] = "process"
     rank: ClassVar[int] = 90
@@ -114,6 +161,12 @@ class Process(Resource):
     hostname: str | None = None
     stop_grace_period: float = 10.0
     after: tuple[str, ...] = ()
+    restart: str = "no"
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    privileged: bool = False
+    project: str = ""
+    where: str = ""
 
     @property
     def key(self) -> str:
@@ -124,12 +177,15 @@ class Process(Resource):
         return ("container",)
 
     def carried(self) -> tuple[str, ...]:
-        return ("service", "after")
+        return ("service", "after", "project", "where")
 
     def privileges(self) -> str:
-        """What the process runs with beyond its command, for `plan` and `ps` ("" = nothing to say)."""
-        return ""
+        """What the process runs with beyond its command, for `plan` and `ps`: its user and
+        capabilities (composenet.linux.caps), and its restart policy when it has one."""
+        text = capnames.describe(self.user, self.cap_add, self.cap_drop, self.privileged)
+        return text + (f"; restart {self.restart}" if self.restart != "no" else "")
 
     def deps(self) -> tuple[str, ...]:
         own = (f"netns:{self.ns}",) if self.ns else ()
-        return own + tuple(f"process:{c}" for c in self.after)
+        sup = (f"supervisor:{self.project}",) if self.project else ()
+        return own + sup + tuple(f"process:{c}" for c in self.after)
