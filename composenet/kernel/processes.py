@@ -178,7 +178,6 @@ class SupervisorHandler(HandlerBase):
             os.close(ready_w)
             os.close(logfd)
         proc.adopt(p)
-        failpoint.hit(f"start supervisor {ctx.project}")
         self.starting = (p, ready_r)
         if not ctx.defer(lambda: self._await_ready(ctx)):
             self._await_ready(ctx)
@@ -240,7 +239,6 @@ class SupervisorHandler(HandlerBase):
         pid, start = int(rec["pid"]), int(rec["starttime"])
         if not proc.wait_until(lambda: not proc.alive(pid, start), SUPERVISOR_EXIT_TIMEOUT):
             _stop_pid(pid, start)
-        failpoint.hit(f"stop supervisor {ctx.project}")
 
     def _kill_stale(self, ctx: Context) -> None:
         """A supervisor whose pidfile says it lives but that is not live (killed, hung) is gone
@@ -337,7 +335,6 @@ class ProcessHandler(HandlerBase):
         if not answer.get("ok"):
             raise KernelError(f"process {r.container}: {answer.get('error')}")
         self.started[r.container] = (r, time.monotonic())
-        failpoint.hit(f"start process {r.container}")
 
     def update(self, ctx: Context, before: Resource, after: Resource) -> None:
         # A running process cannot change its command, environment or namespace in place.
@@ -361,11 +358,11 @@ class ProcessHandler(HandlerBase):
                 cgroup.kill(leaf)
                 cgroup.wait_empty(leaf, KILL_TIMEOUT)
                 cgroup.remove(leaf)
+        failpoint.hit(f"stop process {r.container}")
         try:
             os.unlink(ctx.paths.proc_record(r.container))
         except FileNotFoundError:
             pass
-        failpoint.hit(f"stop process {r.container}")
 
     def _report(self, ctx: Context) -> None:
         """After the plan: the commands this run started that cannot start, or exited non-zero

@@ -197,7 +197,6 @@ def create(name: str, prepare: Callable[[socket.socket], None] | None = None) ->
                 if mounted:
                     libc.umount2(path.encode(), MNT_DETACH)
                 _unlink(path)
-        failpoint.hit(f"netns mount {name}")
         return sock
     finally:
         os.close(home)
