@@ -43,21 +43,14 @@ from composenet.kernel.context import Context, HandlerBase
 from composenet.linux import cgroup, failpoint, proc
 from composenet.linux.fileio import atomic_write, read_json
 from composenet.linux.spawn import open_log
-from composenet.supervisor import LOG, MODULE, PORTS, client
+from composenet.supervisor import DEFAULT_PATH, LOG, MODULE, PORTS, client
 
 SUPERVISOR_START_TIMEOUT = 10.0
 SUPERVISOR_EXIT_TIMEOUT = 5.0
 KILL_TIMEOUT = 5.0
 START_WINDOW = 0.3  # seconds `up` watches a command it started for an exit right after its start
 RUNNING_STATES = ("running", "restarting", "exited", "stopping")
-
-
-def command_env(env: tuple[tuple[str, str], ...] | dict[str, str]) -> dict[str, str]:
-    """The environment exactly as given, plus a default PATH when it has none (the supervisor
-    adds it the same way)."""
-    out = dict(env)
-    out.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-    return out
+__all__ = ["DEFAULT_PATH", "ProcessHandler", "SupervisorHandler", "read_records", "record_alive", "status_of"]
 
 
 # ---- records and states -----------------------------------------------------------------------
@@ -381,6 +374,7 @@ class ProcessHandler(HandlerBase):
         proc.wait_until(settled, max(0.0, last + START_WINDOW - time.monotonic()) + 0.05)
         states = client.states(root)
         problems = []
+        services = set()
         for name, (r, _t0) in sorted(started.items()):
             st = states.get(name) or {}
             where = f"{r.where}: " if r.where else ""
@@ -390,10 +384,12 @@ class ProcessHandler(HandlerBase):
                 tail = log_tail(ctx.paths.log(name))
                 problems.append(f"{where}service {r.service} ({name}) exited with code {st.get('exit_code')} right "
                                 "after its start" + (":\n" + "\n".join("  | " + ln for ln in tail) if tail else ""))
+            else:
+                continue
+            services.add(r.service)
         if problems:
-            services = sorted({r.service for r, _t in started.values()})
             raise ComposenetError(
                 "\n".join(problems),
-                hint=f"see `composenet logs {services[0] if len(services) == 1 else 'SERVICE'}`; everything else is up "
+                hint=f"see `composenet logs {min(services) if len(services) == 1 else 'SERVICE'}`; everything else is up "
                      "(nothing was rolled back): fix the command and run `composenet up` again")
 

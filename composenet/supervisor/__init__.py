@@ -38,3 +38,5 @@ SOCKET = "supervisor.sock"
 PORTS = "supervisor-ports.json"
 STATES = "states"
 LOG = "supervisor"  # logs/supervisor.log
+# The PATH of a command whose environment has none (as `docker run` gives an image without ENV PATH).
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

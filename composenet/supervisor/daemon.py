@@ -32,13 +32,12 @@ from composenet.errors import KernelError
 from composenet.linux import caps, cgroup, proc, sockdiag
 from composenet.linux.fileio import atomic_write
 from composenet.linux.spawn import open_log, spawn
-from composenet.supervisor import PIDFILE, PORTS, SOCKET, STATES, policy
+from composenet.supervisor import DEFAULT_PATH, PIDFILE, PORTS, SOCKET, STATES, policy
 from composenet.supervisor.client import read_json, socket_path
 from composenet.supervisor.holder import Holder
 
 PR_SET_CHILD_SUBREAPER = 36
 KILL_TIMEOUT = 5.0  # after SIGKILL: how long a cgroup may take to empty
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def log(message: str) -> None:

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import pwd
+import re
 import signal
 import socket
 import subprocess
@@ -39,11 +40,13 @@ from composenet.core.resources import (
     NftTable,
     Process,
     Resolver,
+    Supervisor,
     Veth,
     bridge_ifname,
     nft_table_name,
     veth_ifname,
 )
+from composenet.core.resources.services import held_order
 from composenet.core.ruleset import NetRules, PortMap, build
 from composenet.core.state import ObservedState
 from composenet.dns import running
@@ -55,10 +58,11 @@ from composenet.kernel.apply import rollback
 from composenet.kernel.context import Context
 from composenet.kernel.handlers import default_handlers
 from composenet.kernel.observe import observe_project
-from composenet.linux import fileio, netns
+from composenet.linux import cgroup, fileio, netns
 from composenet.linux.proc import alive, stop_group
 from composenet.linux.spawn import Credentials, resolve_user
 from composenet.paths import list_projects
+from composenet.supervisor import client as supervisor_client
 
 REPO = Path(__file__).resolve().parents[2]
 STAND_IN = "tests.integration.test_handlers"
@@ -126,10 +130,10 @@ class Env:
         return netns.entered(self.sandbox)
 
     def teardown(self) -> list[str]:
-        # Kill whatever a failed test left running (records and pidfiles of this project only).
-        for rec in processes.read_records(self.ctx).values():
-            if processes.record_running(rec):
-                stop_group(int(rec["pid"]), int(rec["starttime"]), 0.0, "leftover")
+        # Kill whatever a failed test left running: the project's cgroup (its supervisor and
+        # services, as `down` would), and the resolver its pidfile names.
+        with self.inside():
+            cleanup.sweep_processes(self.ctx)
         pid = kernel_resolver.resolver_pid(self.ctx)
         if pid is not None:
             stop_group(pid, None, 0.0, "leftover resolver")
@@ -471,12 +475,27 @@ def test_resolver_real_daemon_answers_and_reloads(env: Env) -> None:
 
 
 # ---- processes ------------------------------------------------------------------------------
+#
+# The handlers run inside the sandbox (env.inside()): the supervisor they start lives there, and
+# the project's cgroup is named after that namespace (composenet.linux.cgroup).
 
 
 def observe_procs(e: Env) -> dict[str, Process]:
     st = ObservedState()
-    processes.ProcessHandler().observe(e.ctx, st)
+    with e.inside():
+        processes.ProcessHandler().observe(e.ctx, st)
     return {r.container: r for r in st.resources.values() if isinstance(r, Process)}
+
+
+def start_supervisor(e: Env, ports: tuple[str, ...] = ()) -> processes.SupervisorHandler:
+    h = processes.SupervisorHandler()
+    with e.inside():
+        h.create(e.ctx, Supervisor(e.project, ports))
+    return h
+
+
+def state(e: Env, container: str) -> dict:
+    return supervisor_client.states(e.ctx.project_dir).get(container, {})
 
 
 def log_of(e: Env, container: str) -> str:
@@ -486,7 +505,7 @@ def log_of(e: Env, container: str) -> str:
         return ""
 
 
-def test_process_runs_in_its_namespace_with_files_hostname_env_cwd_user(env: Env) -> None:
+def test_process_runs_in_its_namespace_with_files_hostname_env_cwd_user_cgroup(env: Env) -> None:
     ns = env.add_ns("app-1")
     files.FilesHandler().create(env.ctx, NetnsFile(ns, "resolv.conf", f"nameserver 10.99.0.1\n# {env.tag}\n"))
     script = ("echo host=$(hostname); echo uid=$(id -u); echo pwd=$(pwd); echo foo=$FOO; "
@@ -495,7 +514,9 @@ def test_process_runs_in_its_namespace_with_files_hostname_env_cwd_user(env: Env
     p = Process(f"{env.project}-app-1", "app", ns, ("sh", "-c", script), (("FOO", "bar baz"),), "/usr/share",
                 "nobody", "apphost", 5.0)
     my_host = socket.gethostname()
-    processes.ProcessHandler().create(env.ctx, p)
+    start_supervisor(env)
+    with env.inside():
+        processes.ProcessHandler().create(env.ctx, p)
     wait_for(lambda: "done" in log_of(env, p.container), what="the process's output")
     out = log_of(env, p.container)
     assert "host=apphost\n" in out
@@ -509,10 +530,15 @@ def test_process_runs_in_its_namespace_with_files_hostname_env_cwd_user(env: Env
     assert f"nameserver 10.99.0.1\n# {env.tag}\n" in out
     assert socket.gethostname() == my_host  # own UTS namespace
     assert observe_procs(env) == {p.container: p}
-    rec = processes.read_records(env.ctx)[p.container]
-    assert os.getsid(rec["pid"]) == rec["pid"]
-    processes.ProcessHandler().delete(env.ctx, p)
-    assert not alive(rec["pid"])
+    pid = state(env, p.container)["pid"]
+    assert os.getsid(pid) == pid
+    group = Path(f"/proc/{pid}/cgroup").read_text().strip().split("::", 1)[1]
+    with env.inside():
+        want = cgroup.leaf(env.project, p.container)
+    assert want is not None and want.endswith(group), (group, want)  # in its own cgroup, joined before exec
+    with env.inside():
+        processes.ProcessHandler().delete(env.ctx, p)
+    assert not alive(pid)
     assert observe_procs(env) == {}
     assert processes.read_records(env.ctx) == {}
     files.FilesHandler().delete(env.ctx, NetnsFile(ns, "resolv.conf", ""))
@@ -522,6 +548,7 @@ def test_process_host_network_mode(env: Env) -> None:
     # ns "" = stay in the caller's network namespace (here: the sandbox).
     p = Process(f"{env.project}-h-1", "h", "", ("sh", "-c", "readlink /proc/self/ns/net; hostname; echo done; exec sleep 300"),
                 hostname=None)
+    start_supervisor(env)
     with env.inside():
         processes.ProcessHandler().create(env.ctx, p)
     wait_for(lambda: "done" in log_of(env, p.container))
@@ -529,7 +556,8 @@ def test_process_host_network_mode(env: Env) -> None:
     assert f"net:[{os.stat(f'/run/netns/{env.sandbox}').st_ino}]" in out
     assert socket.gethostname() in out.splitlines()
     assert observe_procs(env) == {p.container: p}
-    processes.ProcessHandler().delete(env.ctx, p)
+    with env.inside():
+        processes.ProcessHandler().delete(env.ctx, p)
     assert observe_procs(env) == {}
 
 
@@ -542,52 +570,117 @@ def test_process_stop_grace_then_sigkill(env: Env) -> None:
     stubborn = Process(f"{env.project}-stubborn-1", "stubborn", ns,
                        ("sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.05; done"),
                        hostname="s", stop_grace_period=0.3)
-    h.create(env.ctx, polite)
-    h.create(env.ctx, stubborn)
+    start_supervisor(env)
+    with env.inside():
+        h.create(env.ctx, polite)
+        h.create(env.ctx, stubborn)
     wait_for(lambda: "ready" in log_of(env, polite.container) and "ready" in log_of(env, stubborn.container))
-    recs = processes.read_records(env.ctx)
-    sp, sst = recs[stubborn.container]["pid"], recs[stubborn.container]["starttime"]
+    sp, sst = state(env, stubborn.container)["pid"], state(env, stubborn.container)["starttime"]
     os.killpg(sp, signal.SIGTERM)  # it ignores SIGTERM ...
     time.sleep(0.2)
     assert alive(sp, sst)
-    h.delete(env.ctx, stubborn)  # ... so delete ends with SIGKILL after the grace period
+    with env.inside():
+        h.delete(env.ctx, stubborn)  # ... so delete ends with SIGKILL after the grace period
     assert not alive(sp, sst)
-    h.delete(env.ctx, polite)
+    with env.inside():
+        h.delete(env.ctx, polite)
     assert "got-term" in log_of(env, polite.container)  # stopped by SIGTERM, within the grace
     assert observe_procs(env) == {}
     assert processes.read_records(env.ctx) == {}
 
 
-def test_dead_or_reused_pid_is_not_observed(env: Env) -> None:
-    ns = env.add_ns("dead-1")
+def test_exited_process_is_observed_and_a_stale_state_is_not(env: Env) -> None:
+    ns = env.add_ns("done-1")
     h = processes.ProcessHandler()
-    p = Process(f"{env.project}-dead-1", "dead", ns, ("sh", "-c", "echo bye"), hostname="d")
-    h.create(env.ctx, p)
-    rec = processes.read_records(env.ctx)[p.container]
-    wait_for(lambda: not alive(rec["pid"]), what="the process to exit")
-    assert observe_procs(env) == {}  # exited (and reaped): the planner starts it again
-    assert p.container in processes.read_records(env.ctx)  # ps can still say "exited"
-    # A record whose pid now belongs to another process (start time differs) is not observed.
-    fake = dict(rec, pid=os.getpid(), starttime=1)
-    fileio.atomic_write(os.path.join(env.ctx.project_dir, "proc", f"{p.container}.json"), json.dumps(fake))
+    p = Process(f"{env.project}-done-1", "done", ns, ("sh", "-c", "echo bye; exit 6"), hostname="d")
+    start_supervisor(env)
+    with env.inside():
+        h.create(env.ctx, p)
+    wait_for(lambda: state(env, p.container).get("state") == "exited", what="the process to exit")
+    assert state(env, p.container)["exit_code"] == 6
+    assert observe_procs(env) == {p.container: p}  # exited is not missing: a one-shot is not drift
+    # The record changed (another command) but the state is the old one's: not observed.
+    other = Process(p.container, "done", ns, ("sh", "-c", "echo other"), hostname="d")
+    fileio.atomic_write(os.path.join(env.ctx.project_dir, "proc", f"{p.container}.json"),
+                        json.dumps(other.to_json(), sort_keys=True) + "\n")
     assert observe_procs(env) == {}
-    h.delete(env.ctx, p)  # must not signal the test process
+    # Without a live supervisor nothing is observed (the next `up` starts it anew).
+    live = supervisor_client.live(env.ctx.project_dir)
+    assert live is not None
+    os.kill(live["pid"], signal.SIGKILL)
+    wait_for(lambda: supervisor_client.live(env.ctx.project_dir) is None, what="the supervisor to die")
+    fileio.atomic_write(os.path.join(env.ctx.project_dir, "proc", f"{p.container}.json"),
+                        json.dumps(p.to_json(), sort_keys=True) + "\n")
+    assert observe_procs(env) == {}
+    with env.inside():
+        h.delete(env.ctx, p)
     assert processes.read_records(env.ctx) == {}
 
 
-def test_process_that_cannot_start(env: Env) -> None:
+def test_process_that_cannot_start_is_a_state_not_a_rollback(env: Env) -> None:
     ns = env.add_ns("bad-1")
     h = processes.ProcessHandler()
-    base = Process(f"{env.project}-bad-1", "bad", ns, (f"/nonexistent-{env.tag}",), hostname="b")
-    with pytest.raises(KernelError, match="cannot execute .*No such file"):
-        h.create(env.ctx, base)
-    with pytest.raises(KernelError, match=f"working directory /nonexistent-{env.tag}"):
-        h.create(env.ctx, Process(base.container, "bad", ns, ("true",), cwd=f"/nonexistent-{env.tag}"))
-    with pytest.raises(KernelError, match="user 'nosuchuser' .*does not exist"):
-        h.create(env.ctx, Process(base.container, "bad", ns, ("true",), user="nosuchuser"))
-    with pytest.raises(KernelError, match="cannot open network namespace"):
-        h.create(env.ctx, Process(base.container, "bad", f"{env.project}-missing", ("true",)))
+    c = f"{env.project}-bad-1"
+    start_supervisor(env)
+    cases = [
+        (Process(c, "bad", ns, (f"/nonexistent-{env.tag}",), hostname="b"), "cannot execute .*No such file"),
+        (Process(c, "bad", ns, ("true",), cwd=f"/nonexistent-{env.tag}"), f"working directory /nonexistent-{env.tag}"),
+        (Process(c, "bad", ns, ("true",), user="nosuchuser"), "user 'nosuchuser' .*does not exist"),
+        (Process(c, "bad", f"{env.project}-missing", ("true",)), "cannot open network namespace"),
+    ]
+    for p, why in cases:
+        with env.inside():
+            h.create(env.ctx, p)  # no exception: the plan goes on, the state says why
+        st = state(env, c)
+        assert st["state"] == "failed" and re.search(why, st["error"]), st
+        assert observe_procs(env) == {}  # not there: the next `up` tries again
+        with env.inside():
+            h.delete(env.ctx, p)
     assert processes.read_records(env.ctx) == {}
+
+
+def test_supervisor_holds_ports_and_lets_them_go(env: Env) -> None:
+    def bind(proto: str, addr: str, port: int) -> bool:
+        """Whether a program of the sandbox can bind the port (a socket belongs to the namespace
+        it is made in)."""
+        fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+        with env.inside():
+            s = socket.socket(fam, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
+        try:
+            if fam == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            s.bind((addr, port))
+            return True
+        except OSError:
+            return False
+        finally:
+            s.close()
+
+    held = ("tcp/0.0.0.0/18081", "udp/0.0.0.0/18081", "tcp/::/18082")
+    assert bind("tcp", "0.0.0.0", 18081) and bind("tcp", "::", 18082)
+    sup = start_supervisor(env, held)
+    assert not bind("tcp", "0.0.0.0", 18081) and not bind("udp", "0.0.0.0", 18081)
+    assert not bind("tcp", "127.0.0.1", 18081)  # the wildcard covers every address
+    assert not bind("tcp", "::", 18082) and bind("tcp", "0.0.0.0", 18082)  # [::] is held IPv6-only
+    st = ObservedState()
+    with env.inside():
+        sup.observe(env.ctx, st)
+    assert st.resources[f"supervisor:{env.project}"] == Supervisor(env.project, held_order(held))
+    with env.inside():
+        sup.update(env.ctx, Supervisor(env.project, held), Supervisor(env.project, ("tcp/127.0.0.1/18083",)))
+    assert bind("tcp", "0.0.0.0", 18081) and not bind("tcp", "127.0.0.1", 18083)
+    # A port a program holds cannot be held: an error that names the program.
+    with env.inside():
+        squat = socket.socket()
+    with squat:
+        squat.bind(("0.0.0.0", 18084))
+        with pytest.raises(KernelError, match=rf"cannot hold tcp 0.0.0.0:18084: address already in use \(held by pid {os.getpid()}"):
+            with env.inside():
+                sup.update(env.ctx, Supervisor(env.project, ()), Supervisor(env.project, ("tcp/0.0.0.0/18084",)))
+    with env.inside():
+        sup.delete(env.ctx, Supervisor(env.project, ()))
+    assert supervisor_client.live(env.ctx.project_dir) is None
+    assert bind("tcp", "127.0.0.1", 18083)
 
 
 def test_resolve_user_forms() -> None:
@@ -659,16 +752,37 @@ def test_lock_survives_removal_of_the_project_dir(env: Env) -> None:
     cleanup.remove_project_dir(env.ctx)
 
 
-def test_remove_project_dir_keeps_records_of_live_things(env: Env) -> None:
+def test_remove_project_dir_kills_what_is_left_and_keeps_records_of_live_namespaces(env: Env) -> None:
     ns = env.add_ns("keep-1")
-    p = Process(f"{env.project}-keep-1", "keep", ns, ("sleep", "300"), hostname="k")
-    processes.ProcessHandler().create(env.ctx, p)
+    p = Process(f"{env.project}-keep-1", "keep", ns, ("sh", "-c", "setsid sleep 300 & exec sleep 300"), hostname="k")
+    start_supervisor(env)
+    with env.inside():
+        processes.ProcessHandler().create(env.ctx, p)
+    wait_for(lambda: len(_pids_in(ns)) == 2, what="the service and its escaped child")
+    pids = _pids_in(ns)
+    fileio.atomic_write(os.path.join(env.ctx.project_dir, "netns", ns), "{}")
     Path(env.ctx.project_dir, "applied.json").write_text("{}")
-    kept = cleanup.remove_project_dir(env.ctx)
-    assert kept == [os.path.join(env.ctx.project_dir, "proc", f"{p.container}.json")]
-    processes.ProcessHandler().delete(env.ctx, p)
+    with env.inside():
+        kept = cleanup.remove_project_dir(env.ctx)
+    assert [pid for pid in pids if alive(pid)] == []  # the cgroup had them all, recorded or not
+    assert kept == [os.path.join(env.ctx.project_dir, "netns", ns)]  # the namespace is still mounted
+    netns.delete(ns)
+    env.namespaces.remove(ns)
     assert cleanup.remove_project_dir(env.ctx) == []
     assert not os.path.exists(env.ctx.project_dir)
+
+
+def _pids_in(ns: str) -> list[int]:
+    ino = os.stat(f"/run/netns/{ns}").st_ino
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                if os.stat(f"/proc/{d}/ns/net").st_ino == ino:
+                    out.append(int(d))
+            except OSError:
+                continue
+    return out
 
 
 # ---- ps / port / exec / logs over a real observed state ---------------------------------------
@@ -701,6 +815,7 @@ def test_status_commands_over_the_kernel(env: Env, capfd: pytest.CaptureFixture[
             nft.NftHandler().create(env.ctx, nft_t)
             for f in fs:
                 files.FilesHandler().create(env.ctx, f)
+            processes.SupervisorHandler().create(env.ctx, Supervisor(env.project, ()))
             processes.ProcessHandler().create(env.ctx, proc)
             wait_for(lambda: "second" in log_of(env, c), what="the service's output")
 
@@ -708,7 +823,7 @@ def test_status_commands_over_the_kernel(env: Env, capfd: pytest.CaptureFixture[
             assert (web.container, web.service, web.index, web.namespace, web.state) == (c, "web", 1, c, "running")
             assert web.networks == {net: ["10.99.0.2/24"]}
             assert web.ports == ["0.0.0.0:8080->80/tcp", "0.0.0.0:32768->81/tcp"]
-            assert json.loads(status.ps(env.ctx, "json"))[0]["pid"] == processes.read_records(env.ctx)[c]["pid"]
+            assert json.loads(status.ps(env.ctx, "json"))[0]["pid"] == state(env, c)["pid"]
             assert status.port_lines(env.ctx, "web", 80) == ["0.0.0.0:8080"]
             assert status.port_lines(env.ctx, "web", 81) == ["0.0.0.0:32768"]
 
@@ -728,6 +843,7 @@ def test_status_commands_over_the_kernel(env: Env, capfd: pytest.CaptureFixture[
                 status.logs(env.ctx, "nope")
 
             processes.ProcessHandler().delete(env.ctx, proc)
+            processes.SupervisorHandler().delete(env.ctx, Supervisor(env.project, ()))
             for f in fs:
                 files.FilesHandler().delete(env.ctx, f)
             nft.NftHandler().delete(env.ctx, nft_t)
