@@ -209,3 +209,44 @@ def test_wrong_types_on_networking_keys_never_crash(tmp_path: Path):
         except Exception as e:  # name the case that broke
             raise AssertionError(f"{label}: {type(e).__name__}: {e}") from e
     assert accepted and rejected  # both outcomes happen: the sweep reaches the planner
+
+
+# ---- labels: every name a valid file can hold parses back out of a link label ----------------------
+
+project_names = st.from_regex(r"[a-z0-9][a-z0-9_-]{0,14}", fullmatch=True)
+service_names = st.from_regex(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,8}[A-Za-z0-9_])?(\.[a-z0-9]{1,3})?", fullmatch=True)
+network_keys = st.from_regex(r"[a-zA-Z0-9._-]{1,12}", fullmatch=True)
+network_names = st.from_regex(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,20}", fullmatch=True)
+
+
+@SETTINGS
+@given(project_names, st.lists(service_names, min_size=1, max_size=3, unique_by=str.lower),
+       st.lists(st.tuples(network_keys, st.one_of(st.none(), network_names)), min_size=1, max_size=3,
+                unique_by=lambda t: t[0]))
+def test_labels_parse_back_for_every_valid_name(project, services, nets):
+    """What the loader accepts, every label composenet writes holds, and reading the label gives
+    back exactly the names (a '/' in a name would shift its parts: issue 11, defect 6)."""
+    from composenet.core.desired import Upstreams
+    from composenet.core.resources import LABEL_PREFIX, Bridge, Veth
+    from composenet.core.state import ObservedState
+    from composenet.kernel.normalise import label_parts
+    from composenet.pipeline import make_plan
+
+    doc = {"name": project, "services": {s: {"networks": [k for k, _ in nets]} for s in services},
+           "networks": {k: ({"name": n} if n else {}) for k, n in nets}}
+    with tempfile.TemporaryDirectory() as tmp:
+        got = _load(yaml.safe_dump(doc, sort_keys=False), Path(tmp))
+    if isinstance(got, InputError):  # refused names are refused with a located reason, never a crash
+        return
+    planned = make_plan(got, got.name, ObservedState(offline=True), Upstreams(("192.0.2.53",)))
+    bridges = [r for r in planned.desired.resources.values() if isinstance(r, Bridge)]
+    veths = [r for r in planned.desired.resources.values() if isinstance(r, Veth)]
+    assert bridges and veths
+    for b in bridges:
+        assert len(b.label.encode()) <= 255 and label_parts(b.label, project) == [b.network]
+        owner, _, name = b.label[len(LABEL_PREFIX):].partition("/")  # how kernel.netinfo reads it
+        assert (owner, name) == (project, b.network)
+    for v in veths:
+        parts = label_parts(v.label, project)
+        assert len(v.label.encode()) <= 255 and parts is not None and len(parts) == 2 and parts[0] == v.ns, v.label
+        assert parts[1] in {b.network for b in bridges}

@@ -358,3 +358,118 @@ def test_schema_errors_set_aside_only_their_part(tmp_path: Path, text: str, want
     assert len(lines) == len(want), lines
     for line, w in zip(lines, want, strict=True):
         assert line.startswith(w), lines
+
+
+# ---- names that become kernel or file names (compose/names.py), process keys ------------------
+
+LONG = "p" * 60  # a valid project name whose container and network names are too long
+NAME_CASES = [
+    ("network key with a slash", {}, """
+services:
+  app:
+    networks: ["a/b"]
+networks:
+  "a/b": {}
+""", "compose.yaml:5:3: networks[\"a/b\"]: network key 'a/b' is invalid"),
+    ("network name with a slash", {}, """
+services: {}
+networks:
+  n: {name: "x/y"}
+""", "compose.yaml:3:13: networks.n.name: network name 'x/y' is invalid"),
+    ("network name too long", {}, """
+services: {}
+networks:
+  n: {name: "%s"}
+""" % ("n" * 64), "compose.yaml:3:13: networks.n.name: network name '" + "n" * 64 + "' is 64 characters long: at most 63"),
+    ("project name makes the network name too long", {"COMPOSE_PROJECT_NAME": LONG}, """
+services: {}
+networks:
+  back: {}
+""", f"compose.yaml:3:3: networks.back: network name '{LONG}_back' (project '{LONG}' + '_' + key) is 65 characters "
+     "long: at most 63"),
+    ("project name makes the container name too long", {"COMPOSE_PROJECT_NAME": LONG}, """
+services:
+  web:
+    network_mode: none
+""", f"compose.yaml:2:3: services.web: container name '{LONG}-web-1' (project-service-index) is 66 characters long: "
+     "at most 63"),
+    ("container_name too long", {}, """
+services:
+  web: {container_name: "%s", network_mode: none}
+""" % ("c" * 64), "compose.yaml:2:25: services.web.container_name: container_name '" + "c" * 64 + "' is 64 characters "
+     "long: at most 63"),
+    ("container_name that is not a DNS name", {}, """
+services:
+  web: {container_name: "a..b", network_mode: none}
+""", "compose.yaml:2:25: services.web.container_name: container_name 'a..b' is not a valid DNS name"),
+    ("container_name taken by a derived name", {"COMPOSE_PROJECT_NAME": "shop"}, """
+services:
+  a: {container_name: shop-b-2, network_mode: none}
+  b: {scale: 2, network_mode: none}
+""", "compose.yaml:2:23: services.a.container_name: container_name 'shop-b-2' is also the name of a container of "
+     "service 'b'"),
+    ("hostname too long for the kernel", {}, """
+services:
+  web: {hostname: "HOST", network_mode: none}
+""".replace("HOST", ".".join(["h" * 20] * 4)), "compose.yaml:2:19: services.web.hostname: hostname is 83 bytes long: the kernel takes"
+     " at most 64"),
+    ("interface name with a colon", {}, """
+services:
+  web:
+    networks:
+      n: {interface_name: "eth:0"}
+networks:
+  n: {}
+""", "compose.yaml:4:27: services.web.networks.n.interface_name: invalid interface name 'eth:0'"),
+    ("restart policy", {}, """
+services:
+  web: {command: "true", restart: sometimes}
+""", "compose.yaml:2:35: services.web.restart: invalid restart policy 'sometimes'"),
+    ("unknown capability", {}, """
+services:
+  web: {command: "true", cap_add: [NET_ADMIN, CAP_FLY]}
+""", "compose.yaml:2:35: services.web.cap_add: unknown capability 'CAP_FLY'"),
+]
+
+
+@pytest.mark.parametrize("name,env,text,want", NAME_CASES, ids=[c[0] for c in NAME_CASES])
+def test_names_and_process_keys(tmp_path: Path, name: str, env: dict[str, str], text: str, want: str):
+    got = errors(tmp_path, text, env=env)
+    assert want in got, f"{name}:\n{got}"
+
+
+def test_process_keys_are_interpreted(tmp_path: Path):
+    from composenet.compose.render_config import render_config
+
+    p = load_text(tmp_path, """
+services:
+  web:
+    command: "true"
+    restart: no
+    cap_add: [net_admin, CAP_NET_ADMIN]
+    cap_drop: [ALL]
+    privileged: "true"
+  job: {command: "true", restart: "on-failure:3"}
+""")
+    web, job = p.service("web"), p.service("job")
+    assert (web.restart, web.cap_add, web.cap_drop, web.privileged) == ("no", ("NET_ADMIN",), ("ALL",), True)
+    assert job.restart == "on-failure:3"
+    assert not any(k.split(".")[-1] in ("restart", "cap_add", "cap_drop", "privileged") for k in p.ignored), p.ignored
+    assert "cap_add:\n    - NET_ADMIN" in render_config(p, "yaml")
+
+
+def test_empty_ipam_config_survives_config_and_reload(tmp_path: Path):
+    """`ipam: {config: []}` says nothing: `config` prints no `ipam`, and the printed document
+    loads back to the same document (tests/unit/test_props.py found it kept `ipam: {}`)."""
+    from composenet.compose.render_config import render_config
+
+    p = load_text(tmp_path, """
+services: {}
+networks:
+  n: {ipam: {config: []}}
+  m: {ipam: {driver: default, config: []}}
+""")
+    assert "ipam" not in p.document["networks"]["n"]
+    assert p.document["networks"]["m"]["ipam"] == {"driver": "default"}
+    again = load_text(tmp_path, render_config(p, "yaml"))
+    assert again.document == p.document
