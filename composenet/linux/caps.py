@@ -1,6 +1,7 @@
-"""Linux capabilities for a service's command, as Docker gives them to a container: the names,
-Docker's default set, the sets a service runs with (``Privileges.of``), and the system calls that
-apply them between fork and exec (``Privileges.apply_before_user``/``apply_after_user``).
+"""Linux capabilities for a service's command, as Docker gives them to a container: the sets a
+service runs with (``Privileges.of``; the names and Docker's rules are linux.capnames'), and the
+system calls that apply them between fork and exec (``Privileges.apply_before_user`` and
+``apply_after_user``).
 
 What a command gets (moby oci/caps/defaults.go and oci.go; kernel capabilities(7)):
 

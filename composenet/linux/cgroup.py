@@ -91,7 +91,15 @@ def mark(project: str, container: str) -> str:
 
 
 def make(path: str) -> None:
-    os.makedirs(path, mode=0o755, exist_ok=True)
+    """Make the group and its parents. A parent another project's `down` prunes at the same
+    moment (see prune) is made again: bounded retries."""
+    for attempt in range(3):
+        try:
+            os.makedirs(path, mode=0o755, exist_ok=True)
+            return
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
 
 
 def open_procs(path: str) -> int:

@@ -1,9 +1,11 @@
 """Network namespaces without fork or `ip`: create, delete, enter, and the mount-namespace check.
 
-Owns: the libc calls (setns, unshare, mount, umount2, sethostname: composenet.procs makes them
-through ``libc`` and ``check`` here too) and the /run/netns layout that ``ip netns`` shares (a
-bind mount of a namespace file on /run/netns/<name>, /run/netns itself a shared mount point so
-the bind mounts propagate to every mount namespace).
+Owns: the libc calls (setns, unshare, mount, umount2, sethostname: composenet.linux.spawn makes
+them through ``libc`` and ``check`` here too) and the /run/netns layout that ``ip netns`` shares
+(a bind mount of a namespace file on /run/netns/<name>, /run/netns itself a shared mount point so
+the bind mounts propagate to every mount namespace), including the "dead" files a crash leaves
+there (a plain file where no namespace is mounted: ``file_state``; removed by ``create`` and
+``delete``).
 
 Must not: talk netlink (composenet.kernel does), know about resources or projects, or leave the
 calling thread in another namespace: every function that enters a namespace returns to the
