@@ -16,14 +16,13 @@ import typer
 
 from composenet.cli import network, project, status  # noqa: F401 -- registers their commands
 from composenet.cli.app import app
+from composenet.errors import ComposenetError
 
 app.add_typer(network.app, name="network")
 
 
 def main() -> None:
     """Entry point: run the app; never show a Python traceback unless COMPOSENET_DEBUG is set."""
-    from composenet.errors import ComposenetError
-
     try:
         app()
     except ComposenetError as e:

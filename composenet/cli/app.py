@@ -21,6 +21,7 @@ app = typer.Typer(
         "`composenet ps`, `composenet down`."
     ),
     no_args_is_help=True,
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
