@@ -22,9 +22,10 @@ in a nested phase, an import inside `load` say, is counted once, in the nested o
     apply     the executor (kernel.apply.apply)
     render    plan -> text / json (core.render)
     other     the rest of the command: argument parsing, locks, upstream servers, glue
-    end       the wall time of the run, from this file's first line to the return of main
+    end       the wall time of the run, from this file's first line to the end of main
 
-The caller adds ``exit`` (interpreter shut-down: its wall clock minus ``end``). The wrappers
+The caller adds ``exit`` (the process's end: its wall clock minus ``end``). composenet's main
+ends the process with os._exit; it is wrapped too, to write the split first. The wrappers
 are installed when the module that defines a function is first imported (through a wrapped
 ``builtins.__import__``), so the command imports exactly what it would without this file.
 """
@@ -35,8 +36,10 @@ import builtins
 import os
 import sys
 import time
+from typing import NoReturn
 
 T_FIRST_LINE = time.monotonic()
+PRELOADED = sorted(sys.modules)  # imported by the interpreter's start-up (site ...)
 
 # module -> {attribute ("Class.method" for a method): phase}
 WRAP: dict[str, dict[str, str]] = {
@@ -123,28 +126,40 @@ def _import(name, globals=None, locals=None, fromlist=(), level=0):  # type: ign
 def main() -> None:
     out = os.environ.pop("CNBENCH_PHASES")
     t0 = os.environ.pop("CNBENCH_T0", None)
+    os.environ.pop("PYTHONPROFILEIMPORTTIME", None)  # not for the processes composenet starts
+    t_main = time.monotonic()
+
+    def finish() -> None:
+        """Write the split, once main is done (as it ends the process, or returns)."""
+        t_end = time.monotonic()
+        builtins.__import__ = _real_import
+        result = dict(totals)
+        result["other"] = (t_end - t_main) - sum(totals.values())
+        result["end"] = t_end - T_FIRST_LINE
+        if t0 is not None:
+            result["startup"] = T_FIRST_LINE - float(t0)
+        import json
+
+        with open(out, "w") as f:
+            json.dump({"phases": result, "calls": calls, "t_end": t_end, "preloaded": PRELOADED}, f)
+
+    real_exit = os._exit
+
+    def exit_now(status: int) -> NoReturn:  # composenet.cli.main ends the process this way
+        finish()
+        real_exit(status)
+
+    os._exit = exit_now
     builtins.__import__ = _import
     sys.argv = ["composenet", *sys.argv[1:]]
-    code: object = 0
-    t_main = time.monotonic()
+    code: str | int | None = 0
     try:
         import composenet.cli
 
         composenet.cli.main()
     except SystemExit as e:
         code = e.code
-    t_end = time.monotonic()
-    builtins.__import__ = _real_import
-    result = dict(totals)
-    result["other"] = (t_end - t_main) - sum(totals.values())
-    result["end"] = t_end - T_FIRST_LINE
-    if t0 is not None:
-        result["startup"] = T_FIRST_LINE - float(t0)
-    import json
-
-    with open(out, "w") as f:
-        json.dump({"phases": result, "calls": calls, "t_end": t_end}, f)
-    sys.stdout.flush()
+    finish()
     sys.exit(code)
 
 
