@@ -61,14 +61,16 @@ def _validator() -> jsonschema.Draft202012Validator:
 @lru_cache(maxsize=1)
 def _validator_identity() -> bytes:
     """What, besides the document, decides the outcome of validate_paths: the schema's text, this
-    composenet and the installed jsonschema (found, not imported: its file's modification time
-    changes when it is upgraded)."""
-    spec = find_spec("jsonschema")
-    try:
-        installed = f"{spec.origin}:{os.stat(spec.origin).st_mtime_ns}" if spec and spec.origin else "none"
-    except OSError:
-        installed = "unknown"
-    head = f"{_KEY_FORMAT}\0{composenet.__version__}\0{installed}\0".encode()
+    composenet, and the installed jsonschema and referencing (its $ref resolver), found but not
+    imported: a package's modification time changes when it is upgraded."""
+    installed = []
+    for package in ("jsonschema", "referencing"):
+        spec = find_spec(package)
+        try:
+            installed.append(f"{spec.origin}:{os.stat(spec.origin).st_mtime_ns}" if spec and spec.origin else "-")
+        except OSError:
+            installed.append("?")
+    head = "\0".join((str(_KEY_FORMAT), composenet.__version__, *installed, "")).encode()
     return head + hashlib.sha256(_schema_text().encode()).digest()
 
 

@@ -131,6 +131,10 @@ def test_the_key_tells_types_apart_and_refuses_what_it_cannot_encode():
     assert len(keys) == 4 and None not in keys
     assert schema.validation_key({"a": [1, "1"]}) != schema.validation_key({"a": ["1", 1]})
     assert schema.validation_key({"a": 1}) == schema.validation_key({"a": 1})
+    # Only values count, not which objects hold them (one string twice, or two equal strings).
+    one, other = "web server", "".join(["web ", "server"])
+    assert one == other and one is not other
+    assert schema.validation_key({"a": [one, one]}) == schema.validation_key({"a": [one, other]})
 
     class Tagged(str):
         pass
