@@ -23,10 +23,11 @@ networks, no commands: namespaces only), like the Docker measurement in
 Prints the medians, every run, and each target of issue 10 (--help <= 0.1 s; 20x3: up <= 0.3 s
 and <= 3x the floor, down <= 0.25 s, no-op plan <= 0.15 s; 300x3: no-op plan <= 0.3 s) and of
 issue 4 (300x3 up <= 3 ms per container and <= 2x the floor) with met / MISSED. For a missed
-target it prints why: the command's time split by phase (python start-up, imports, load,
-validate, observe, desire, digest, diff, check, apply, render, other, exit; bench/phases.py)
-and its imports by package (-X importtime), from one more run of the same command (always
-with --phases). Removes everything it created on exit, also on failure.
+target (for every target with --phases) it prints why: the command's time split by phase
+(python start-up, imports, load, validate, observe, desire, digest, diff, check, apply, render,
+other, exit; see bench/phases.py) and its imports by package (-X importtime), measured in one
+more cycle of each size run through bench/phases.py. Removes everything it created on exit,
+also on failure.
 """
 
 from __future__ import annotations
@@ -127,7 +128,8 @@ class Bench:
             env.update(CNBENCH_PHASES=str(out), PYTHONPROFILEIMPORTTIME="1")
         if netns:
             cmd = ["nsenter", f"--net=/run/netns/{self.host}", *cmd]
-        env["CNBENCH_T0"] = str(time.monotonic())
+        if phases:
+            env["CNBENCH_T0"] = str(time.monotonic())
         t0 = time.perf_counter()
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=str(self.tmp))
         dt = time.perf_counter() - t0
