@@ -21,9 +21,8 @@ import os
 import re
 from collections.abc import Iterable
 
-# TODO(paths.py): the name belongs in composenet.paths (as VALIDATED, next to IPAM_LOCK); kept
-# here until that module lists it.
-VALIDATED = ".validated"
+from composenet.paths import VALIDATED
+
 KEEP = 256  # keys kept: a few per project (one per compose file), for many projects and edits
 _MAX_BYTES = KEEP * 65 + 1
 _KEY = re.compile(r"[0-9a-f]{64}")
