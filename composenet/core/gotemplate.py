@@ -328,6 +328,8 @@ def _call(name: str, args: list[Any], where: str) -> Any:
         return v
     if name == "join":
         need(2)
+        if not isinstance(args[0], list | tuple):
+            raise TemplateError(f"{where}: join needs a list, not a {_type(args[0])}")
         return str(args[1]).join(show(x) for x in args[0])
     if name in ("lower", "upper"):
         need(1)

@@ -170,7 +170,7 @@ def service_lines(s: GService) -> list[str]:
 
 
 def _port_label(p: GPort) -> str:
-    return p.host + (f" ({p.state.upper()})" if _problem(p.state) else "")
+    return p.host + (f" ({p.state.upper()})" if p.state is not None and _problem(p.state) else "")
 
 
 def _problem(state: str | None) -> bool:

@@ -17,15 +17,21 @@ from tests.integration.stacks import ECHO
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def cn(sb: Sandbox, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """``composenet ARGS`` in the sandbox's host namespace, with `check` and `graph` registered;
-    never raises on a non-zero exit (check exits 1 when an expectation fails)."""
+def env_for(sb: Sandbox) -> dict[str, str]:
+    """The environment of a composenet run in the sandbox: its upstream resolv.conf, and this
+    checkout on the Python path (for tests.integration.cn_entry)."""
     env = dict(os.environ)
     env["COMPOSENET_RESOLV_CONF"] = str(sb.resolv_conf)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
+def cn(sb: Sandbox, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``composenet ARGS`` in the sandbox's host namespace, with `check` and `graph` registered;
+    never raises on a non-zero exit (check exits 1 when an expectation fails)."""
     return subprocess.run(["nsenter", f"--net=/run/netns/{sb.host}", sys.executable, "-m",
                            "tests.integration.cn_entry", *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=str(sb.tmp), env=env)
+                          cwd=str(sb.tmp), env=env_for(sb))
 
 
 def check(sb: Sandbox, compose: Path, project: str, *args: str) -> subprocess.CompletedProcess:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
 import sys
 import uuid
 import xml.etree.ElementTree as ET
@@ -21,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from composenet.core.resources import nft_table_name
-from tests.integration.checkrun import check, check_json, cn, write
+from composenet.kernel.trace import Flow, TraceSession
+from tests.integration.checkrun import check, check_json, cn, env_for, write
 from tests.integration.sandbox import Sandbox, proc_cmdline, processes_in, sh, wait_for
 from tests.integration.stacks import ECHO
 
@@ -303,3 +306,58 @@ def test_not_up_and_bad_arguments(sandbox: Sandbox, tmp_path: Path) -> None:
     assert r.returncode == 1 and "give the port on the second" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
     assert cn(sb, "check", "--help").returncode == 0
+
+
+def test_trace_tables_go_on_interrupt_and_stale_ones_are_removed(sandbox: Sandbox) -> None:
+    """A trace session removes its table when interrupted (Ctrl-C in its body), and removes a
+    table a killed check left (its pid is gone) when it starts; another table is not touched."""
+    sb = sandbox
+    dead = next(pid for pid in range(4_194_000, 4_194_304) if not Path(f"/proc/{pid}").exists())
+    sb.nft("add", "table", "inet", f"cncheck_{dead}")
+    sb.nft("add", "table", "inet", "cncheck_other")
+    try:
+        with TraceSession({sb.host: [Flow("tcp", "127.0.0.1", 9)]}) as session:
+            inside = sb.nft("list", "tables").stdout
+            assert f"table inet {session.name}" in inside, inside  # positive control: it was there
+            assert f"cncheck_{dead}" not in inside and "cncheck_other" in inside
+            raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError("the interrupt was swallowed")
+    tables = sb.nft("list", "tables").stdout
+    assert session.name not in tables and "cncheck_other" in tables, tables
+
+
+def test_sigterm_during_a_trace_removes_the_trace_tables(sandbox: Sandbox, tmp_path: Path) -> None:
+    """check is stopped (SIGTERM, handled as Ctrl-C) while its trace tables are in place: it exits
+    130 and leaves none behind (the foreign table it traced through is left as it was)."""
+    sb = sandbox
+    compose, p = up_stack(sb, tmp_path)
+    ready(sb, p, ("web", 80), ("db", 5432), ("fe", 80))
+    db = f"{p}-db-1"
+    sh("nsenter", f"--net=/run/netns/{db}", "nft", "-f", "-", input=(
+        "table inet guard {\n chain input {\n  type filter hook input priority 0; policy accept;\n"
+        "  tcp dport 5432 drop\n }\n}\n"))
+    env_cmd = ["nsenter", f"--net=/run/netns/{sb.host}", sys.executable, "-m", "tests.integration.cn_entry",
+               "-f", str(compose), "-p", p, "check", "web", "db:5432", "--timeout", "10"]
+    proc = subprocess.Popen(env_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_for(sb),
+                            cwd=str(tmp_path))
+    try:
+        for _ in range(600):  # bounded: until the trace table is in db's namespace
+            if "cncheck_" in sb.run_in(db, "nft", "list", "tables").stdout:
+                break
+            if proc.poll() is not None:
+                raise AssertionError(f"check ended before tracing:\n{proc.communicate()}")
+            sh("sleep", "0.02")
+        else:
+            raise AssertionError("no trace table appeared")
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130 and "Traceback" not in err, (proc.returncode, err)
+    assert "table inet guard" in sb.run_in(db, "nft", "list", "tables").stdout
+    finish(sb, compose, p)
