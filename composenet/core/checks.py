@@ -390,9 +390,9 @@ def _dns(asker: _Box, boxes: list[_Box], names: _Names) -> list[Expect]:
                 queries.setdefault(n, target)
                 queries.setdefault(f"{n}.{ep.network.lower()}", target)
     for alias, service in asker.links:  # its link aliases (DNS-only, for the linking container)
-        target = next((b for b in boxes if b.service == service and b is not asker), None)
-        if target is not None:
-            queries.setdefault(alias.lower(), target)
+        linked = next((b for b in boxes if b.service == service and b is not asker), None)
+        if linked is not None:
+            queries.setdefault(alias.lower(), linked)
     by_name = {b.name: b for b in boxes}
     out = []
     for qname in sorted(queries):

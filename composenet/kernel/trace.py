@@ -31,6 +31,7 @@ TABLE_PREFIX = "cncheck_"
 FIRST, LAST = -350, 2147483647  # before raw/conntrack/nat/filter; after everything at input
 NFT_TIMEOUT = 10.0
 PROTOS = {"tcp": 6, "udp": 17}
+QUIET = 0.2  # seconds without a new event after which a listener has them all
 
 
 @dataclass(frozen=True)
@@ -143,8 +144,12 @@ class TraceSession:
         self.listeners = {}
 
     def events(self, limit: float = 2.0) -> dict[str, list[TraceEvent]]:
-        """Every event each namespace's listener has received (waiting until they stop coming)."""
-        return {ns: listener.read(limit=limit) for ns, listener in sorted(self.listeners.items())}
+        """Every event each namespace's listener has received: the first listener waits until
+        events stop coming (``QUIET``); by then the others hold theirs already."""
+        out = {}
+        for n, (ns, listener) in enumerate(sorted(self.listeners.items())):
+            out[ns] = listener.read(quiet=QUIET if n == 0 else QUIET / 10, limit=limit)
+        return out
 
 
 def packets(events: list[TraceEvent], flow: Flow) -> Iterator[list[TraceEvent]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -59,5 +60,7 @@ def test_graph_intent_then_live(sandbox: Sandbox, tmp_path: Path) -> None:
     assert out.read_text().lstrip().startswith("<?xml") and "<svg" in out.read_text()
     dot = cn(sb, "-f", str(compose), "-p", p, "graph", "--format", "dot")
     assert dot.stdout.startswith(f'digraph "composenet {p}"') and "color=red" in dot.stdout
+    png = subprocess.run(["dot", "-Tpng"], input=dot.stdout.encode(), capture_output=True, timeout=60)
+    assert png.returncode == 0 and png.stdout.startswith(b"\x89PNG"), png.stderr
     sb.down(p, compose)
     sb.assert_clean(p)
