@@ -64,6 +64,7 @@ def graph(
     project = s.load()
     upstreams = s.upstreams()
     live = None
+    why = "the project is not up"
     try:
         from composenet.kernel.topology import live_state  # deferred: the kernel layer is heavy
 
@@ -74,10 +75,12 @@ def graph(
             ctx.close()
     except (OSError, ComposenetError) as e:
         echo_err(f"note: cannot read the kernel ({e}); showing the file's intent")
+        why = "the kernel could not be read"
     if live is not None:
         g = build(project, live[0], live[1])
     else:
-        g = build(project, make_plan(project, project.name, ObservedState(offline=True), upstreams).desired)
+        g = build(project, make_plan(project, project.name, ObservedState(offline=True), upstreams).desired,
+                  why_intent=why)
     text = render_mermaid(g) if format == GraphFormat.mermaid else render_dot(g)
     if format == GraphFormat.svg:
         text = svg(text)

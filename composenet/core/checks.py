@@ -75,7 +75,7 @@ class Expect:
     proto: str = "tcp"
     dst_port: int | None = None  # publish: the container port
     dst_spaces: tuple[str, ...] = ()  # publish: the namespaces of the replicas behind it
-    dst_addresses: tuple[str, ...] = ()  # publish: the replicas' addresses (the DNAT targets)
+    dst_addresses: tuple[str, ...] = ()  # publish: their addresses (the DNAT targets), in the same order
     src_service: str = ""
     dst_service: str = ""
     why: str = ""  # what the file says that makes this the expectation (isolation, scope)
@@ -444,11 +444,12 @@ def _published(desired: DesiredState, labels: dict[str, str], facts: Facts) -> l
         if (host_ip != "*" and ":" in host_ip) or proto not in ("tcp", "udp"):
             continue  # IPv6 host addresses and SCTP are not probed
         replicas = [by_addr[t] for t in row["targets"] if t in by_addr]
-        spaces = tuple(sorted({c["ns"] for c in replicas}))
+        pairs = sorted({(by_addr[t]["ns"], t) for t in row["targets"] if t in by_addr})  # aligned: ns, address
+        spaces = tuple(ns for ns, _t in pairs)
         dst = replicas[0]["name"] if len(replicas) == 1 else row["service"]
         common = {"src_label": "host", "dst_label": labels.get(dst, row["service"]), "dst_ns": spaces[0] if spaces else "",
                   "port": port, "proto": proto, "dst_port": row["target_port"], "dst_spaces": spaces,
-                  "dst_addresses": tuple(sorted(t for t in row["targets"] if t)), "dst_service": row["service"]}
+                  "dst_addresses": tuple(t for _ns, t in pairs), "dst_service": row["service"]}
         where = f"{'every host address' if host_ip == '*' else host_ip}:{port}/{proto}"
         for addr, want in _publish_probes(host_ip, facts):
             warning = want == "open" and addr not in ("127.0.0.1", *facts.host_addresses) and not _loopback(addr)

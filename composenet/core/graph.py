@@ -82,10 +82,13 @@ class Graph:
     services: tuple[GService, ...]
     edges: tuple[GEdge, ...]
     ports: tuple[GPort, ...]
+    why_intent: str = "the project is not up"  # without a live view: why
 
 
-def build(project: Project, desired: DesiredState, live: Live | None = None) -> Graph:
-    """The graph of ``project`` (its live state when ``live`` is given)."""
+def build(project: Project, desired: DesiredState, live: Live | None = None,
+          why_intent: str = "the project is not up") -> Graph:
+    """The graph of ``project``: its live state when ``live`` is given, else the file's intent
+    (``why_intent`` says why, in the header)."""
     rows = {r["name"]: r for r in desired.networks}
     nets = []
     for n in sorted(project.networks, key=lambda n: n.key):
@@ -108,7 +111,7 @@ def build(project: Project, desired: DesiredState, live: Live | None = None) -> 
                          if key_of.get(e["network"]) == att.network or e["network"] == net_name]
             edges.append(GEdge(svc.name, att.network, tuple(a for a in addrs if a)))
     return Graph(project.name, live is not None, tuple(nets), tuple(services), tuple(sorted(set(edges),
-                 key=lambda e: (e.service, e.network))), _ports(project, desired, live))
+                 key=lambda e: (e.service, e.network))), _ports(project, desired, live), why_intent)
 
 
 def _ports(project: Project, desired: DesiredState, live: Live | None) -> tuple[GPort, ...]:
@@ -178,7 +181,7 @@ def _problem(state: str | None) -> bool:
 
 
 def _header(g: Graph) -> str:
-    return f'project "{g.project}": ' + ("live state" if g.live else "the file's intent (the project is not up)")
+    return f'project "{g.project}": ' + ("live state" if g.live else f"the file's intent ({g.why_intent})")
 
 
 def _mq(text: str) -> str:

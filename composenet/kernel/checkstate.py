@@ -9,6 +9,7 @@ Must not: change the kernel, or say why a probe failed (composenet.kernel.diagno
 from __future__ import annotations
 
 import concurrent.futures
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +59,9 @@ def is_up(observed: ObservedState) -> bool:
 
 def read_kernel(ctx: Context, project: Project, upstreams: Upstreams, workers: int) -> Kernel:
     """Observe and plan the project; read every namespace's listening sockets (in parallel)."""
+    if os.geteuid() != 0:
+        raise ComposenetError("check probes from inside the project's namespaces and reads its nftables table: "
+                              "it needs root", hint="run it as root (e.g. with sudo)")
     netns.check_mount_namespace()
     observed = observe_project(ctx)
     if not is_up(observed):

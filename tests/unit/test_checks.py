@@ -204,3 +204,19 @@ def test_selection(tmp_path: Path) -> None:
 def test_deterministic_and_sorted(tmp_path: Path) -> None:
     a, b = expects(tmp_path, SCALED), expects(tmp_path, SCALED)
     assert a == b and a == sorted(a, key=lambda e: e.sort_key) and len(set(a)) == len(a)
+
+
+def test_published_replicas_pair_each_namespace_with_its_address(tmp_path: Path) -> None:
+    text = """
+name: p
+services:
+  api: {scale: 3, networks: [n], ports: ["8080:80"]}
+networks:
+  n: {}
+"""
+    project = load_text(tmp_path, text)
+    planned = make_plan(project, project.name, ObservedState(offline=True), Upstreams(()))
+    own = {c["ns"]: c["endpoints"][0]["ipv4"] for c in planned.desired.containers}
+    (e,) = pick(derive(project, planned.desired, FACTS), kind="publish", target="127.0.0.1:8080")
+    assert e.dst_spaces == ("p-api-1", "p-api-2", "p-api-3") and e.dst == "api" and e.dst_label == "api"
+    assert dict(zip(e.dst_spaces, e.dst_addresses, strict=True)) == own
