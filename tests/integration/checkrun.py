@@ -1,6 +1,5 @@
 """Helpers for the integration tests of `composenet check` and `composenet graph`: run them inside
-a sandbox's host namespace (through tests/integration/cn_entry.py, which registers the two
-commands), and write the small stacks the tests bring up."""
+a sandbox's host namespace, and write the small stacks the tests bring up."""
 
 from __future__ import annotations
 
@@ -19,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def env_for(sb: Sandbox) -> dict[str, str]:
     """The environment of a composenet run in the sandbox: its upstream resolv.conf, and this
-    checkout on the Python path (for tests.integration.cn_entry)."""
+    checkout on the Python path."""
     env = dict(os.environ)
     env["COMPOSENET_RESOLV_CONF"] = str(sb.resolv_conf)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
@@ -27,10 +26,9 @@ def env_for(sb: Sandbox) -> dict[str, str]:
 
 
 def cn(sb: Sandbox, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """``composenet ARGS`` in the sandbox's host namespace, with `check` and `graph` registered;
-    never raises on a non-zero exit (check exits 1 when an expectation fails)."""
+    """``composenet ARGS`` in the sandbox's host namespace; never raises on a non-zero exit (check exits 1 when an expectation fails)."""
     return subprocess.run(["nsenter", f"--net=/run/netns/{sb.host}", sys.executable, "-m",
-                           "tests.integration.cn_entry", *args], capture_output=True, text=True, timeout=timeout,
+                           "composenet", *args], capture_output=True, text=True, timeout=timeout,
                           cwd=str(sb.tmp), env=env_for(sb))
 
 

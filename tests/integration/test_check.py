@@ -5,9 +5,6 @@ table dropping one port, a name asked from the wrong network, a host port held b
 process -- where check names the right pair and the right reason, and exits 1. Each fault test
 has its positive control in the same run (the other actions of the stack hold), and checks that
 no trace table is left behind.
-
-The commands run through tests/integration/cn_entry.py (composenet's entry point with `check`
-and `graph` registered) until composenet/cli/__init__.py imports them.
 """
 
 from __future__ import annotations
@@ -360,7 +357,7 @@ def test_sigterm_during_a_trace_removes_the_trace_tables(sandbox: Sandbox, tmp_p
     sh("nsenter", f"--net=/run/netns/{db}", "nft", "-f", "-", input=(
         "table inet guard {\n chain input {\n  type filter hook input priority 0; policy accept;\n"
         "  tcp dport 5432 drop\n }\n}\n"))
-    env_cmd = ["nsenter", f"--net=/run/netns/{sb.host}", sys.executable, "-m", "tests.integration.cn_entry",
+    env_cmd = ["nsenter", f"--net=/run/netns/{sb.host}", sys.executable, "-m", "composenet",
                "-f", str(compose), "-p", p, "check", "web", "db:5432", "--timeout", "10"]
     proc = subprocess.Popen(env_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_for(sb),
                             cwd=str(tmp_path))
