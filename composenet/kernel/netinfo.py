@@ -29,7 +29,7 @@ from composenet.kernel.context import Context, HandlerBase
 from composenet.kernel.namespaces import recorded_namespaces
 from composenet.kernel.normalise import is_link_local, label_parts, on_loopback
 from composenet.kernel.rtnl import nl
-from composenet.linux import netns, sockdiag
+from composenet.linux import netns, portholders
 from composenet.linux.netlink import RTN_BROADCAST, RTN_MULTICAST, Addr, Link
 from composenet.paths import ProjectPaths, list_projects, standalone_project
 from composenet.supervisor import client as supervisor_client
@@ -253,16 +253,16 @@ def host_ports(ctx: Context) -> list[dict[str, Any]]:
     project's supervisor, which holds its published ports, and resolver): a project's own ports
     are not in its way, and another project's are ports_in_use already."""
     try:
-        socks = sockdiag.sockets()
+        socks = portholders.bound()
     except OSError:
         return []
     ours: set[int] = set()
     for q in list_projects(ctx.run_dir):
         sup = supervisor_client.live(ProjectPaths(ctx.run_dir, q).root)
         for pid in ([int(sup["pid"])] if sup else []) + [p for p in [resolver_pid(ctx.run_dir, q)] if p]:
-            ours |= sockdiag.socket_inodes(pid)
+            ours |= portholders.socket_inodes(pid)
     rest = [s for s in socks if s.inode not in ours]
-    who = sockdiag.owners(s.inode for s in rest)
+    who = portholders.owners(s.inode for s in rest)
     return [{"proto": s.proto, "address": s.address, "port": s.port, "v6only": s.v6only,
              "pid": who[s.inode][0] if s.inode in who else None,
              "process": who[s.inode][1] if s.inode in who else None} for s in rest]

@@ -1,150 +1,177 @@
-"""Who holds a TCP or UDP port in this network namespace: the kernel's socket list
-(NETLINK_SOCK_DIAG) and the processes that own those sockets (/proc/<pid>/fd).
+"""The sockets of a network namespace, as ``ss`` sees them: the sock_diag netlink dump
+(NETLINK_SOCK_DIAG, inet_diag_req_v2) for TCP and UDP over IPv4 and IPv6, and which process
+holds a socket (its inode among the /proc/<pid>/fd links).
 
-Why sock_diag and not /proc/net/tcp or `ss`: they do not show a TCP socket that is bound but not
-listening (it blocks a bind all the same), nor tell a dual-stack [::] socket from an IPv6-only
-one. inet_diag does both: bound-only sockets come with the pseudo-state TCP_BOUND_INACTIVE
-(kernel 6.8 or later; older kernels list listeners only), and every AF_INET6 socket carries
-INET_DIAG_SKV6ONLY. UDP sockets are listed in every state (an unconnected bound one is CLOSE).
-
-Owns: the dump (``sockets``) and the owner lookup (``owners``). Must not: judge conflicts (the
-planner does, composenet.core.desired.ports) or touch a socket.
+Owns: the inet_diag request and message layout (linux/inet_diag.h) and the TCP states. The dump
+answers for the namespace the calling thread is in when the socket is made: callers wrap
+``sockets()`` in ``composenet.linux.netns.entered``. Must not: know about projects or services,
+or change anything (it only reads).
 """
 
 from __future__ import annotations
 
-import ipaddress
+import errno
 import os
 import socket
 import struct
-from collections.abc import Iterable, Iterator
+import time
 from dataclasses import dataclass
 
-NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY = 4, 20
-NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+NETLINK_SOCK_DIAG = 4
+SOCK_DIAG_BY_FAMILY = 20
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-INET_DIAG_SKV6ONLY = 11
-TCP_LISTEN, TCP_BOUND_INACTIVE = 10, 13
-PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
+NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+
+# TCP states (include/net/tcp_states.h); an unconnected UDP socket is "CLOSE".
+ESTABLISHED, SYN_SENT, SYN_RECV, FIN_WAIT1, FIN_WAIT2, TIME_WAIT = 1, 2, 3, 4, 5, 6
+CLOSE, CLOSE_WAIT, LAST_ACK, LISTEN, CLOSING = 7, 8, 9, 10, 11
+ALL_STATES = 0xFFF
+STATE_NAMES = {ESTABLISHED: "ESTAB", SYN_SENT: "SYN-SENT", SYN_RECV: "SYN-RECV", FIN_WAIT1: "FIN-WAIT-1",
+               FIN_WAIT2: "FIN-WAIT-2", TIME_WAIT: "TIME-WAIT", CLOSE: "UNCONN", CLOSE_WAIT: "CLOSE-WAIT",
+               LAST_ACK: "LAST-ACK", LISTEN: "LISTEN", CLOSING: "CLOSING"}
+_MSG = struct.Struct("=BBBB")  # family, state, timer, retrans
+_SOCKID = struct.Struct(">HH16s16sI8s")  # sport, dport, src, dst (network order), if, cookie
+_TAIL = struct.Struct("=IIIII")  # expires, rqueue, wqueue, uid, inode
+MSG_LEN = _MSG.size + _SOCKID.size + _TAIL.size  # 72
 
 
 @dataclass(frozen=True)
 class Sock:
-    """A bound socket: protocol, local address (an IPv4-mapped one as IPv4), port, whether an
-    IPv6 socket is IPv6-only, and its inode (unique on the host)."""
+    """One socket: protocol ("tcp" | "udp"), state, local and remote address and port, inode."""
 
     proto: str
-    address: str
-    port: int
-    v6only: bool
+    state: int
+    local: str
+    lport: int
+    remote: str
+    rport: int
     inode: int
+    uid: int = 0
+
+    @property
+    def listening(self) -> bool:
+        """A TCP listener, or an unconnected UDP socket (what `ss -lu` lists)."""
+        return self.state == LISTEN if self.proto == "tcp" else (self.state == CLOSE and self.rport == 0)
+
+    @property
+    def wildcard(self) -> bool:
+        return self.local in ("0.0.0.0", "::")
+
+    @property
+    def loopback_only(self) -> bool:
+        return self.local.startswith("127.") or self.local == "::1" or self.local.startswith("::ffff:127.")
+
+    def endpoint(self) -> str:
+        """``ADDRESS:PORT`` as ss prints it ("[::]:80" for IPv6)."""
+        host = f"[{self.local}]" if ":" in self.local else self.local
+        return f"{host}:{self.lport}"
+
+    def accepts(self, address: str) -> bool:
+        """Whether this listener takes connections to ``address`` (its own address or a wildcard
+        of the family; ``[::]`` takes IPv4 too unless IPV6_V6ONLY, which the dump does not say)."""
+        if self.local == address or self.local == "::":
+            return True
+        return self.local == "0.0.0.0" and ":" not in address
 
 
-def _dump(family: int, proto: int, states: int) -> Iterator[tuple[str, int, bool, int]]:
-    s = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, NETLINK_SOCK_DIAG)
-    s.settimeout(10)
+def request(family: int, protocol: int, states: int = ALL_STATES) -> bytes:
+    """A SOCK_DIAG_BY_FAMILY dump request (inet_diag_req_v2, no extensions)."""
+    body = struct.pack("=BBBxI", family, protocol, 0, states) + _SOCKID.pack(0, 0, b"\0" * 16, b"\0" * 16, 0,
+                                                                             b"\xff" * 8)
+    return struct.pack("=IHHII", 16 + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + body
+
+
+def parse(body: bytes, proto: str) -> Sock:
+    """One inet_diag_msg (the payload of a dump message)."""
+    family, state, _timer, _retrans = _MSG.unpack_from(body, 0)
+    sport, dport, src, dst, _ifindex, _cookie = _SOCKID.unpack_from(body, _MSG.size)
+    _expires, _rq, _wq, uid, inode = _TAIL.unpack_from(body, _MSG.size + _SOCKID.size)
+    n = 4 if family == socket.AF_INET else 16
+    fam = socket.AF_INET if family == socket.AF_INET else socket.AF_INET6
+    return Sock(proto, state, socket.inet_ntop(fam, src[:n]), sport, socket.inet_ntop(fam, dst[:n]), dport, inode, uid)
+
+
+def _dump(sock: socket.socket, family: int, protocol: int, proto: str, states: int) -> list[Sock]:
+    sock.send(request(family, protocol, states))
+    out: list[Sock] = []
+    for _ in range(100_000):  # bounded: a dump ends with NLMSG_DONE
+        data = sock.recv(1 << 17)
+        off = 0
+        while off + 16 <= len(data):
+            n, mtype, _flags, _seq, _pid = struct.unpack_from("=IHHII", data, off)
+            if n < 16:
+                return out
+            body = data[off + 16: off + n]
+            off += (n + 3) & ~3
+            if mtype == NLMSG_DONE:
+                return out
+            if mtype == NLMSG_ERROR:
+                code = -struct.unpack_from("=i", body)[0]
+                if code in (errno.ENOENT, errno.EAFNOSUPPORT, errno.EOPNOTSUPP):
+                    return out  # the family or protocol is not there (module not loaded)
+                raise OSError(code, f"sock_diag: {os.strerror(code)}")
+            if mtype == SOCK_DIAG_BY_FAMILY and len(body) >= MSG_LEN:
+                out.append(parse(body, proto))
+    raise OSError(errno.EIO, "sock_diag: no end of dump")
+
+
+def sockets(protos: tuple[str, ...] = ("tcp", "udp"), states: int = ALL_STATES) -> list[Sock]:
+    """Every TCP and UDP socket (IPv4 and IPv6) of the calling thread's network namespace."""
+    s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_SOCK_DIAG)
     try:
-        req = struct.pack("=BBBxI", family, proto, 0, states) + b"\0" * 48  # inet_diag_req_v2
-        s.send(struct.pack("=LHHLL", 16 + len(req), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + req)
-        for _ in range(1_000_000):  # bounded: a dump ends with NLMSG_DONE
-            data = s.recv(1 << 17)
-            off = 0
-            while off + 16 <= len(data):
-                ln, ty = struct.unpack_from("=LH", data, off)
-                if ln < 16:
-                    return
-                if ty == NLMSG_DONE:
-                    return
-                if ty == NLMSG_ERROR:
-                    err = -struct.unpack_from("=i", data, off + 16)[0]
-                    if err:
-                        raise OSError(err, os.strerror(err))
-                    return
-                b = off + 16
-                fam = data[b]
-                port = struct.unpack_from("!H", data, b + 4)[0]
-                raw = data[b + 8 : b + 8 + (4 if fam == socket.AF_INET else 16)]
-                inode = struct.unpack_from("=I", data, b + 68)[0]
-                v6only = False
-                a = b + 72
-                while a + 4 <= off + ln:
-                    alen, atype = struct.unpack_from("=HH", data, a)
-                    if alen < 4:
-                        break
-                    if atype == INET_DIAG_SKV6ONLY:
-                        v6only = bool(data[a + 4])
-                    a += (alen + 3) & ~3
-                ip = ipaddress.ip_address(raw)
-                if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-                    ip = ip.ipv4_mapped
-                yield str(ip), port, v6only, inode
-                off += (ln + 3) & ~3
+        s.settimeout(10)
+        out: list[Sock] = []
+        for proto in protos:
+            number = socket.IPPROTO_TCP if proto == "tcp" else socket.IPPROTO_UDP
+            for family in (socket.AF_INET, socket.AF_INET6):
+                out += _dump(s, family, number, proto, states)
+        return out
     finally:
         s.close()
 
 
-def sockets(protos: Iterable[str] = ("tcp", "udp")) -> list[Sock]:
-    """Every bound TCP socket (listening or not) and UDP socket of this network namespace."""
-    out: list[Sock] = []
-    for proto in protos:
-        ipp = PROTOCOLS[proto]
-        for fam in (socket.AF_INET, socket.AF_INET6):
-            if proto == "tcp":
-                try:
-                    found = list(_dump(fam, ipp, (1 << TCP_LISTEN) | (1 << TCP_BOUND_INACTIVE)))
-                except OSError:  # an older kernel without the bound-only pseudo-state
-                    found = list(_dump(fam, ipp, 1 << TCP_LISTEN))
-            else:
-                found = list(_dump(fam, ipp, 0xFFFFFFFF))
-            out += [Sock(proto, a, p, v6, ino) for a, p, v6, ino in found if p]
-    return sorted(set(out), key=lambda s: (s.proto, s.port, s.address, s.inode))
+def listeners(protos: tuple[str, ...] = ("tcp", "udp")) -> list[Sock]:
+    """The listening sockets (TCP LISTEN, unconnected bound UDP) of this thread's namespace."""
+    return [s for s in sockets(protos) if s.listening]
 
 
-def socket_inodes(pid: int) -> set[int]:
-    """Inodes of the sockets process ``pid`` holds ([] if it is gone)."""
-    out: set[int] = set()
-    d = f"/proc/{pid}/fd"
-    try:
-        fds = os.listdir(d)
-    except OSError:
-        return out
-    for fd in fds:
-        try:
-            t = os.readlink(f"{d}/{fd}")
-        except OSError:
-            continue
-        if t.startswith("socket:["):
-            out.add(int(t[8:-1]))
-    return out
+@dataclass(frozen=True)
+class Owner:
+    pid: int
+    comm: str
+    cmdline: str
 
 
-def owners(inodes: Iterable[int]) -> dict[int, tuple[int, str]]:
-    """{inode: (pid, command name)} for the sockets asked about, one pass over /proc/*/fd that
-    stops once every one is found (sockets inherited by several processes: the first pid)."""
-    want = {f"socket:[{i}]": i for i in inodes}
-    out: dict[int, tuple[int, str]] = {}
+def owners(inodes: set[int], deadline: float = 2.0) -> dict[int, Owner]:
+    """The process holding each socket inode (the first pid found; every process's fds are
+    read once, within ``deadline`` seconds). Sockets of processes we cannot read are missing."""
+    want = {f"socket:[{i}]": i for i in inodes if i}
+    out: dict[int, Owner] = {}
     if not want:
         return out
-    pids = sorted(int(d) for d in os.listdir("/proc") if d.isdigit())
-    for pid in pids:
-        fddir = f"/proc/{pid}/fd"
+    end = time.monotonic() + deadline
+    for d in sorted(os.listdir("/proc"), key=lambda x: (len(x), x)):
+        if not d.isdigit() or time.monotonic() > end or len(out) == len(want):
+            continue
         try:
-            fds = os.listdir(fddir)
+            fds = os.listdir(f"/proc/{d}/fd")
         except OSError:
             continue
         for fd in fds:
             try:
-                t = os.readlink(f"{fddir}/{fd}")
+                link = os.readlink(f"/proc/{d}/fd/{fd}")
             except OSError:
                 continue
-            ino = want.get(t)
-            if ino is not None and ino not in out:
-                try:
-                    with open(f"/proc/{pid}/comm") as f:
-                        comm = f.read().strip()
-                except OSError:
-                    comm = "?"
-                out[ino] = (pid, comm)
-        if len(out) == len(want):
-            break
+            inode = want.get(link)
+            if inode is not None and inode not in out:
+                out[inode] = Owner(int(d), _read(f"/proc/{d}/comm").strip(),
+                                   _read(f"/proc/{d}/cmdline").replace("\0", " ").strip())
     return out
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4096).decode(errors="replace")
+    except OSError:
+        return ""

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from composenet.errors import KernelError
-from composenet.linux import caps, cgroup, proc, sockdiag
+from composenet.linux import caps, cgroup, portholders, proc
 from composenet.linux.fileio import atomic_write
 from composenet.linux.spawn import open_log, spawn
 from composenet.supervisor import DEFAULT_PATH, PIDFILE, PORTS, SOCKET, STATES, policy
@@ -520,8 +520,8 @@ def port_problem(spec: str, why: str) -> str:
     text = f"{proto} {f'[{addr}]' if ':' in addr else addr}:{port}: {why}"
     if why == "address already in use":
         try:
-            socks = [s for s in sockdiag.sockets((proto,)) if s.port == int(port)]
-            who = sockdiag.owners(s.inode for s in socks)
+            socks = [s for s in portholders.bound((proto,)) if s.port == int(port)]
+            who = portholders.owners(s.inode for s in socks)
         except (OSError, ValueError, KeyError):
             who = {}
         names = sorted({f"pid {pid} ({comm})" for pid, comm in who.values()})
