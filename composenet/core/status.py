@@ -178,7 +178,7 @@ def _apply_state(c: ContainerStatus, st: dict[str, Any]) -> None:
 def _privileges(rec: dict[str, Any]) -> str | None:
     """What the recorded process runs with (a damaged record: None)."""
     try:
-        r = resource_from_json({k: v for k, v in rec.items() if k not in ("pid", "starttime")})
+        r = resource_from_json(rec)
     except (KeyError, TypeError, ValueError):
         return None
     return r.privileges() if isinstance(r, Process) else None

@@ -50,7 +50,8 @@ SUPERVISOR_EXIT_TIMEOUT = 5.0
 KILL_TIMEOUT = 5.0
 START_WINDOW = 0.3  # seconds `up` watches a command it started for an exit right after its start
 RUNNING_STATES = ("running", "restarting", "exited", "stopping")
-__all__ = ["DEFAULT_PATH", "ProcessHandler", "SupervisorHandler", "read_records", "record_alive", "status_of"]
+__all__ = ["DEFAULT_PATH", "STATE_KEYS", "ProcessHandler", "SupervisorHandler", "read_records", "record_alive",
+           "status_of"]
 
 
 # ---- records and states -----------------------------------------------------------------------
@@ -61,20 +62,28 @@ def read_record(path: str) -> dict[str, Any] | None:
     return data if data is not None and data.get("kind") == "process" else None
 
 
+STATE_KEYS = ("pid", "starttime", "state", "exit_code", "restarts", "error")
+
+
 def read_records(ctx: Context) -> dict[str, dict[str, Any]]:
-    """Process records by container name, whether the process runs or not."""
+    """Process records by container name, whether the process runs or not, each with what its
+    supervisor last said of it (``STATE_KEYS``: pid and start time while it runs, state, exit
+    code, restarts, why it could not start), for `ps`, `check` and messages."""
     out = {}
     d = ctx.paths.proc_records
     try:
         names = sorted(os.listdir(d))
     except (FileNotFoundError, NotADirectoryError):
         return {}
+    states = client.states(ctx.project_dir)
     for n in names:
         if n.startswith(".") or not n.endswith(".json"):
             continue
         rec = read_record(os.path.join(d, n))
         if rec is not None:
-            out[str(rec.get("container", n[:-5]))] = rec
+            name = str(rec.get("container", n[:-5]))
+            st = states.get(name) or {}
+            out[name] = {**rec, **{k: st[k] for k in STATE_KEYS if k in st}}
     return out
 
 
@@ -98,7 +107,7 @@ def record_alive(path: str) -> bool:
 
 
 def process_from_record(rec: dict[str, Any]) -> Process:
-    data = {k: v for k, v in rec.items() if k not in ("pid", "starttime")}
+    data = {k: v for k, v in rec.items() if k not in STATE_KEYS}
     r = resource_from_json(data)
     assert isinstance(r, Process)
     return r
