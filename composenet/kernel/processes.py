@@ -400,5 +400,5 @@ class ProcessHandler(HandlerBase):
             raise ComposenetError(
                 "\n".join(problems),
                 hint=f"see `composenet logs {min(services) if len(services) == 1 else 'SERVICE'}`; everything else is up "
-                     "(nothing was rolled back): fix the command and run `composenet up` again")
+                     "and stays so: fix the command and run `composenet up` again")
 
