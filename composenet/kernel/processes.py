@@ -262,6 +262,7 @@ def _wanted_services(ctx: Context) -> bool:
     keeps: `down` deletes the records of its processes before the supervisor)."""
     records = read_records(ctx)
     return any(name in records and st.get("state") != "failed"
+               and st.get("record") == record_digest(ctx.paths.proc_record(name))
                for name, st in client.states(ctx.project_dir).items())
 
 
