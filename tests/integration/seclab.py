@@ -3,7 +3,8 @@ plus two more namespaces it owns, and the probes sockets cannot express.
 
     outside (203.0.113.254) --up0-- host (composenet) --lan0-- lan   (192.0.2.66, 2001:db8:66::66)
                                          |  192.0.2.1, 2001:db8:66::1
-                                         +--pv0-- private (198.18.99.2; the host is 198.18.99.1)
+                                         +--pv0-- private (198.18.99.2, 2001:db8:99::2;
+                                                           the host is 198.18.99.1, 2001:db8:99::1)
 
 - ``lan`` is a LAN neighbour of the host: it can route anything through the host, including
   127.0.0.0/8 (``route_loopback``: the moby/moby#41872 attack), and send raw Ethernet frames.
@@ -35,6 +36,7 @@ from tests.integration.stacks import ECHO, HERE
 LAN_HOST, LAN_PEER = "192.0.2.1", "192.0.2.66"
 LAN6_HOST, LAN6_PEER = "2001:db8:66::1", "2001:db8:66::66"
 PRIVATE_HOST, PRIVATE_PEER = "198.18.99.1", "198.18.99.2"
+PRIVATE6_HOST, PRIVATE6_PEER = "2001:db8:99::1", "2001:db8:99::2"
 ECHO_DUAL = HERE / "echo_dual.py"
 LOOPBACK_TABLE = 100  # the routing table an attacker sends 127.0.0.0/8 through
 ETH_P_ALL, ETH_P_IP, ETH_P_ARP, ETH_P_IPV6, ETH_P_8021Q = 0x0003, 0x0800, 0x0806, 0x86DD, 0x8100
@@ -57,11 +59,13 @@ class Lab(Sandbox):
         sh("ip", "link", "add", "pv0", "netns", self.host, "type", "veth", "peer", "name", "eth0", "netns", self.private)
         for ns, cmds in (
             (self.host, [f"addr add {LAN_HOST}/24 dev lan0", f"-6 addr add {LAN6_HOST}/64 dev lan0 nodad",
-                         "link set lan0 up", f"addr add {PRIVATE_HOST}/24 dev pv0", "link set pv0 up"]),
+                         "link set lan0 up", f"addr add {PRIVATE_HOST}/24 dev pv0",
+                         f"-6 addr add {PRIVATE6_HOST}/64 dev pv0 nodad", "link set pv0 up"]),
             (self.lan, [f"addr add {LAN_PEER}/24 dev eth0", f"-6 addr add {LAN6_PEER}/64 dev eth0 nodad",
                         "link set eth0 up", "link set lo up"]),
-            (self.private, [f"addr add {PRIVATE_PEER}/24 dev eth0", "link set eth0 up", "link set lo up",
-                            f"route add default via {PRIVATE_HOST}"]),
+            (self.private, [f"addr add {PRIVATE_PEER}/24 dev eth0", f"-6 addr add {PRIVATE6_PEER}/64 dev eth0 nodad",
+                            "link set eth0 up", "link set lo up", f"route add default via {PRIVATE_HOST}",
+                            f"-6 route add default via {PRIVATE6_HOST}"]),
         ):
             for cmd in cmds:
                 self.ip(ns, cmd)

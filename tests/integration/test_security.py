@@ -38,6 +38,8 @@ from tests.integration.seclab import (
     LAN6_PEER,
     LAN_HOST,
     LAN_PEER,
+    PRIVATE6_HOST,
+    PRIVATE6_PEER,
     PRIVATE_HOST,
     PRIVATE_PEER,
     Lab,
@@ -318,7 +320,7 @@ def test_exposure_table_holds_from_five_vantage_points(lab: Lab, tmp_path) -> No
 ROUTED = """\
 services:
   app:
-    command: "@PY@ @ECHO@ --tcp 80 --max-seconds 300"
+    command: "@PY@ @ECHO_DUAL@ --tcp 80 --max-seconds 300"
     networks: [net@N@]
     ports: ["@PORT@:80"]
 networks:
@@ -359,11 +361,13 @@ def test_up_does_not_make_the_host_a_router_and_down_restores_it(lab: Lab, tmp_p
     sb.sysctl(sb.host, "net.ipv6.conf.all.forwarding", "0")
     sb.sysctl(sb.host, "net.ipv4.conf.pv0.forwarding", "1")  # an interface of its own: restored too
     sb.ip(sb.lan, f"route add {PRIVATE_PEER}/32 via {LAN_HOST}")
-    sb.serve(sb.private, "--tcp", "80")
+    sb.ip(sb.lan, f"-6 route add {PRIVATE6_PEER}/128 via {LAN6_HOST}")
+    sb.serve(sb.private, "--tcp", "80", dual=True)
     wait_for(sb.host, PRIVATE_PEER, 80)  # the segment is up, the host itself reaches it
+    wait_for(sb.host, PRIVATE6_PEER, 80)
     original = forwarding_state(sb)
     assert original["net.ipv4.ip_forward"] == "0" and original["net.ipv4.conf.pv0.forwarding"] == "1"
-    assert tcp(sb.lan, PRIVATE_PEER, 80) is None  # not a router before
+    assert tcp(sb.lan, PRIVATE_PEER, 80) is None and tcp(sb.lan, PRIVATE6_PEER, 80) is None  # not a router before
 
     pa, pb, pc = project(), project(), project()
     files = {p: write_stack(tmp_path, p, ROUTED, N=str(i), PORT=str(8090 + i)) for i, p in enumerate((pa, pb, pc))}
@@ -385,19 +389,33 @@ def test_up_does_not_make_the_host_a_router_and_down_restores_it(lab: Lab, tmp_p
     def drops() -> int:
         return sb.rule_packets("inet", GUARD_TABLE, "forward", "forwarding guard")
 
-    check_matrix({
+    probes = {
         "lan -> private (routed through the host)": (tcp, (sb.lan, PRIVATE_PEER, 80)),
+        "lan -> [private] (routed through the host)": (tcp, (sb.lan, PRIVATE6_PEER, 80)),
         "lan -> published port of a": (tcp, (sb.lan, LAN_HOST, 8090)),
+        "lan -> [published port of a]": (tcp, (sb.lan, LAN6_HOST, 8090)),
         "lan -> published port of b": (tcp, (sb.lan, LAN_HOST, 8091)),
         "a's container -> private": (tcp, (f"{pa}-app-1", PRIVATE_PEER, 80)),
+        "a's container -> [private]": (tcp, (f"{pa}-app-1", PRIVATE6_PEER, 80)),
         "b's container -> private": (tcp, (f"{pb}-app-1", PRIVATE_PEER, 80)),
-    }, {
+    }
+    expect = {
         "lan -> private (routed through the host)": BLOCKED,
+        "lan -> [private] (routed through the host)": BLOCKED,
         "lan -> published port of a": LAN_PEER,
+        "lan -> [published port of a]": LAN6_PEER,
         "lan -> published port of b": LAN_PEER,
         "a's container -> private": PRIVATE_HOST,
+        "a's container -> [private]": PRIVATE6_HOST,
         "b's container -> private": PRIVATE_HOST,
-    })
+    }
+    for addr in (LAN_HOST, LAN6_HOST):  # the LAN's first contact (ND, ARP) settled: the paths work
+        wait_for(sb.lan, addr, 8090)
+    mode = sb.bridge_nf_call_iptables()
+    for br_nf in ([mode, 1 - mode] if mode is not None else [None]):  # bridged frames cross forward or not
+        if br_nf is not None:
+            sb.bridge_nf_call_iptables(br_nf)
+        check_matrix(probes, expect)
     listing = guard_listing(sb)
     assert f"composenet:{pa} ipv4 ipv6" in listing and f"composenet:{pb} ipv4 ipv6" in listing, listing
     assert drops() > 0  # the LAN's attempt, dropped and counted by the guard
@@ -422,6 +440,8 @@ def test_up_does_not_make_the_host_a_router_and_down_restores_it(lab: Lab, tmp_p
     assert tcp(sb.lan, PRIVATE_PEER, 80) is None
     sb.up(files[pb], pb)
     assert f"composenet:{pb} ipv4 ipv6" in guard_listing(sb)
+    # Another engine's bridge, added as the README says: composenet's rewrites keep it.
+    sb.run_in(sb.host, "nft", 'add element inet composenet-guard bridges { "lxdbr0" }')
 
     # Two `down`s at once (a and the killed c, from its kernel labels alone): they serialise on
     # the guard's lock; b stays guarded and routed.
@@ -434,6 +454,7 @@ def test_up_does_not_make_the_host_a_router_and_down_restores_it(lab: Lab, tmp_p
         assert proc.returncode == 0, out + err
     listing = guard_listing(sb)
     assert f"composenet:{pb} ipv4 ipv6" in listing and pa not in listing and pc not in listing, listing
+    assert '"lxdbr0"' in listing, listing
     assert sb.read_sysctl(sb.host, "net.ipv4.ip_forward") == "1"
     check_matrix({"lan -> private": (tcp, (sb.lan, PRIVATE_PEER, 80)),
                   "b's container -> private": (tcp, (f"{pb}-app-1", PRIVATE_PEER, 80))},
@@ -442,7 +463,7 @@ def test_up_does_not_make_the_host_a_router_and_down_restores_it(lab: Lab, tmp_p
     assert "restores net.ipv4.ip_forward = 0, net.ipv6.conf.all.forwarding = 0" in r.stderr, r.stderr
     assert forwarding_state(sb) == original
     assert GUARD_TABLE not in sb.nft("list", "tables").stdout
-    assert tcp(sb.lan, PRIVATE_PEER, 80) is None
+    assert tcp(sb.lan, PRIVATE_PEER, 80) is None and tcp(sb.lan, PRIVATE6_PEER, 80) is None
     assert wait_for(sb.host, PRIVATE_PEER, 80)
     for p in (pa, pb, pc):
         sb.assert_clean(p)
@@ -455,8 +476,10 @@ def test_a_host_that_routes_already_keeps_routing(lab: Lab, tmp_path) -> None:
     sb.sysctl(sb.host, "net.ipv4.ip_forward", "1")
     sb.sysctl(sb.host, "net.ipv6.conf.all.forwarding", "1")
     sb.ip(sb.lan, f"route add {PRIVATE_PEER}/32 via {LAN_HOST}")
-    sb.serve(sb.private, "--tcp", "80")
+    sb.ip(sb.lan, f"-6 route add {PRIVATE6_PEER}/128 via {LAN6_HOST}")
+    sb.serve(sb.private, "--tcp", "80", dual=True)
     wait_for(sb.host, PRIVATE_PEER, 80)
+    wait_for(sb.host, PRIVATE6_PEER, 80)
     original = forwarding_state(sb)
     p = project()
     compose = write_stack(tmp_path, p, ROUTED, N="1", PORT="8090")
@@ -467,9 +490,11 @@ def test_a_host_that_routes_already_keeps_routing(lab: Lab, tmp_path) -> None:
     assert f"composenet:{p} ipv4 ipv6" in listing and "drop" not in listing, listing
     check_matrix({
         "lan -> private": (tcp, (sb.lan, PRIVATE_PEER, 80)),
+        "lan -> [private]": (tcp, (sb.lan, PRIVATE6_PEER, 80)),
         "lan -> published port": (tcp, (sb.lan, LAN_HOST, 8090)),
         "container -> private": (tcp, (f"{p}-app-1", PRIVATE_PEER, 80)),
-    }, {"lan -> private": LAN_PEER, "lan -> published port": LAN_PEER, "container -> private": PRIVATE_HOST})
+    }, {"lan -> private": LAN_PEER, "lan -> [private]": LAN6_PEER, "lan -> published port": LAN_PEER,
+        "container -> private": PRIVATE_HOST})
     assert "already on" in host, host
     sb.down(p, compose)
     assert forwarding_state(sb) == original
@@ -672,6 +697,7 @@ def test_no_container_can_impersonate_another(lab: Lab, tmp_path) -> None:
         before = counted
         assert run_spoofs(sc) == []
         after = counted = sb.counters("bridge", table)
+        assert "counter spoof_mac" in sb.nft("list", "counters", "table", "bridge", table).stdout  # as README says
         grew = sorted(k for k in after if after[k] > before.get(k, 0))
         assert grew == ["other_l2", "rogue", "spoof_arp", "spoof_ip4", "spoof_ip6", "spoof_mac", "spoof_nd"], (before, after)
     # Legit traffic still flows both ways (ARP and NDP included, after a flush).
