@@ -111,8 +111,8 @@ def test_three_simultaneous_allocators_never_share_an_address(lab: Lab, tmp_path
                  "alloc", lab.store_url, f"n{i}", net, subnet, gw, subnet, "9", str(go), str(out)],
                 cwd=ROOT, stdin=subprocess.DEVNULL)))
             lab.procs.append(procs[-1][1])
-        wait_until(lambda: all(out.with_name(out.name + ".ready").exists() for out, _ in procs), 30,
-                   "the allocators ready")
+        ready = [out.with_name(out.name + ".ready") for out, _ in procs]
+        wait_until(lambda ready=ready: all(r.exists() for r in ready), 30, "the allocators ready")
         go.write_text("go")  # all three start leasing at once
         got: dict[str, list[str]] = {}
         for i, (out, p) in enumerate(procs):
