@@ -21,9 +21,11 @@ Modules. Pure: ``settings.py`` (store URL and host settings), ``keys.py`` (the k
 (the agent's copy of the store and what it implies for this host). Store I/O: ``client.py`` (the
 gateway client: failover, transactions, leases), ``watch.py`` (the watch stream and the follower
 that re-lists), ``registry.py`` (the cluster's operations: register a node, create a network,
-lease addresses, publish and withdraw a host's records). Host I/O: ``dataplane.py`` (FDB,
-neighbours, the nft VTEP sets), ``files.py`` (the run-directory files of the agent and of the
-projects), ``agentctl.py`` (start, signal, stop the agent) and ``agent.py`` (the daemon).
+lease addresses, publish and withdraw a host's records), ``host.py`` (what `up` and `down` do:
+each change in the store and in the project's file at once, under the host's cluster lock).
+Host I/O: ``dataplane.py`` (FDB, neighbours, the nft VTEP sets), ``files.py`` (the run-directory
+files of the agent and of the projects), ``agentctl.py`` (start, find, signal, stop the agent)
+and ``agent.py`` (the daemon). ``errors.py``: what they raise.
 
 This package module holds no code and imports nothing: the resolver reads the names the agent
 publishes without loading the store client.

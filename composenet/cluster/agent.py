@@ -377,9 +377,10 @@ class Agent:
         for p in view.problems:
             self._say(f"skipped: {p}")
         devices: dict[str, Device] = {}
-        acted = False
+        acted = listed = False
         try:
             devices = {n: d for n, d in vxlan_devices(self.ipr).items() if not d.learning}
+            listed = True
             for net, dev in sorted(devices.items()):
                 record = view.networks.get(net)
                 if record is not None and record.vni != dev.vni:
@@ -404,9 +405,10 @@ class Agent:
         for net in devices:
             if remote.write_names(self.cfg.run_dir, net, me, view.revision, name_records(view, net, me)):
                 changed.add(net)
-        for net in remote.written_networks(self.cfg.run_dir) - set(devices):
-            if remote.remove_names(self.cfg.run_dir, net):
-                changed.add(net)
+        if listed:  # a device gone: its names go (never on a failed listing)
+            for net in remote.written_networks(self.cfg.run_dir) - set(devices):
+                if remote.remove_names(self.cfg.run_dir, net):
+                    changed.add(net)
         if changed:
             peers.notify(self.cfg.run_dir, "", changed, timeout=0)
         if acted or changed or self.reloading:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from composenet.cluster import files
-from composenet.cluster.errors import StoreError
+from composenet.cluster.errors import ClusterConflict, StoreError
 from composenet.cluster.records import (
     AddressLease,
     EndpointRecord,
@@ -32,6 +32,8 @@ from composenet.cluster.records import (
 )
 from composenet.cluster.registry import Registry
 from composenet.linux.fileio import read_json
+
+JOIN_ATTEMPTS = 3
 
 
 def project_records(run_dir: str, project: str, node: str) -> HostRecords:
@@ -56,8 +58,14 @@ def join(run_dir: str, registry: Registry, project: str, lease: int, vtep: str, 
          routes: tuple[str, ...] = ()) -> NetworkRecord:
     """Make this node a member of cluster network ``name`` (see the module doc); its record."""
     with files.cluster_lock(run_dir):
-        record = registry.ensure_network(name, subnet, gateway, vni, port, routes)
-        registry.join(name, vtep, project, lease)
+        for attempt in range(JOIN_ATTEMPTS):
+            record = registry.ensure_network(name, subnet, gateway, vni, port, routes)
+            try:
+                registry.join(name, vtep, project, lease)
+                break
+            except ClusterConflict:  # its last member left between the two: create it again
+                if attempt == JOIN_ATTEMPTS - 1:
+                    raise
         recs = project_records(run_dir, project, registry.node)
         member = MemberRecord(registry.node, vtep, project)
         _save(run_dir, project, replace(

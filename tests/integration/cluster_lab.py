@@ -291,7 +291,7 @@ class Lab:
 
     def kill_host(self, h: Host) -> None:
         """SIGKILL everything of ``h`` (its holder last): the host dies as a machine would."""
-        for _ in range(10):  # bounded rounds: a dying process may have started another
+        for _ in range(200):  # bounded (10 s): a process takes a moment to die after SIGKILL
             pids = h.processes()
             if not pids:
                 break

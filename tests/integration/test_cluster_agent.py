@@ -31,6 +31,7 @@ from tests.integration.cluster_lab import (
     build_overlay,
     call_in_netns,
     join_and_publish,
+    registry_on,
     reload_agent,
     start_agent,
     vxlan_counters,
@@ -244,3 +245,37 @@ def test_store_down_keeps_the_data_plane_and_names_then_converges(cluster: Clust
     wait_until(lambda: c.dns(h1, "p-a-1", gw, "new") == ("NOERROR", [new]), 5, "the new name on h1")
     wait_until(lambda: c.ping(h1, "p-a-1", new), 5, "the new container reachable from h1")
     assert c.dns(h1, "p-a-1", gw, "b") == ("NOERROR", [b])
+
+
+def test_a_lost_lease_is_replaced_and_the_hosts_records_published_again(cluster: Cluster):
+    """h2's lease is revoked behind its agent's back (as when etcd forgot it): its records vanish
+    from h1; h2's agent registers again and publishes them again from its project's file."""
+    c = cluster
+    h1, h2 = c.h1, c.h2
+    b, gw = c.ips["p-b-1@h2"], c.record.gateway
+    lease = c.lab.store(lambda s: s.get("/composenet/v1/nodes/h2").lease)
+    c.lab.store(lambda s: s.revoke(lease))
+    wait_until(lambda: "expired: registering again" in agent_log(h2), TTL + 2, "h2's agent notices")
+    wait_until(lambda: c.dns(h1, "p-a-1", gw, "b") == ("NOERROR", [b]), 5, "h2's names back on h1")
+    wait_until(lambda: c.ping(h1, "p-a-1", b), 5, "h2's container reachable again")
+    new = c.lab.store(lambda s: s.get("/composenet/v1/nodes/h2").lease)
+    assert new and new != lease
+    leases = c.lab.store(lambda s: {kv.key: kv.lease for kv in s.range("/composenet/v1/")[1] if "/h2" in kv.key})
+    assert leases and set(leases.values()) == {new}, leases
+
+
+def test_down_on_every_host_leaves_nothing_in_the_store(cluster: Cluster):
+    from composenet.cluster import host
+
+    c = cluster
+    h1, h2 = c.h1, c.h2
+    gone = registry_on(c.lab, h2, lambda reg: host.withdraw(h2.path("/run/composenet"), reg, PROJECT))
+    assert gone == []  # h1 is still a member
+    wait_until(lambda: not {e["mac"] for e in c.fdb(h1)} & {MACS["p-b-1"], MACS["p-web-1@h2"]}
+               and c.vteps(h1) == [], 5, "h2 gone from h1's device and VTEP set")
+    gone = registry_on(c.lab, h1, lambda reg: host.withdraw(h1.path("/run/composenet"), reg, PROJECT))
+    assert gone == [NET]  # the last member: the network's record went with it
+    for h in (h1, h2):
+        assert not Path(h.path(f"/run/composenet/{PROJECT}/cluster.json")).exists()
+        h.python("-c", "from composenet.cluster import agentctl; assert agentctl.stop_agent('/run/composenet')")
+    assert c.lab.store(lambda s: s.range("/composenet/v1/")[1]) == []
