@@ -105,9 +105,9 @@ def run(rounds: int, tmp: Path) -> list[float]:
         sock = asker(a, "p-a-1")
         times = []
         run_dir = b.path("/run/composenet")
+        lease = registry_on(lab, b, lambda reg: reg.node_lease())
         for k in range(rounds):
             name = f"svc{k}"
-            lease = registry_on(lab, b, lambda reg: reg.node_lease())
             ip = registry_on(lab, b, lambda reg, k=k: host.lease(run_dir, reg, PROJECT, lease, record, f"p-{k}-1"))
             rec = EndpointRecord(NET, f"p-{name}-1", name, ip, f"02:42:0a:00:01:{k:02x}", b.name, b.addr,
                                  project=PROJECT)

@@ -194,6 +194,7 @@ class Lab:
         self.etcd_dir = tmp / "etcd-data"
         self.etcd_log = tmp / "etcd.log"
         self.store_url = f"etcd://{ETCD_ADDR}:2379"
+        self.tls: dict[str, str] | None = None
 
     # -- build ------------------------------------------------------------------------------
 
@@ -239,15 +240,44 @@ class Lab:
 
     # -- etcd -------------------------------------------------------------------------------
 
-    def start_etcd(self, *extra: str) -> None:
-        """etcd in its own namespace, data in the test's tmp; returns once it answers."""
+    def make_certs(self) -> dict[str, str]:
+        """A throwaway CA, a server certificate for the etcd address (with the clientAuth usage
+        too: etcd 3.4's gateway dials its own gRPC port with it) and a client certificate, in
+        the test's tmp; as the COMPOSENET_STORE_* variables."""
+        d = self.tmp / "tls"
+        d.mkdir(exist_ok=True)
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+        sh("openssl", "req", "-x509", *ec, "-keyout", str(d / "ca.key"), "-out", str(d / "ca.crt"), "-days", "1",
+           "-subj", "/CN=composenet-test-ca")
+        (d / "server.ext").write_text(f"subjectAltName=IP:{ETCD_ADDR},IP:127.0.0.1\n"
+                                      "extendedKeyUsage=serverAuth,clientAuth\n")
+        (d / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+        for n in ("server", "client"):
+            sh("openssl", "req", *ec, "-keyout", str(d / f"{n}.key"), "-out", str(d / f"{n}.csr"),
+               "-subj", f"/CN=composenet-test-{n}")
+            sh("openssl", "x509", "-req", "-in", str(d / f"{n}.csr"), "-CA", str(d / "ca.crt"), "-CAkey",
+               str(d / "ca.key"), "-CAcreateserial", "-out", str(d / f"{n}.crt"), "-days", "1", "-extfile",
+               str(d / f"{n}.ext"))
+        return {"COMPOSENET_STORE_CA": str(d / "ca.crt"), "COMPOSENET_STORE_CERT": str(d / "client.crt"),
+                "COMPOSENET_STORE_KEY": str(d / "client.key")}
+
+    def start_etcd(self, *extra: str, tls: dict[str, str] | None = None) -> None:
+        """etcd in its own namespace, data in the test's tmp; returns once it answers. With
+        ``tls`` (from make_certs): HTTPS only, client certificates required."""
         self.etcd_dir.mkdir(exist_ok=True)
-        urls = f"http://{ETCD_ADDR}:2379,http://127.0.0.1:2379"
+        scheme = "https" if tls else "http"
+        urls = f"{scheme}://{ETCD_ADDR}:2379,{scheme}://127.0.0.1:2379"
+        if tls:
+            d = Path(tls["COMPOSENET_STORE_CA"]).parent
+            extra = ("--cert-file", str(d / "server.crt"), "--key-file", str(d / "server.key"),
+                     "--trusted-ca-file", str(d / "ca.crt"), "--client-cert-auth", *extra)
+            self.store_url = f"etcds://{ETCD_ADDR}:2379"
+        self.tls = tls
         with open(self.etcd_log, "ab") as log:
             self.etcd = subprocess.Popen(
                 ["nsenter", f"--net=/run/netns/{self.etcd_ns}", "etcd", "--name", "lab", "--data-dir",
                  str(self.etcd_dir), "--listen-client-urls", urls, "--advertise-client-urls",
-                 f"http://{ETCD_ADDR}:2379", "--listen-peer-urls", "http://127.0.0.1:2380",
+                 f"{scheme}://{ETCD_ADDR}:2379", "--listen-peer-urls", "http://127.0.0.1:2380",
                  "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
                  "--initial-cluster", "lab=http://127.0.0.1:2380", *extra],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
@@ -273,13 +303,15 @@ class Lab:
                 self.etcd.wait(5)
         self.etcd = None
 
-    def store(self, fn: Callable[[Any], T], url: str | None = None, timeout: float = 60) -> T:
-        """``fn(store)`` with a fresh client of the lab's etcd, run inside etcd's namespace."""
+    def store(self, fn: Callable[[Any], T], url: str | None = None, timeout: float = 60,
+              env: dict[str, str] | None = None) -> T:
+        """``fn(store)`` with a fresh client of the lab's etcd, run inside etcd's namespace
+        (``env``: the COMPOSENET_STORE_* variables; default: the lab's certificates, if any)."""
         from composenet.cluster.client import Store
         from composenet.cluster.settings import parse_store_url
 
         def go() -> T:
-            s = Store(parse_store_url(url or self.store_url, {}))
+            s = Store(parse_store_url(url or self.store_url, (self.tls or {}) if env is None else env))
             try:
                 return fn(s)
             finally:

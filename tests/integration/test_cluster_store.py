@@ -11,6 +11,7 @@ leaving node's at once.
 from __future__ import annotations
 
 import ipaddress
+import os
 import subprocess
 import sys
 import threading
@@ -324,3 +325,57 @@ def test_records_round_trip_through_the_store(lab: Lab):
         return decode(MemberRecord, "k", s.get(keys.member_key("fab", "h1")).value)
 
     assert lab.store(go) == member
+
+
+def test_tls_with_client_certificates(tmp_path):
+    """etcds:// with COMPOSENET_STORE_CA/_CERT/_KEY against an etcd that requires client
+    certificates; REQUESTS_CA_BUNDLE in the environment (set on many hosts) does not override
+    the store's CA; without a client certificate the store cannot be used, and says why."""
+    lab = Lab(tmp_path, hosts=0)
+    lab.setup()
+    try:
+        certs = lab.make_certs()
+        lab.start_etcd(tls=certs)
+        os.environ["REQUESTS_CA_BUNDLE"] = str(tmp_path / "no-such-bundle.pem")
+        try:
+            assert lab.store(lambda s: (s.put("/composenet/v1/tls", b"ok"), s.get("/composenet/v1/tls").value)[1]) == b"ok"
+        finally:
+            del os.environ["REQUESTS_CA_BUNDLE"]
+
+        def refused(s):
+            try:
+                s.status()
+            except StoreError as e:
+                return e.message
+            return None
+
+        message = lab.store(refused, env={"COMPOSENET_STORE_CA": certs["COMPOSENET_STORE_CA"]})
+        assert message and message.startswith(f"cannot reach the cluster store etcds://{ETCD_ADDR}:2379: ")
+    finally:
+        lab.teardown()
+        assert lab.leftovers() == []
+
+
+def test_static_addresses_are_checked_cluster_wide(lab: Lab):
+    def go(s):
+        out = {}
+        h1, h2 = Registry(s, "h1"), Registry(s, "h2")
+        l1, _ = s.grant(30)
+        l2, _ = s.grant(30)
+        h1.lease_address("fab", "10.0.0.10", "p-a-1", l1)
+        h1.lease_address("fab", "10.0.0.10", "p-a-1", l1)  # again, the same container: fine
+        try:
+            h2.lease_address("fab", "10.0.0.10", "q-b-1", l2)
+        except ClusterConflict as e:
+            out["taken"] = e.message, e.hint
+        out["next"] = h2.lease_next("fab", "10.0.0.0/24", "10.0.0.1", "q-b-1", l2, avoid=("10.0.0.2",))
+        out["release"] = h2.release_address("fab", "10.0.0.10", "q-b-1"), h1.release_address("fab", "10.0.0.10", "p-a-1")
+        out["left"] = sorted(kv.key for kv in s.range(keys.addresses_prefix("fab"))[1])
+        return out
+
+    out = lab.store(go)
+    assert out["taken"] == ("network fab: address 10.0.0.10 is leased to container p-a-1 on node h1 "
+                            "(/composenet/v1/addresses/fab/10.0.0.10)", "choose another ipv4_address, or leave it out")
+    assert out["next"] == "10.0.0.3"  # .1 the gateway, .2 in use on the host (avoid)
+    assert out["release"] == (False, True)  # only the holder releases
+    assert out["left"] == ["/composenet/v1/addresses/fab/10.0.0.3"]
