@@ -111,13 +111,15 @@ def start_agent(run_dir: str, config: dict, env: dict[str, str] | None = None,
 
 
 def ensure_agent(run_dir: str, config: dict, env: dict[str, str] | None = None) -> int:
-    """The pid of this host's agent running with ``config`` (started or restarted as needed)."""
-    pid = agent_pid(run_dir)
-    if pid is not None:
-        if read_json(files.agent_config_path(run_dir)) == config:
-            return pid
-        stop_agent(run_dir)
-    return start_agent(run_dir, config, env)
+    """The pid of this host's agent running with ``config`` (started or restarted as needed;
+    under the host's agent lock, so that two `up`s start one agent)."""
+    with files.agent_lock(run_dir):
+        pid = agent_pid(run_dir)
+        if pid is not None:
+            if read_json(files.agent_config_path(run_dir)) == config:
+                return pid
+            stop_agent(run_dir)
+        return start_agent(run_dir, config, env)
 
 
 def reload_agent(run_dir: str, timeout: float = RELOAD_TIMEOUT) -> bool:

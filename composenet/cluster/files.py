@@ -6,12 +6,13 @@
     <run_dir>/.cluster/lock              flock'ed while a host's records change: by `up`/`down`
                                          (lease, publish, write the project's file) and by the
                                          agent (reconcile), so neither sees the other half-done
+    <run_dir>/.cluster/agent.lock        flock'ed while the agent is started or stopped
     <run_dir>/.cluster/names/<net>.json  remote endpoints' names (composenet/dns/remote.py)
     <run_dir>/<project>/cluster.json     the project's records (``HostRecords``), stamped with
                                          the host network namespace like dns-peers.json
 
 TODO(paths.py): these names belong in composenet/paths.py (CLUSTER_DIR, AGENT_CONFIG, AGENT_PID,
-AGENT_LOG, CLUSTER_LOCK, CLUSTER_RECORDS) and ProjectPaths.cluster_records; they are here until
+AGENT_LOG, CLUSTER_LOCK, AGENT_LOCK, CLUSTER_RECORDS) and ProjectPaths.cluster_records; they are here until
 that file is free.
 
 Must not: talk to the store or the kernel.
@@ -25,7 +26,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from composenet.cluster.errors import StoreError
 from composenet.cluster.records import HostRecords, RecordError
@@ -38,6 +39,7 @@ AGENT_CONFIG = "agent.json"
 AGENT_PID = "agent.pid"
 AGENT_LOG = "agent.log"
 CLUSTER_LOCK = "lock"
+AGENT_LOCK = "agent.lock"
 CLUSTER_RECORDS = "cluster.json"
 LOCK_TIMEOUT = 30.0
 LOCK_POLL = 0.02
@@ -63,10 +65,18 @@ def records_path(run_dir: str, project: str) -> str:
     return ProjectPaths(run_dir, project) / CLUSTER_RECORDS
 
 
-@contextmanager
-def cluster_lock(run_dir: str, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+def cluster_lock(run_dir: str, timeout: float = LOCK_TIMEOUT) -> AbstractContextManager[None]:
     """Hold the host's cluster lock (see the module doc); StoreError after ``timeout`` s."""
-    path = os.path.join(cluster_dir(run_dir), CLUSTER_LOCK)
+    return _flock(os.path.join(cluster_dir(run_dir), CLUSTER_LOCK), timeout)
+
+
+def agent_lock(run_dir: str, timeout: float = LOCK_TIMEOUT) -> AbstractContextManager[None]:
+    """Held while the agent is started or stopped (two `up`s never start two agents)."""
+    return _flock(os.path.join(cluster_dir(run_dir), AGENT_LOCK), timeout)
+
+
+@contextmanager
+def _flock(path: str, timeout: float) -> Iterator[None]:
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
@@ -79,7 +89,7 @@ def cluster_lock(run_dir: str, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
                 if e.errno not in (errno.EAGAIN, errno.EACCES):
                     raise
             if time.monotonic() > deadline:
-                raise StoreError(f"the host's cluster lock {path} is still held after {timeout:g} s")
+                raise StoreError(f"the lock {path} is still held after {timeout:g} s")
             time.sleep(LOCK_POLL)
         yield
     finally:

@@ -17,6 +17,8 @@ Decisions (documented choices):
   record and who created it, unless the record has no member left (then the file's values
   replace it).
 
+``propose_network`` puts these decisions together for a new network's record.
+
 Must not: read the store or the kernel: callers pass what they read.
 """
 
@@ -26,6 +28,7 @@ import hashlib
 import ipaddress
 from collections.abc import Iterable, Iterator
 
+from composenet.cluster.errors import ClusterConflict
 from composenet.cluster.records import VNI_MAX, VNI_MIN, AddressLease, NetworkRecord
 
 DEFAULT_POOL = "10.0.0.0/8"
@@ -120,3 +123,29 @@ def network_mismatch(record: NetworkRecord, subnet: str | None, gateway: str | N
     if vni is not None and vni != record.vni:
         out.append(f"VNI {vni} (the cluster's is {record.vni})")
     return out
+
+
+def propose_network(name: str, others: dict[str, NetworkRecord], routes: Iterable[str], subnet: str | None,
+                    gateway: str | None, vni: int | None, port: int, node: str, now: float = 0.0) -> NetworkRecord:
+    """The record a new cluster network ``name`` gets, given the ``others`` of the cluster and the
+    nodes' ``routes``, with what the file says (``subnet``, ``gateway``, ``vni``: None = not
+    said). ``plan`` shows it; ``Registry.ensure_network`` creates it. Raises ClusterConflict."""
+    if subnet is not None:
+        mine = ipaddress.IPv4Network(subnet, strict=False)
+        clash = next((n for n, rec in sorted(others.items()) if mine.overlaps(ipaddress.IPv4Network(rec.subnet))),
+                     None)
+        if clash is not None:
+            raise ClusterConflict(f"network {name}: subnet {subnet} overlaps cluster network {clash} "
+                                  f"({others[clash].subnet})", hint="choose another subnet, or leave it out")
+        chosen = str(mine)
+    else:
+        found = choose_subnet([rec.subnet for rec in others.values()], routes)
+        if found is None:
+            raise ClusterConflict(f"network {name}: no free /24 left in the cluster's address pool {DEFAULT_POOL}")
+        chosen = found
+    vni_chosen = choose_vni(name, [rec.vni for rec in others.values()], vni)
+    if vni_chosen is None:
+        holder = next(n for n, rec in sorted(others.items()) if rec.vni == vni)
+        raise ClusterConflict(f"network {name}: VNI {vni} is used by cluster network {holder}",
+                              hint="choose another com.composenet.vxlan.id, or leave it out")
+    return NetworkRecord(name, chosen, gateway or default_gateway(chosen), vni_chosen, port, node, now)

@@ -21,7 +21,6 @@ kernel or the run directory.
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -41,14 +40,7 @@ from composenet.cluster.client import (
     op_range,
 )
 from composenet.cluster.errors import ClusterConflict, StoreError
-from composenet.cluster.ipam import (
-    choose_subnet,
-    choose_vni,
-    default_gateway,
-    free_addresses,
-    lease_conflict,
-    network_mismatch,
-)
+from composenet.cluster.ipam import free_addresses, lease_conflict, network_mismatch, propose_network
 from composenet.cluster.mirror import ClusterView
 from composenet.cluster.records import (
     AddressLease,
@@ -77,6 +69,22 @@ class NetworkState:
     leases: dict[str, AddressLease] = field(default_factory=dict)
     endpoints: list[EndpointRecord] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """A row of `composenet node ls`."""
+
+    node: str
+    address: str
+    last_seen: int | None  # seconds ago
+    networks: tuple[str, ...]
+    containers: int
+    started: float  # Unix time its agent registered
+
+    def to_json(self) -> dict:
+        return {"node": self.node, "address": self.address, "last_seen": self.last_seen,
+                "networks": list(self.networks), "containers": self.containers, "started": self.started}
 
 
 @dataclass
@@ -118,6 +126,19 @@ class Registry:
         return NetworkState(r.revision, view.networks.get(name), own[0].mod_revision if own else 0,
                             view.members.get(name, {}), view.addresses.get(name, {}), view.endpoints.get(name, []),
                             view.problems)
+
+    def nodes(self) -> list[NodeStatus]:
+        """Every node the store knows (`composenet node ls`), by name. ``last_seen``: seconds since
+        its agent last renewed its lease (TTL granted minus TTL left), None if unknown."""
+        view = self.view()
+        out = []
+        for name, rec in sorted(view.nodes.items()):
+            lease = view.leases.get(keys.node_key(name), 0)
+            left, granted = self.store.time_to_live(lease) if lease else (-1, 0)
+            containers = sorted({e.container for eps in view.endpoints.values() for e in eps if e.node == name})
+            out.append(NodeStatus(name, rec.address, max(0, granted - left) if left >= 0 and granted else None,
+                                  tuple(view.node_networks(name)), len(containers), rec.started))
+        return out
 
     def node_lease(self) -> int | None:
         """The lease of this node's record (its agent keeps it alive); None when not registered."""
@@ -200,27 +221,9 @@ class Registry:
 
     def _new_network(self, name: str, others: dict[str, NetworkRecord], view: ClusterView, subnet: str | None,
                      gateway: str | None, vni: int | None, port: int, routes: tuple[str, ...]) -> NetworkRecord:
-        if subnet is not None:
-            mine = ipaddress.IPv4Network(subnet, strict=False)
-            clash = next((n for n, rec in sorted(others.items()) if mine.overlaps(ipaddress.IPv4Network(rec.subnet))),
-                         None)
-            if clash is not None:
-                raise ClusterConflict(f"network {name}: subnet {subnet} overlaps cluster network {clash} "
-                                      f"({others[clash].subnet})", hint="choose another subnet, or leave it out")
-            chosen = str(mine)
-        else:
-            node_routes = [r for rec in view.nodes.values() for r in rec.routes]
-            found = choose_subnet([rec.subnet for rec in others.values()], [*node_routes, *routes])
-            if found is None:
-                raise ClusterConflict(f"network {name}: no free /24 left in the cluster's address pool")
-            chosen = found
-        vni_chosen = choose_vni(name, [rec.vni for rec in others.values()], vni)
-        if vni_chosen is None:
-            holder = next(n for n, rec in others.items() if rec.vni == vni)
-            raise ClusterConflict(f"network {name}: VNI {vni} is used by cluster network {holder}",
-                                  hint="choose another com.composenet.vxlan.id, or leave it out")
-        return NetworkRecord(name, chosen, gateway or default_gateway(chosen), vni_chosen, port, self.node,
-                             round(self.clock(), 3))
+        node_routes = [r for rec in view.nodes.values() for r in rec.routes]
+        return propose_network(name, others, [*node_routes, *routes], subnet, gateway, vni, port, self.node,
+                               round(self.clock(), 3))
 
     def join(self, network: str, vtep: str, project: str, lease: int) -> None:
         """Make this node a member of ``network`` (whose record must exist)."""

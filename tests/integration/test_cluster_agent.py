@@ -200,6 +200,11 @@ def test_agents_program_the_overlay_and_the_names(cluster: Cluster):
     # "ok" counts it too; the drop rule sees h3's packets only)
     assert middle[drop] > before[drop]
     assert after[ok] > middle[ok] and after[drop] == middle[drop]
+    # What `composenet node ls` will show (part B): every node, its VTEP, networks, containers.
+    rows = registry_on(c.lab, h1, lambda reg: reg.nodes())
+    assert [(r.node, r.address, r.networks, r.containers) for r in rows] == [
+        ("h1", h1.addr, (NET,), 2), ("h2", h2.addr, (NET,), 2)]
+    assert all(r.last_seen is not None and 0 <= r.last_seen <= TTL for r in rows)
 
 
 def test_a_killed_host_vanishes_from_the_others_within_ttl(cluster: Cluster):

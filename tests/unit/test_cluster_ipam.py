@@ -73,3 +73,25 @@ def test_what_the_file_says_differently_from_the_record():
     assert network_mismatch(rec, "10.0.4.0/24", "10.0.4.1", 5001) == [
         "subnet 10.0.4.0/24 (the cluster's is 10.0.3.0/24)", "gateway 10.0.4.1 (the cluster's is 10.0.3.1)",
         "VNI 5001 (the cluster's is 5000)"]
+
+
+def test_a_new_networks_record_proposed():
+    from composenet.cluster.errors import ClusterConflict
+    from composenet.cluster.ipam import propose_network
+
+    others = {"a": NetworkRecord("a", "10.0.0.0/24", "10.0.0.1", 5000), "b": NetworkRecord("b", "10.0.2.0/24",
+                                                                                         "10.0.2.1", 5001)}
+    rec = propose_network("new", others, ["10.0.1.0/24"], None, None, None, 4789, "h1", 12.5)
+    assert rec == NetworkRecord("new", "10.0.3.0/24", "10.0.3.1", derived_vni("new"), 4789, "h1", 12.5)
+    rec = propose_network("new", others, [], "10.9.0.0/24", "10.9.0.254", 4242, 4790, "h2")
+    assert (rec.subnet, rec.gateway, rec.vni, rec.port) == ("10.9.0.0/24", "10.9.0.254", 4242, 4790)
+    for kw, why in (({"subnet": "10.0.0.128/25"}, "network new: subnet 10.0.0.128/25 overlaps cluster network a "
+                                                   "(10.0.0.0/24)"),
+                    ({"vni": 5001}, "network new: VNI 5001 is used by cluster network b")):
+        args = {"subnet": None, "gateway": None, "vni": None, **kw}
+        try:
+            propose_network("new", others, [], args["subnet"], args["gateway"], args["vni"], 4789, "h1")
+        except ClusterConflict as e:
+            assert e.message == why
+        else:
+            raise AssertionError(f"no conflict for {kw}")
