@@ -51,7 +51,7 @@ from typing import Any
 from pyroute2 import IPRoute
 
 from composenet.cluster import files
-from composenet.cluster.agentctl import AGENT_MODULE, agent_pid
+from composenet.cluster.agentctl import AGENT_MODULE, agent_pid, foreign_agent, shared_run_dir_error
 from composenet.cluster.client import KV, Store
 from composenet.cluster.dataplane import Device, host_routes, sync_device, sync_vtep_sets, vxlan_devices
 from composenet.cluster.errors import ClusterConflict, StoreError
@@ -177,6 +177,9 @@ class Agent:
         other = agent_pid(self.cfg.run_dir)
         if other is not None and other != os.getpid():
             raise ComposenetError(f"another cluster agent of this host runs (pid {other})")
+        foreign = foreign_agent(self.cfg.run_dir)
+        if foreign is not None:
+            raise shared_run_dir_error(self.cfg.run_dir, foreign)
         signal.signal(signal.SIGHUP, self._on_hup)
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
@@ -403,8 +406,11 @@ class Agent:
             self.next_resync = time.monotonic() + RETRY
         changed = set()
         for net in devices:
-            if remote.write_names(self.cfg.run_dir, net, me, view.revision, name_records(view, net, me)):
-                changed.add(net)
+            try:
+                if remote.write_names(self.cfg.run_dir, net, me, view.revision, name_records(view, net, me)):
+                    changed.add(net)
+            except (OSError, ValueError) as e:
+                self._say(f"cannot write the names of {net}: {e}")
         if listed:  # a device gone: its names go (never on a failed listing)
             for net in remote.written_networks(self.cfg.run_dir) - set(devices):
                 if remote.remove_names(self.cfg.run_dir, net):

@@ -60,6 +60,27 @@ def agent_pid(run_dir: str) -> int | None:
     return None
 
 
+def foreign_agent(run_dir: str) -> int | None:
+    """A live agent named by the pidfile that is NOT this host's: another network namespace
+    shares this run directory (give each host its own: COMPOSENET_RUN_DIR, or the simulated-host
+    recipe's private /run/composenet)."""
+    path = files.agent_pidfile(run_dir)
+    try:
+        with open(path) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    if proc.alive(pid) and AGENT_MODULE in proc.cmdline(pid) and not of_this_host(pid, path):
+        return pid
+    return None
+
+
+def shared_run_dir_error(run_dir: str, pid: int) -> StoreError:
+    return StoreError(f"the run directory {run_dir} holds the cluster agent of another host (pid {pid}, another "
+                      "network namespace): each host needs its own run directory",
+                      hint="set COMPOSENET_RUN_DIR per host (or give each simulated host a private /run/composenet)")
+
+
 def _log_tail(path: str, n: int = 12) -> str:
     try:
         with open(path, "rb") as f:
@@ -78,6 +99,9 @@ def start_agent(run_dir: str, config: dict, env: dict[str, str] | None = None,
     path = files.agent_config_path(run_dir)
     pidfile = files.agent_pidfile(run_dir)
     log = files.agent_log(run_dir)
+    other = foreign_agent(run_dir)
+    if other is not None:
+        raise shared_run_dir_error(run_dir, other)
     atomic_write(path, json.dumps(config, indent=1, sort_keys=True) + "\n", mode=0o600)
     try:
         os.unlink(pidfile)

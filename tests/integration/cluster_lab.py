@@ -368,17 +368,25 @@ class Lab:
 # -- what part B's `up` does on a host, by hand ---------------------------------------------------
 
 
-def agent_config(lab: Lab, h: Host, ttl: int = 10, **extra: Any) -> dict[str, Any]:
-    return {"store": lab.store_url, "node": h.name, "advertise": h.addr, "ttl": ttl, "run_dir": "/run/composenet",
-            **extra}
+def agent_config(lab: Lab, h: Host, ttl: int = 10, run_dir: str = "/run/composenet", **extra: Any) -> dict[str, Any]:
+    return {"store": lab.store_url, "node": h.name, "advertise": h.addr, "ttl": ttl, "run_dir": run_dir, **extra}
 
 
-def start_agent(lab: Lab, h: Host, ttl: int = 10, **extra: Any) -> int:
-    """Start the cluster agent on ``h`` (agentctl.start_agent, run on the host); its pid."""
+def start_agent(lab: Lab, h: Host, ttl: int = 10, run_dir: str = "/run/composenet", check: bool = True,
+                **extra: Any) -> int | str:
+    """Start the cluster agent on ``h`` (agentctl.start_agent, run on the host): its pid (or,
+    with check=False, the error it raised)."""
     code = ("import json, sys\nfrom composenet.cluster import agentctl\n"
-            "print(agentctl.start_agent('/run/composenet', json.loads(sys.argv[1])))\n")
-    r = h.python("-c", code, json.dumps(agent_config(lab, h, ttl, **extra)))
-    return int(r.stdout.strip().splitlines()[-1])
+            "from composenet.cluster.errors import StoreError\n"
+            "try:\n    print(agentctl.start_agent(sys.argv[2], json.loads(sys.argv[1])))\n"
+            "except StoreError as e:\n    print('ERROR', e.message)\n")
+    r = h.python("-c", code, json.dumps(agent_config(lab, h, ttl, run_dir, **extra)), run_dir)
+    last = r.stdout.strip().splitlines()[-1]
+    if last.startswith("ERROR"):
+        if check:
+            raise AssertionError(f"{h.name}: the agent did not start: {r.stdout}")
+        return last
+    return int(last)
 
 
 def agent_log(h: Host) -> str:

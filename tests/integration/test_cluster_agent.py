@@ -284,3 +284,22 @@ def test_down_on_every_host_leaves_nothing_in_the_store(cluster: Cluster):
         assert not Path(h.path(f"/run/composenet/{PROJECT}/cluster.json")).exists()
         h.python("-c", "from composenet.cluster import agentctl; assert agentctl.stop_agent('/run/composenet')")
     assert c.lab.store(lambda s: s.range("/composenet/v1/")[1]) == []
+
+
+def test_two_hosts_sharing_a_run_directory_are_refused(tmp_path):
+    """Host-wide cluster files live in the run directory: a second host (another network
+    namespace) pointed at the same one is refused with the reason, the first one keeps running."""
+    lab = Lab(tmp_path, hosts=2)
+    lab.setup()
+    try:
+        lab.start_etcd()
+        shared = str(tmp_path / "shared-run")
+        first = start_agent(lab, lab.hosts[0], ttl=TTL, run_dir=shared)
+        second = start_agent(lab, lab.hosts[1], ttl=TTL, run_dir=shared, check=False)
+        assert isinstance(second, str) and second.startswith(
+            f"ERROR the run directory {shared} holds the cluster agent of another host (pid {first}")
+        assert Path(shared, ".cluster", "agent.pid").read_text().strip() == str(first)
+        assert start_agent(lab, lab.hosts[1], ttl=TTL) != first  # its own run directory: fine
+    finally:
+        lab.teardown()
+        assert lab.leftovers() == []
