@@ -12,6 +12,7 @@ The run directory::
 
     <run_dir>/.ipam.lock               flock'ed by `up` while it chooses and assigns subnets
     <run_dir>/.guard.lock, .forwarding.json  the forwarding guard (host-wide)
+    <run_dir>/.validated               digests of compose documents that validated (host-wide)
     <run_dir>/<project>/lock           flock'ed by every run that changes the project
     <run_dir>/<project>/applied.json   digests of what the last successful apply wrote
     <run_dir>/<project>/connections.json  endpoints added by `network connect`
@@ -42,6 +43,8 @@ IPAM_LOCK = ".ipam.lock"  # in the run directory, host-wide
 # Host-wide, in the run directory: the forwarding guard's lock and its record of the host's own
 # forwarding settings before composenet turned them on (restored by the last project's `down`).
 GUARD_LOCK = ".guard.lock"
+# Host-wide: digests of compose documents that validated (the schema is skipped for them).
+VALIDATED = ".validated"
 FORWARDING_RECORD = ".forwarding.json"
 LOCK = "lock"
 APPLIED = "applied.json"
@@ -149,13 +152,18 @@ def list_projects(run_dir: str) -> list[str]:
 
 
 def schema_text(name: str) -> str:
-    """One of the JSON schemas in schemas/ (compose, plan, observed), installed or in a checkout."""
-    from importlib import resources  # deferred: only the schema readers need importlib.resources
+    """One of the JSON schemas in schemas/ (compose, plan, observed): in a checkout (and an
+    editable install) they sit next to the package; an installed package carries them as
+    composenet.schemas (pyproject's package-dir)."""
+    here = Path(__file__).resolve().parent
+    for path in (here.parent / "schemas" / name, here / "schemas" / name):
+        try:
+            return path.read_text()
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    from importlib import resources  # deferred: only a non-file install needs importlib.resources
 
-    try:  # installed: packaged as composenet.schemas (pyproject package-dir)
-        return resources.files("composenet.schemas").joinpath(name).read_text()
-    except (ModuleNotFoundError, FileNotFoundError, OSError):
-        return (Path(__file__).resolve().parent.parent / "schemas" / name).read_text()
+    return resources.files("composenet.schemas").joinpath(name).read_text()
 
 
 def standalone_project(network: str) -> str:

@@ -1,6 +1,11 @@
 """What every command module shares: help text, option types, and how errors and files given on
 the command line are reported. Light: imports typer and the standard library only, so that
-`composenet --help` pays for nothing else."""
+`composenet --help` pays for nothing else.
+
+Help is rendered by click's plain formatter (``rich_markup_mode=None`` on every Typer app):
+typer would otherwise render it through rich, whose import alone costs more than the rest of
+`composenet --help`. Each command gets a ``short_help`` (one line in the command lists) and an
+``examples`` epilog."""
 
 from __future__ import annotations
 
@@ -21,9 +26,9 @@ class Format(str, Enum):
 def examples(*lines: str) -> str:
     """A command's help epilog: one example per line, kept as written.
 
-    typer's rich help joins single line breaks of an epilog into one paragraph and keeps
-    blank-line breaks, so the lines are separated by blank lines to print one per line."""
-    return "\n\n".join(("Examples:", *lines))
+    click rewraps each paragraph of an epilog, joining its lines, except a paragraph whose first
+    line is ``\\b`` (click's no-rewrap marker, dropped from the output)."""
+    return "\n".join(("\b", "Examples:", *(f"  {line}" for line in lines)))
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

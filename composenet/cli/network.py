@@ -2,7 +2,8 @@
 network` command set). Argument parsing only: what the commands do is composenet.networks, what
 they list is composenet.kernel.netinfo."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: typer would evaluate each string annotation twice
+# (inspect.signature, get_type_hints) every time it builds the commands, ~8 ms a start.
 
 import ipaddress
 import json
@@ -14,14 +15,16 @@ import typer
 from composenet import paths
 from composenet.cli.help import Format, echo_err, examples
 from composenet.cli.session import session
+from composenet.errors import ComposenetError
 
 app = typer.Typer(
     name="network",
     help="Manage composenet networks: standalone ones (usable as `external: true` by projects) "
          "and, read-only, those of projects.",
+    short_help="Manage networks, like `docker network`.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
-
 
 
 class Driver(str, Enum):
@@ -29,38 +32,18 @@ class Driver(str, Enum):
     macvlan = "macvlan"
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 def _fail(message: str, hint: str | None = None) -> NoReturn:
-    from composenet.errors import ComposenetError
-
     raise ComposenetError(message, hint=hint)
 
 
 def _check_name(name: str) -> None:
-    from composenet.networks import check_name
+    from composenet.networks import check_name  # deferred: the kernel layer
 
     check_name(name)
 
 
 def _networks() -> dict[str, dict[str, Any]]:
-    from composenet.kernel.netinfo import networks
+    from composenet.kernel.netinfo import networks  # deferred: the kernel layer
 
     return networks(paths.run_dir())
 
@@ -68,7 +51,7 @@ def _networks() -> dict[str, dict[str, Any]]:
 # ---- commands ------------------------------------------------------------------------------
 
 
-@app.command("ls", epilog=examples(
+@app.command("ls", short_help="List standalone and project networks.", epilog=examples(
     'composenet network ls',
     'composenet network ls -q',
     'composenet network ls --format json',
@@ -95,7 +78,7 @@ def ls(
         typer.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
-@app.command("inspect", epilog=examples(
+@app.command("inspect", short_help="Print networks and their containers as JSON.", epilog=examples(
     'composenet network inspect shared',
     'composenet network inspect webapp_front webapp_data',
 ))
@@ -139,7 +122,7 @@ def _ipam(subnets: list[str], gateways: list[str], ranges: list[str]) -> list[di
     return out
 
 
-@app.command("create", epilog=examples(
+@app.command("create", short_help="Create a standalone network (`external: true`).", epilog=examples(
     'composenet network create shared',
     'composenet network create --subnet 10.40.0.0/24 --gateway 10.40.0.254 lab',
     'composenet network create --internal --ipv6 backplane',
@@ -157,7 +140,7 @@ def create(
     opt: Annotated[list[str] | None, typer.Option("-o", "--opt", help="Driver option KEY=VALUE (as driver_opts).")] = None,
 ) -> None:
     """Create a standalone network; projects attach to it with `external: true`."""
-    from composenet.networks import create as create_network
+    from composenet.networks import create as create_network  # deferred: the kernel layer
 
     s = session()
     _check_name(name)
@@ -166,7 +149,7 @@ def create(
     typer.echo(name)
 
 
-@app.command("rm", epilog=examples(
+@app.command("rm", short_help="Remove standalone networks.", epilog=examples(
     'composenet network rm shared',
     'composenet network rm lab backplane',
 ))
@@ -174,7 +157,7 @@ def rm(
     names: Annotated[list[str], typer.Argument(metavar="NAME...", help="Network name(s).")],
 ) -> None:
     """Remove standalone networks (refused while containers are attached)."""
-    from composenet.networks import remove
+    from composenet.networks import remove  # deferred: the kernel layer
 
     nets = _networks()
     for name in names:
@@ -182,14 +165,14 @@ def rm(
         typer.echo(name)
 
 
-@app.command("prune", epilog=examples(
+@app.command("prune", short_help="Remove the standalone networks no container uses.", epilog=examples(
     'composenet network prune',
 ))
 def prune(
     format: Annotated[Format, typer.Option("--format", help="text or json (the removed names).")] = Format.text,
 ) -> None:
     """Remove every standalone composenet network no container uses. Project networks and anything without a composenet label are left alone."""
-    from composenet.networks import prune as prune_networks
+    from composenet.networks import prune as prune_networks  # deferred: the kernel layer
 
     gone = prune_networks(paths.run_dir(), echo_err)
     if format == Format.json:
@@ -198,7 +181,7 @@ def prune(
         typer.echo("Deleted Networks:\n" + "\n".join(gone))
 
 
-@app.command("connect", epilog=examples(
+@app.command("connect", short_help="Attach a running container to one more network.", epilog=examples(
     'composenet -f compose.yaml network connect shared webapp-web-1',
     'composenet -p webapp network connect --alias api --ip 10.40.0.10 lab webapp-web-1',
 ))
@@ -209,7 +192,7 @@ def connect(
     ip: Annotated[str | None, typer.Option("--ip", help="IPv4 address in the network's subnet.")] = None,
 ) -> None:
     """Attach a running container to one more network (a new ethN); a later `up` keeps it."""
-    from composenet.networks import connect as connect_container
+    from composenet.networks import connect as connect_container  # deferred: the kernel layer
 
     s = session()
     project = s.load()
@@ -220,7 +203,7 @@ def connect(
         ctx.close()
 
 
-@app.command("disconnect", epilog=examples(
+@app.command("disconnect", short_help="Detach a container from a network.", epilog=examples(
     'composenet -p webapp network disconnect lab webapp-web-1',
 ))
 def disconnect(
@@ -228,7 +211,7 @@ def disconnect(
     container: Annotated[str, typer.Argument(help="Container of a running project.")],
 ) -> None:
     """Detach a container from a network `connect` attached it to."""
-    from composenet.networks import disconnect as disconnect_container
+    from composenet.networks import disconnect as disconnect_container  # deferred: the kernel layer
 
     s = session()
     project = s.load()

@@ -2,7 +2,8 @@
 only when no -p names the project) and run the pipeline. Imports of the loader and the pipeline
 are inside the commands: `composenet --help` must not pay for them."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: typer would evaluate each string annotation twice
+# (inspect.signature, get_type_hints) every time it builds the commands, ~8 ms a start.
 
 from enum import Enum
 from typing import Annotated
@@ -19,7 +20,7 @@ class ConfigFormat(str, Enum):
     json = "json"
 
 
-@app.command(epilog=examples(
+@app.command(short_help="Print the normalised project, like `docker compose config`.", epilog=examples(
     "composenet config  # ./compose.yaml, as YAML",
     "composenet -f compose.yaml -f prod.yaml config  # several files, merged",
     "composenet --profile debug config --format json",
@@ -32,7 +33,7 @@ def config(
     ] = False,
 ) -> None:
     """Print the normalised project (like `docker compose config`; networking in long form)."""
-    from composenet.compose.render_config import render_config
+    from composenet.compose.render_config import render_config  # deferred: the loader (yaml)
 
     project = session().load()
     for w in project.warnings:
@@ -40,7 +41,7 @@ def config(
     typer.echo(render_config(project, format.value, ignored=ignored), nl=False)
 
 
-@app.command(epilog=examples(
+@app.command(short_help="Check the compose files; print only the problems.", epilog=examples(
     "composenet validate  # FILE:LINE:COL per problem",
     "composenet -f compose.yaml --env-file prod.env validate",
 ))
@@ -52,7 +53,7 @@ def validate() -> None:
     typer.echo(f"{project.name}: valid ({len(project.services)} services, {len(project.networks)} networks)")
 
 
-@app.command(epilog=examples(
+@app.command(short_help="Show what `up` would change, without changing anything.", epilog=examples(
     "composenet plan  # against this kernel (root)",
     "composenet plan --offline  # against an empty kernel, anywhere",
     "composenet plan --detailed-exitcode  # exit 0 none, 1 error, 2 changes",
@@ -77,9 +78,9 @@ def plan(
 
     Changes are grouped by network and service with + (create), ~ (update in place), -/+ (replace) and - (remove), each with its reason; then the exposure table (which host address:port reaches which service) and a summary line."""  # noqa: E501 -- one line: help text keeps newlines
 
-    from composenet.core.render import render_json, render_text
-    from composenet.core.state import ObservedState, ObservedStateError
-    from composenet.pipeline import check_ruleset, make_plan
+    from composenet.core.render import render_json, render_text  # deferred: the pipeline
+    from composenet.core.state import ObservedState, ObservedStateError  # deferred: the pipeline
+    from composenet.pipeline import check_ruleset, make_plan  # deferred: the pipeline
 
     project = session().load()
     upstreams = session().upstreams()
@@ -95,8 +96,8 @@ def plan(
     elif offline:
         observed = ObservedState(offline=True)
     else:
-        from composenet.kernel import links
-        from composenet.kernel.observe import observe_project
+        from composenet.kernel import links  # deferred: the kernel layer
+        from composenet.kernel.observe import observe_project  # deferred: the kernel layer
 
         links.check_mount_namespace()
         observed = observe_project(ctx)
@@ -107,7 +108,10 @@ def plan(
             raise
         # A hand-edited or damaged recording: its values are only used while planning.
         fail(f"{observed_file}: not a recorded observed state ({type(e).__name__}: {e})")
-    if planned.ruleset and not offline and not observed_file:
+    # The kernel's parser checks the ruleset (`nft -c`) only when the plan loads it: otherwise
+    # this very ruleset is loaded already, so the kernel accepted it (`up` checks likewise).
+    loads_ruleset = any(c.kind == "nft" and c.after is not None for c in planned.plan.changes)
+    if planned.ruleset and loads_ruleset and not offline and not observed_file:
         err = check_ruleset(planned.ruleset)
         if err:
             fail(f"nft rejected the generated ruleset:\n{err}")
@@ -121,7 +125,7 @@ def plan(
         raise typer.Exit(2)
 
 
-@app.command(epilog=examples(
+@app.command(short_help="Build the stack in the kernel, or bring it up to date.", epilog=examples(
     "composenet up",
     "composenet -p shop -f compose.yaml up -q",
     "composenet plan --out plan.json  # review it, then:",
@@ -136,12 +140,12 @@ def up(
     """Build the stack in the kernel: namespaces, bridges, veths, addresses, routes, nftables,
     DNS resolvers, then start the service commands. Running it again changes only what differs."""
 
-    from composenet.pipeline import run_apply
+    from composenet.pipeline import run_apply  # deferred: the pipeline
 
     project = session().load()
     saved = None
     if plan_file:
-        from composenet.core.plan import saved_plan_problem
+        from composenet.core.plan import saved_plan_problem  # deferred: the pipeline
 
         saved = read_json(plan_file, "saved plan")
         problem = saved_plan_problem(saved)
@@ -155,21 +159,22 @@ def up(
     finally:
         ctx.close()
     if not planned.plan.empty and not quiet:
-        from composenet.core.render import counts
+        from composenet.core.render import counts  # deferred: the pipeline
 
         n = counts(planned.plan)
         typer.echo(f'Project "{project.name}" is up: {n["add"]} added, {n["change"]} changed, '
                    f'{n["replace"]} replaced, {n["remove"]} removed.')
 
 
-@app.command(epilog=examples("composenet down", "composenet -p shop down  # without the compose file"))
+@app.command(short_help="Remove everything the project owns in the kernel.",
+             epilog=examples("composenet down", "composenet -p shop down  # without the compose file"))
 def down(
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only warnings and errors.")] = False,
 ) -> None:
     """Remove everything the project owns in the kernel: processes, resolver, nftables table,
     veths, bridges, namespaces, /etc/netns files and runtime files. Works from kernel labels
     alone, so `composenet -p NAME down` works even when the compose file changed or is gone."""
-    from composenet.pipeline import run_apply
+    from composenet.pipeline import run_apply  # deferred: the pipeline
 
     ctx, name = session().project_context()
     try:  # down wants nothing, so it needs no upstream servers

@@ -10,7 +10,10 @@ from typing import TYPE_CHECKING
 
 import click
 
-from composenet.compose.options import LoadOptions
+from composenet.cli.schemacache import read_keys, store_keys
+from composenet.compose.options import LoadOptions, name_problem
+from composenet.errors import InputError, Problem
+from composenet.paths import run_dir
 
 if TYPE_CHECKING:
     from composenet.core.desired import Upstreams
@@ -24,22 +27,24 @@ class Session:
     resolv_conf: str | None = None  # --resolv-conf / COMPOSENET_RESOLV_CONF
 
     def load(self) -> Project:
-        """The project of the compose files (-f, COMPOSE_FILE or the default lookup)."""
-        from composenet.compose.project import load_project
+        """The project of the compose files (-f, COMPOSE_FILE or the default lookup). Documents
+        that passed the schema in an earlier run are not validated again (cli.schemacache)."""
+        from composenet.compose.project import SchemaCache, load_project  # deferred: the loader (yaml)
 
-        return load_project(self.opts)
+        where = run_dir()
+        known = read_keys(where)
+        cache = SchemaCache(known=frozenset(known))
+        project = load_project(self.opts, cache)
+        store_keys(where, known, cache.passed)
+        return project
 
     def context(self, project_name: str) -> Context:
-        from composenet.kernel.context import Context
-        from composenet.paths import run_dir
+        from composenet.kernel.context import Context  # deferred: the kernel layer
 
         return Context(project=project_name, run_dir=run_dir(), resolv_conf=self.resolv_conf or "/etc/resolv.conf")
 
     def named_project(self) -> str:
         """The project `-p NAME` names, refused if invalid (Compose does not normalise -p)."""
-        from composenet.compose.options import name_problem
-        from composenet.errors import InputError, Problem
-
         name = self.opts.project_name or ""
         err = name_problem(name)
         if err:
@@ -54,7 +59,7 @@ class Session:
         return self.context(name), name
 
     def upstreams(self) -> Upstreams:
-        from composenet.pipeline import read_upstreams
+        from composenet.pipeline import read_upstreams  # deferred: the pipeline
 
         return read_upstreams(self.resolv_conf)
 

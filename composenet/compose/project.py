@@ -6,7 +6,9 @@ interpolation, ``include`` and ``extends``, merging, profiles, and the order of 
 turns every failure, even an unexpected one, into an ``InputError`` with located Problems.
 Must not: touch the kernel, write files, or print.
 
-Entry point: ``load_project(LoadOptions) -> Project``.
+Entry point: ``load_project(LoadOptions, SchemaCache | None) -> Project``. The optional
+``SchemaCache`` lets the caller skip the JSON-schema validation of documents that passed before
+(storing it is the caller's business: this module only reads ``known`` and fills ``passed``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import gc
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from composenet.compose import schema
@@ -55,9 +58,27 @@ def normalize_project_name(name: str) -> str:
     return out
 
 
+@dataclass
+class SchemaCache:
+    """Schema verdicts remembered by the caller, keyed by ``schema.validation_key``.
+
+    A document whose key is in ``known`` passed the schema before and is not validated again;
+    every other document is. Because the key is a digest of the document the validator would
+    see (after interpolation, include and extends), nothing else (file names, variables,
+    profiles) needs to be part of it, and an invalid document can never match: only keys of
+    documents that passed are ever stored. After a load that succeeded as a whole, ``passed``
+    holds the key of every document it validated or skipped (the caller stores them); after a
+    failed load it is left empty."""
+
+    known: frozenset[str] = frozenset()
+    passed: list[str] = field(default_factory=list)
+
+
 class _Loader:
-    def __init__(self, opts: LoadOptions):
+    def __init__(self, opts: LoadOptions, schema_cache: SchemaCache | None = None):
         self.opts = opts
+        self.schema_cache = schema_cache
+        self.passed: list[str] = []  # keys of the documents that passed (SchemaCache)
         self.environ: dict[str, str] = dict(os.environ if opts.environ is None else opts.environ)
         self.cwd = os.path.abspath(opts.cwd or os.getcwd())
         self.problems: list[Problem] = []
@@ -166,7 +187,7 @@ class _Loader:
             return None
         if "version" in doc:
             self.warn(doc, ("version",), "`version` is obsolete and ignored", "CS-FILE-04", key=True)
-        found = schema.validate_paths(strip_tags(clone(doc)), default_file=path)
+        found = self.schema_problems(doc, path)
         if found:
             if not all(self.set_aside(doc, p) for p, _ in found):
                 self.problems.extend(p for _, p in found)
@@ -185,6 +206,19 @@ class _Loader:
             self.include(doc, path, env, stack)
         self.resolve_extends(doc, path, env)
         return doc
+
+    def schema_problems(self, doc: YMap, path: str) -> list[tuple[Path, Problem]]:
+        """``schema.validate_paths`` of one file's document, unless the SchemaCache knows that
+        this very document passed before."""
+        checked = strip_tags(clone(doc))
+        key = schema.validation_key(checked) if self.schema_cache is not None else None
+        if key is not None and self.schema_cache is not None and key in self.schema_cache.known:
+            self.passed.append(key)
+            return []
+        found = schema.validate_paths(checked, default_file=path)
+        if not found and key is not None:
+            self.passed.append(key)
+        return found
 
     def set_aside(self, doc: YMap, p: Path) -> bool:
         """Keep a schema error from reaching the semantic checks: a service or network with one is
@@ -300,8 +334,8 @@ class _Loader:
             if d is not None:
                 n = len(self.problems)
                 interpolate_tree(d, env, self.problems, self.unset)
-                probs = schema.validate(strip_tags(clone(d)), default_file=path) if len(self.problems) == n else []
-                self.problems.extend(probs)
+                if len(self.problems) == n:
+                    self.problems.extend(p for _, p in self.schema_problems(d, path))
                 if len(self.problems) == n:
                     for svc in (d.get("services") or {}).values():
                         if isinstance(svc, YMap):
@@ -532,16 +566,21 @@ def _ordered(problems: list[Problem]) -> list[Problem]:
     return sorted(dict.fromkeys(problems), key=lambda p: (p.file or "", p.line or 0, p.col or 0))
 
 
-def load_project(opts: LoadOptions) -> Project:
-    """Load, merge, validate and model the project ``opts`` selects. Raises InputError only."""
-    loader = _Loader(opts)
+def load_project(opts: LoadOptions, schema_cache: SchemaCache | None = None) -> Project:
+    """Load, merge, validate and model the project ``opts`` selects. Raises InputError only.
+    With ``schema_cache``, documents it knows are not validated again, and on success its
+    ``passed`` lists the keys to remember (see SchemaCache)."""
+    loader = _Loader(opts, schema_cache)
     paused = gc.isenabled()
     # A big file is hundreds of thousands of acyclic containers, built and copied a few times; the
     # cyclic collector would rescan them all again and again (a quarter of the time of a 20,000
     # service file). One load's garbage is bounded by its input: it is collected after.
     gc.disable()
     try:
-        return loader.run()
+        project = loader.run()
+        if schema_cache is not None:  # only now: every document passed and the project is valid
+            schema_cache.passed = list(dict.fromkeys(loader.passed))
+        return project
     except InputError:
         raise
     except YamlProblem as e:

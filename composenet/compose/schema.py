@@ -1,25 +1,37 @@
 """Validate a compose document against schemas/compose.schema.json (JSON Schema 2020-12).
 
 Owns: loading the schema, turning jsonschema errors into located Problems with short messages,
-and the lists of keys composenet interprets / ignores (read from the schema itself, so one table
-drives both). Must not: change the document.
+the lists of keys composenet interprets / ignores (read from the schema itself, so one table
+drives both), and ``validation_key``: the fingerprint of a document as the validator sees it,
+under which a caller may remember that it passed. Must not: change the document, or import
+jsonschema before a document is actually validated (`composenet --help`, and a load whose
+documents all passed before, never pay for it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import marshal
+import os
 import re
 from functools import lru_cache
-from typing import Any
+from importlib.util import find_spec
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
-from jsonschema.exceptions import ValidationError, best_match
-
-from composenet.compose.load import Path, problem_at
+import composenet
+from composenet.compose.load import Path, plain, problem_at
 from composenet.errors import Problem
 from composenet.paths import schema_text
 
+if TYPE_CHECKING:
+    import jsonschema
+    from jsonschema.exceptions import ValidationError
+
 SCHEMA_NAME = "compose.schema.json"
+# Bump when validate_paths starts checking something the schema text does not say (a format
+# checker, say): a key remembered by an older composenet must then no longer match.
+_KEY_FORMAT = 1
 
 
 def load_schema(name: str) -> dict[str, Any]:
@@ -29,13 +41,53 @@ def load_schema(name: str) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=1)
+def _schema_text() -> str:
+    return schema_text(SCHEMA_NAME)
+
+
+@lru_cache(maxsize=1)
 def schema() -> dict[str, Any]:
-    return load_schema(SCHEMA_NAME)
+    result: dict[str, Any] = json.loads(_schema_text())
+    return result
 
 
 @lru_cache(maxsize=1)
 def _validator() -> jsonschema.Draft202012Validator:
+    import jsonschema  # deferred: ~60 ms to import; a load whose documents all passed before skips it
+
     return jsonschema.Draft202012Validator(schema())
+
+
+@lru_cache(maxsize=1)
+def _validator_identity() -> bytes:
+    """What, besides the document, decides the outcome of validate_paths: the schema's text, this
+    composenet, and the installed jsonschema and referencing (its $ref resolver), found but not
+    imported: a package's modification time changes when it is upgraded."""
+    installed = []
+    for package in ("jsonschema", "referencing"):
+        spec = find_spec(package)
+        try:
+            installed.append(f"{spec.origin}:{os.stat(spec.origin).st_mtime_ns}" if spec and spec.origin else "-")
+        except OSError:
+            installed.append("?")
+    head = "\0".join((str(_KEY_FORMAT), composenet.__version__, *installed, "")).encode()
+    return head + hashlib.sha256(_schema_text().encode()).digest()
+
+
+def validation_key(doc: Any) -> str | None:
+    """A digest of ``doc`` as validate_paths would check it, or None if ``doc`` holds a value that
+    cannot be fingerprinted (then nothing may be skipped).
+
+    validate_paths is a pure function of the document and of ``_validator_identity``; the key
+    covers both, so two documents with one key get the same verdict, whatever files, variables,
+    profiles or includes produced them. marshal (format 2: no back-references, so the bytes
+    depend only on the values) encodes each value with its exact type (1, "1", 1.0 and True
+    differ, keys included) and refuses any other type, str and dict subclasses included."""
+    try:
+        data = marshal.dumps(plain(doc), 2)
+    except ValueError:
+        return None
+    return hashlib.sha256(_validator_identity() + data).hexdigest()
 
 
 def _props(defn: dict[str, Any]) -> tuple[set[str], set[str]]:
@@ -72,6 +124,8 @@ def _what(v: Any) -> str:
 
 def _leaf(err: ValidationError) -> ValidationError:
     """For oneOf/anyOf, the most relevant error among the alternatives."""
+    from jsonschema.exceptions import best_match  # deferred: jsonschema is imported only to validate
+
     while err.validator in ("oneOf", "anyOf") and err.context:
         # Prefer the alternative whose type matched the value (the deepest error).
         deeper = [e for e in err.context

@@ -96,6 +96,18 @@ def test_every_command_help_teaches_with_examples(tmp_path: Path):
         assert any(f" {cmd.split()[-1]}" in line for line in lines), (cmd, r.stdout)
 
 
+def test_command_lists_give_each_command_one_whole_sentence(tmp_path: Path):
+    """`composenet --help` and `composenet network --help`: one line per command, a whole
+    sentence (never cut short with "..." nor broken across lines), in an 80-column terminal."""
+    for args, names in ((["--help"], [c for c in COMMANDS if " " not in c] + ["network"]),
+                        (["network", "--help"], [c.split()[1] for c in COMMANDS if c.startswith("network ")])):
+        r = run(tmp_path, *args, env={"COLUMNS": "80", "TERM": "dumb"})
+        assert r.returncode == 0, r.stderr
+        listed = r.stdout.split("Commands:\n", 1)[1].strip("\n").splitlines()
+        assert [line.split()[0] for line in listed] == names, r.stdout
+        assert all(line.endswith(".") and not line.endswith("...") for line in listed), r.stdout
+
+
 PLANNED = """
 services:
   web:
