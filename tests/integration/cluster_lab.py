@@ -190,6 +190,7 @@ class Lab:
         self.etcd_ns = f"cnc{self.tag}e"
         self.hosts = [Host(self, f"h{i}", f"{UNDERLAY}.{10 + i}") for i in range(1, hosts + 1)]
         self.procs: list[subprocess.Popen] = []
+        self.survivors: list[str] = []  # processes of the hosts that outlived teardown
         self.etcd: subprocess.Popen | None = None
         self.etcd_dir = tmp / "etcd-data"
         self.etcd_log = tmp / "etcd.log"
@@ -322,7 +323,10 @@ class Lab:
     # -- teardown ---------------------------------------------------------------------------
 
     def kill_host(self, h: Host) -> None:
-        """SIGKILL everything of ``h`` (its holder last): the host dies as a machine would."""
+        """SIGKILL everything of ``h`` (its holder last): the host dies as a machine would.
+        What does not die is recorded (``leftovers``). A host killed already is left alone."""
+        if h.holder is None or h.holder.poll() is not None:
+            return
         for _ in range(200):  # bounded (10 s): a process takes a moment to die after SIGKILL
             pids = h.processes()
             if not pids:
@@ -333,6 +337,9 @@ class Lab:
                 except OSError:
                     pass
             time.sleep(0.05)
+        # Judged while the holder keeps the host's namespaces alive: once they are freed, their
+        # inodes may be reused by anyone's new namespace, and a match would mean nothing.
+        self.survivors += [f"{h.name}: pid {pid}" for pid in h.processes()]
         if h.holder is not None and h.holder.poll() is None:
             h.holder.kill()
             h.holder.wait(10)
@@ -358,10 +365,8 @@ class Lab:
         if os.path.isdir("/run/netns"):
             found += [f"/run/netns/{n}" for n in os.listdir("/run/netns") if n.startswith(f"cnc{self.tag}")]
         found += [f"pid {p.pid}" for p in self.procs if p.poll() is None]
-        for h in self.hosts:
-            found += [f"{h.name}: pid {pid}" for pid in h.processes()]
-            if h.alive():
-                found.append(f"{h.name}: holder {h.pid}")
+        found += self.survivors
+        found += [f"{h.name}: holder {h.pid}" for h in self.hosts if h.holder is not None and h.holder.poll() is None]
         return found
 
 
