@@ -244,7 +244,7 @@ class Registry:
 
     def leave(self, network: str) -> bool:
         """Withdraw this node from ``network`` (its member record, endpoints and address leases),
-        then remove the network's record if no member is left. True if the record went."""
+        then remove the network's record if no member is left. True if the record is gone."""
         state = self.network_state(network)
         ours = [ip for ip, lease in state.leases.items() if lease.node == self.node]
         ops = [op_delete(keys.member_key(network, self.node)),
@@ -252,7 +252,8 @@ class Registry:
         ops += [op_delete(keys.address_key(network, ip)) for ip in ours]
         for i in range(0, len(ops), MAX_TXN_OPS):
             self.store.txn([], ops[i:i + MAX_TXN_OPS])
-        return self.collect_network(network)
+        # Another host's agent may have collected it first (it saw the last member go).
+        return self.collect_network(network) or self.store.get(keys.network_key(network)) is None
 
     # -- addresses --------------------------------------------------------------------------
 
