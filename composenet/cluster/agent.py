@@ -53,7 +53,14 @@ from pyroute2 import IPRoute
 from composenet.cluster import files
 from composenet.cluster.agentctl import AGENT_MODULE, agent_pid, foreign_agent, shared_run_dir_error
 from composenet.cluster.client import KV, Store
-from composenet.cluster.dataplane import Device, host_routes, sync_device, sync_vtep_sets, vxlan_devices
+from composenet.cluster.dataplane import (
+    Device,
+    SyncError,
+    host_routes,
+    sync_device,
+    sync_vtep_sets,
+    vxlan_devices,
+)
 from composenet.cluster.errors import ClusterConflict, StoreError
 from composenet.cluster.keys import ROOT, parse_key
 from composenet.cluster.mirror import Mirror, device_want, name_records
@@ -380,7 +387,7 @@ class Agent:
         for p in view.problems:
             self._say(f"skipped: {p}")
         devices: dict[str, Device] = {}
-        acted = listed = False
+        acted = listed = failed = False
         try:
             devices = {n: d for n, d in vxlan_devices(self.ipr).items() if not d.learning}
             listed = True
@@ -391,7 +398,13 @@ class Agent:
                 want, problems = device_want(view, net, me)
                 for p in problems:
                     self._say(p)
-                for line in sync_device(self.ipr, dev, want):
+                try:
+                    lines = sync_device(self.ipr, dev, want)
+                except SyncError as e:
+                    self._say(f"cannot apply: {e}")
+                    failed = True
+                    continue
+                for line in lines:
                     log(f"{dev.ifname} ({net}): {line}")
                     acted = True
             vteps: set[str] = set()
@@ -402,7 +415,8 @@ class Agent:
                 acted = True
         except Exception as e:  # noqa: BLE001 -- netlink and nft errors: logged, tried again
             self._say(f"cannot apply: {e!r}")
-            self.dirty = True
+            failed = True
+        if failed:  # tried again soon (the periodic re-check, sooner)
             self.next_resync = time.monotonic() + RETRY
         changed = set()
         for net in devices:

@@ -22,13 +22,16 @@ composenet's label.
 
 from __future__ import annotations
 
+import errno
 import json
 import socket
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 
 from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ndmsg import NTF_MASTER, NTF_SELF, NUD_NOARP, NUD_PERMANENT
 
 from composenet.cluster.mirror import FLOOD_MAC, DeviceWant
@@ -98,39 +101,55 @@ def observe(ipr: IPRoute, dev: Device) -> DeviceWant:
     return DeviceWant(frozenset(unicast), frozenset(flood), frozenset(neighbours), frozenset(statics))
 
 
+class SyncError(Exception):
+    """Some entries of a device could not be changed (each line says which and why); the others
+    were."""
+
+
 def sync_device(ipr: IPRoute, dev: Device, want: DeviceWant) -> list[str]:
     """Make ``dev``'s entries ``want``; returns what changed, one line each. Removals first (a
-    MAC that moved to another VTEP is replaced in place)."""
+    MAC that moved to another VTEP is replaced in place). Every change is tried: one that fails
+    does not hold the others back (an entry already gone counts as removed); SyncError lists
+    the failures after the rest is done."""
     have = observe(ipr, dev)
-    done: list[str] = []
     i = dev.ifindex
     want_mac = dict(want.unicast)
+    ops: list[tuple[str, Callable[[], object]]] = []
     for mac, dst in sorted(have.unicast - want.unicast):
         if want_mac.get(mac) is None:
-            ipr.neigh("del", family=socket.AF_BRIDGE, ifindex=i, lladdr=mac, dst=dst, flags=NTF_SELF)
-            done.append(f"- fdb {mac} dst {dst}")
+            ops.append((f"- fdb {mac} dst {dst}", partial(ipr.neigh, "del", family=socket.AF_BRIDGE, ifindex=i,
+                                                          lladdr=mac, dst=dst, flags=NTF_SELF)))
     for dst in sorted(have.flood - want.flood):
-        ipr.fdb("del", ifindex=i, lladdr=FLOOD_MAC, dst=dst)
-        done.append(f"- flood dst {dst}")
+        ops.append((f"- flood dst {dst}", partial(ipr.fdb, "del", ifindex=i, lladdr=FLOOD_MAC, dst=dst)))
     for mac in sorted(have.statics - want.statics):
-        ipr.neigh("del", family=socket.AF_BRIDGE, ifindex=i, lladdr=mac, flags=NTF_MASTER)
-        done.append(f"- static {mac}")
+        ops.append((f"- static {mac}", partial(ipr.neigh, "del", family=socket.AF_BRIDGE, ifindex=i, lladdr=mac,
+                                                flags=NTF_MASTER)))
     for ip, mac in sorted(have.neighbours - want.neighbours):
-        ipr.neigh("del", ifindex=i, dst=ip, lladdr=mac)
-        done.append(f"- neigh {ip} lladdr {mac}")
+        ops.append((f"- neigh {ip} lladdr {mac}", partial(ipr.neigh, "del", ifindex=i, dst=ip, lladdr=mac)))
     for mac, dst in sorted(want.unicast - have.unicast):
-        ipr.neigh("replace", family=socket.AF_BRIDGE, ifindex=i, lladdr=mac, dst=dst, flags=NTF_SELF,
-                  state=NUD_PERMANENT | NUD_NOARP)
-        done.append(f"+ fdb {mac} dst {dst}")
+        ops.append((f"+ fdb {mac} dst {dst}", partial(ipr.neigh, "replace", family=socket.AF_BRIDGE, ifindex=i,
+                                                       lladdr=mac, dst=dst, flags=NTF_SELF,
+                                                       state=NUD_PERMANENT | NUD_NOARP)))
     for dst in sorted(want.flood - have.flood):
-        ipr.fdb("append", ifindex=i, lladdr=FLOOD_MAC, dst=dst)
-        done.append(f"+ flood dst {dst}")
+        ops.append((f"+ flood dst {dst}", partial(ipr.fdb, "append", ifindex=i, lladdr=FLOOD_MAC, dst=dst)))
     for mac in sorted(want.statics - have.statics):
-        ipr.neigh("replace", family=socket.AF_BRIDGE, ifindex=i, lladdr=mac, flags=NTF_MASTER, state=NUD_NOARP)
-        done.append(f"+ static {mac}")
+        ops.append((f"+ static {mac}", partial(ipr.neigh, "replace", family=socket.AF_BRIDGE, ifindex=i, lladdr=mac,
+                                                flags=NTF_MASTER, state=NUD_NOARP)))
     for ip, mac in sorted(want.neighbours - have.neighbours):
-        ipr.neigh("replace", ifindex=i, dst=ip, lladdr=mac, state=NUD_PERMANENT)
-        done.append(f"+ neigh {ip} lladdr {mac}")
+        ops.append((f"+ neigh {ip} lladdr {mac}", partial(ipr.neigh, "replace", ifindex=i, dst=ip, lladdr=mac,
+                                                           state=NUD_PERMANENT)))
+    done, failed = [], []
+    for line, op in ops:
+        try:
+            op()
+        except NetlinkError as e:
+            if line.startswith("-") and e.code == errno.ENOENT:
+                continue  # gone already
+            failed.append(f"{line}: {e}")
+            continue
+        done.append(line)
+    if failed:
+        raise SyncError(f"{dev.ifname}: " + "; ".join(failed) + (f" (done: {len(done)})" if done else ""))
     return done
 
 

@@ -101,6 +101,14 @@ class Cluster:
                 "/run/composenet/p/dns.json", log=self.lab.tmp / f"dns-{h.name}.log")
         wait_until(lambda: Path(h.path("/run/composenet/p/dns.pid")).exists(), 10, f"resolver of {h.name}")
 
+    def wait(self, cond, timeout: float, what: str):  # type: ignore[no-untyped-def]
+        """wait_until, and on failure the agents' logs in the message (what they saw and did)."""
+        try:
+            return wait_until(cond, timeout, what)
+        except AssertionError as e:
+            logs = "".join(f"\n--- agent of {h.name}:\n{agent_log(h)[-3000:]}" for h in (self.h1, self.h2))
+            raise AssertionError(f"{e}{logs}") from None
+
     # -- probes ---------------------------------------------------------------------------------
 
     def ping(self, h: Host, ns: str, ip: str) -> bool:
@@ -223,7 +231,7 @@ def test_a_killed_host_vanishes_from_the_others_within_ttl(cluster: Cluster):
         return (not macs & {MACS["p-b-1"], MACS["p-web-1@h2"]} and c.vteps(h1) == []
                 and not c.neighbours(h1) and c.dns(h1, "p-a-1", gw, "b") == ("SERVFAIL", []))
 
-    wait_until(gone, TTL + 2, "h2 gone from h1 (FDB, neighbours, VTEP set, names)")
+    c.wait(gone, TTL + 2, "h2 gone from h1 (FDB, neighbours, VTEP set, names)")
     assert time.monotonic() - killed <= TTL + 2
     assert c.dns(h1, "p-a-1", gw, "web") == ("NOERROR", [c.ips["p-web-1@h1"]])  # h1's replica stays
     nodes = c.lab.store(lambda st: [kv.key.rsplit("/", 1)[1] for kv in st.range("/composenet/v1/nodes/")[1]])
@@ -235,20 +243,20 @@ def test_store_down_keeps_the_data_plane_and_names_then_converges(cluster: Clust
     h1, h2 = c.h1, c.h2
     b, gw = c.ips["p-b-1@h2"], c.record.gateway
     c.lab.stop_etcd()
-    wait_until(lambda: "store lost" in agent_log(h1), 15, "h1's agent notices the store is gone")
+    c.wait(lambda: "store lost" in agent_log(h1), 15, "h1's agent notices the store is gone")
     # Nothing is removed: packets and names from the last known state.
     assert c.ping(h1, "p-a-1", b)
     assert c.dns(h1, "p-a-1", gw, "b") == ("NOERROR", [b])
     assert {e["mac"] for e in c.fdb(h1)} >= {MACS["p-b-1"], MACS["p-web-1@h2"]}
     c.lab.start_etcd()
     # The agents reconnect (leases survive a restart of etcd), and a new endpoint on h2 reaches h1.
-    wait_until(lambda: agent_log(h2).count("store reachable") >= 2, 15, "h2's agent reconnects")
+    c.wait(lambda: agent_log(h2).count("store reachable") >= 2, 15, "h2's agent reconnects")
     _, ips = join_and_publish(c.lab, h2, PROJECT, NET, [("p-new-1", "new", "02:42:0a:00:00:4a", ())])
     new = ips["p-new-1"]
     prefix = int(c.record.subnet.split("/")[1])
     add_container(h2, "p-new-1", NET, new, prefix, "02:42:0a:00:00:4a", gw)
-    wait_until(lambda: c.dns(h1, "p-a-1", gw, "new") == ("NOERROR", [new]), 5, "the new name on h1")
-    wait_until(lambda: c.ping(h1, "p-a-1", new), 5, "the new container reachable from h1")
+    c.wait(lambda: c.dns(h1, "p-a-1", gw, "new") == ("NOERROR", [new]), 5, "the new name on h1")
+    c.wait(lambda: c.ping(h1, "p-a-1", new), 5, "the new container reachable from h1")
     assert c.dns(h1, "p-a-1", gw, "b") == ("NOERROR", [b])
 
 
@@ -260,9 +268,9 @@ def test_a_lost_lease_is_replaced_and_the_hosts_records_published_again(cluster:
     b, gw = c.ips["p-b-1@h2"], c.record.gateway
     lease = c.lab.store(lambda s: s.get("/composenet/v1/nodes/h2").lease)
     c.lab.store(lambda s: s.revoke(lease))
-    wait_until(lambda: "expired: registering again" in agent_log(h2), TTL + 2, "h2's agent notices")
-    wait_until(lambda: c.dns(h1, "p-a-1", gw, "b") == ("NOERROR", [b]), 5, "h2's names back on h1")
-    wait_until(lambda: c.ping(h1, "p-a-1", b), 5, "h2's container reachable again")
+    c.wait(lambda: "expired: registering again" in agent_log(h2), TTL + 2, "h2's agent notices")
+    c.wait(lambda: c.dns(h1, "p-a-1", gw, "b") == ("NOERROR", [b]), 5, "h2's names back on h1")
+    c.wait(lambda: c.ping(h1, "p-a-1", b), 5, "h2's container reachable again")
     new = c.lab.store(lambda s: s.get("/composenet/v1/nodes/h2").lease)
     assert new and new != lease
     leases = c.lab.store(lambda s: {kv.key: kv.lease for kv in s.range("/composenet/v1/")[1] if "/h2" in kv.key})
@@ -276,8 +284,8 @@ def test_down_on_every_host_leaves_nothing_in_the_store(cluster: Cluster):
     h1, h2 = c.h1, c.h2
     gone = registry_on(c.lab, h2, lambda reg: host.withdraw(h2.path("/run/composenet"), reg, PROJECT))
     assert gone == []  # h1 is still a member
-    wait_until(lambda: not {e["mac"] for e in c.fdb(h1)} & {MACS["p-b-1"], MACS["p-web-1@h2"]}
-               and c.vteps(h1) == [], 5, "h2 gone from h1's device and VTEP set")
+    c.wait(lambda: not {e["mac"] for e in c.fdb(h1)} & {MACS["p-b-1"], MACS["p-web-1@h2"]}
+           and c.vteps(h1) == [], 5, "h2 gone from h1's device and VTEP set")
     gone = registry_on(c.lab, h1, lambda reg: host.withdraw(h1.path("/run/composenet"), reg, PROJECT))
     assert gone == [NET]  # the last member: the network's record went with it
     for h in (h1, h2):
