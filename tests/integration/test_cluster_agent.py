@@ -311,3 +311,25 @@ def test_two_hosts_sharing_a_run_directory_are_refused(tmp_path):
     finally:
         lab.teardown()
         assert lab.leftovers() == []
+
+
+def test_a_killed_agent_vanishes_and_comes_back_with_its_records(cluster: Cluster):
+    """Only h2's agent is SIGKILLed (its containers live on): h2 vanishes from h1 within TTL + 2 s;
+    a new agent on h2 registers again and publishes h2's records from its project's file."""
+    import os
+    import signal
+
+    c = cluster
+    h1, h2 = c.h1, c.h2
+    b, gw = c.ips["p-b-1@h2"], c.record.gateway
+    pid = int(Path(h2.path("/run/composenet/.cluster/agent.pid")).read_text())
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    c.wait(lambda: c.vteps(h1) == [] and not c.neighbours(h1) and c.dns(h1, "p-a-1", gw, "b")[1] == [],
+           TTL + 2, "h2 gone from h1 after its agent died")
+    assert time.monotonic() - killed <= TTL + 2
+    assert c.ping(h2, "p-b-1", c.record.gateway)  # h2's own containers never noticed
+    start_agent(c.lab, h2, ttl=TTL)
+    c.wait(lambda: c.dns(h1, "p-a-1", gw, "b") == ("NOERROR", [b]) and c.vteps(h1) == [h2.addr], 5,
+           "h2 back on h1")
+    c.wait(lambda: c.ping(h1, "p-a-1", b), 5, "h2's container reachable again")
