@@ -229,7 +229,9 @@ class Agent:
             except StoreError as e:
                 log(f"could not revoke the lease ({e.message}); it expires within {self.cfg.ttl} s")
         try:
-            if open(self.pidfile).read().strip() == str(os.getpid()):
+            with open(self.pidfile) as f:
+                mine = f.read().strip() == str(os.getpid())
+            if mine:
                 os.unlink(self.pidfile)
         except OSError:
             pass
