@@ -2,8 +2,8 @@
 exit codes (0 ok, 1 error, 2 plan has changes with --detailed-exitcode).
 
 ``app`` (cli.app) holds the global options in a ``Session`` (cli.session); the commands live in
-cli.project (config, validate, plan, up, down), cli.status (ps, port, exec, logs) and cli.network
-(`composenet network ...`). Every module here imports only typer and light modules at import
+cli.project (config, validate, plan, up, down), cli.status (ps, port, exec, logs), cli.check,
+cli.graph and cli.network (`composenet network ...`). Every module here imports only typer and light modules at import
 time, so that `composenet --help` starts fast; each command imports what it runs. ``main``
 ends the process without the interpreter's tear-down (see ``_end``).
 """
@@ -16,7 +16,12 @@ import sys
 
 import typer
 
-from composenet.cli import network, project, status  # noqa: F401 -- registers their commands
+# The import order is the order `composenet --help` lists the commands in.
+# isort: off
+from composenet.cli import project, status  # noqa: F401 -- registers their commands
+from composenet.cli import check, graph  # noqa: F401 -- registers them, listed after logs
+from composenet.cli import network
+# isort: on
 from composenet.cli.app import app
 from composenet.errors import ComposenetError
 

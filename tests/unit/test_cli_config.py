@@ -79,7 +79,7 @@ def test_project_options(tmp_path: Path):
     assert doc["services"]["web"]["ports"][0]["published"] == "9999"
 
 
-COMMANDS = ["config", "validate", "plan", "up", "down", "ps", "port", "exec", "logs",
+COMMANDS = ["config", "validate", "plan", "up", "down", "ps", "port", "exec", "logs", "check", "graph",
             "network ls", "network inspect", "network create", "network rm", "network prune",
             "network connect", "network disconnect"]
 
