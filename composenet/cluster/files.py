@@ -11,9 +11,8 @@
     <run_dir>/<project>/cluster.json     the project's records (``HostRecords``), stamped with
                                          the host network namespace like dns-peers.json
 
-TODO(paths.py): these names belong in composenet/paths.py (CLUSTER_DIR, AGENT_CONFIG, AGENT_PID,
-AGENT_LOG, CLUSTER_LOCK, AGENT_LOCK, CLUSTER_RECORDS) and ProjectPaths.cluster_records; they are here until
-that file is free.
+The directory and per-project names are composenet.paths' (CLUSTER_DIR, CLUSTER_NAMES,
+ProjectPaths.cluster_records); the agent's own files inside the directory are named here.
 
 Must not: talk to the store or the kernel.
 """
@@ -32,15 +31,13 @@ from composenet.cluster.errors import StoreError
 from composenet.cluster.records import HostRecords, RecordError
 from composenet.linux.fileio import atomic_write, read_json
 from composenet.linux.proc import host_netns
-from composenet.paths import ProjectPaths, list_projects
+from composenet.paths import CLUSTER_DIR, ProjectPaths, list_projects
 
-CLUSTER_DIR = ".cluster"
 AGENT_CONFIG = "agent.json"
 AGENT_PID = "agent.pid"
 AGENT_LOG = "agent.log"
 CLUSTER_LOCK = "lock"
 AGENT_LOCK = "agent.lock"
-CLUSTER_RECORDS = "cluster.json"
 LOCK_TIMEOUT = 30.0
 LOCK_POLL = 0.02
 
@@ -62,7 +59,7 @@ def agent_log(run_dir: str) -> str:
 
 
 def records_path(run_dir: str, project: str) -> str:
-    return ProjectPaths(run_dir, project) / CLUSTER_RECORDS
+    return ProjectPaths(run_dir, project).cluster_records
 
 
 def cluster_lock(run_dir: str, timeout: float = LOCK_TIMEOUT) -> AbstractContextManager[None]:

@@ -8,7 +8,7 @@ network that exists on this host, the endpoints of the OTHER hosts on it::
     {"network": "fabric", "node": "h1", "host_netns": 4026532000, "revision": 42,
      "containers": [ ... as in dns.json, plus the "node" each runs on ... ]}
 
-(TODO(paths.py): the directory's name belongs in composenet/paths.py.) It rewrites a file only
+(The directory is composenet.paths.CLUSTER_NAMES.) It rewrites a file only
 when its content changes (atomically), then signals (SIGHUP) the resolvers that concern the
 network, without waiting: ``peers.notify``'s rule, the agent being no project.
 
@@ -33,8 +33,9 @@ from typing import Any
 from composenet.dns.peers import relevant_networks, run_dir_of, valid_record
 from composenet.linux.fileio import atomic_write, read_json
 from composenet.linux.proc import host_netns
+from composenet.paths import CLUSTER_NAMES
 
-NAMES_DIR = os.path.join(".cluster", "names")  # TODO(paths.py): CLUSTER_NAMES
+NAMES_DIR = CLUSTER_NAMES
 SUFFIX = ".json"
 
 
