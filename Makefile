@@ -54,6 +54,7 @@ demo: deps $(STAMP)
 bench: deps $(STAMP)
 	$(PY) bench/up_down.py
 	$(PY) bench/dns.py
+	$(PY) bench/cluster.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -13,6 +13,8 @@ The run directory::
     <run_dir>/.ipam.lock               flock'ed by `up` while it chooses and assigns subnets
     <run_dir>/.guard.lock, .forwarding.json  the forwarding guard (host-wide)
     <run_dir>/.validated               digests of compose documents that validated (host-wide)
+    <run_dir>/.cluster/                the cluster agent (config, pidfile, log, locks) and
+                                       .cluster/names/<network>.json, remote endpoints' names
     <run_dir>/<project>/lock           flock'ed by every run that changes the project
     <run_dir>/<project>/applied.json   digests of what the last successful apply wrote
     <run_dir>/<project>/connections.json  endpoints added by `network connect`
@@ -22,6 +24,7 @@ The run directory::
     <run_dir>/<project>/proc/<c>.json  service processes
     <run_dir>/<project>/dns.json, dns.pid  the resolver's config and pidfile
     <run_dir>/<project>/dns-peers.json the project's endpoints on networks others own
+    <run_dir>/<project>/cluster.json   the project's records in the cluster store
     <run_dir>/<project>/logs/<c>.log, logs/dns.log
 
 Must not: create, write or delete anything. Reading a directory listing (``list_projects``) and
@@ -45,6 +48,11 @@ IPAM_LOCK = ".ipam.lock"  # in the run directory, host-wide
 GUARD_LOCK = ".guard.lock"
 # Host-wide: digests of compose documents that validated (the schema is skipped for them).
 VALIDATED = ".validated"
+# Host-wide: the cluster agent's directory (composenet.cluster.files has its layout) and, inside
+# it, the remote endpoints' names the resolvers merge (composenet.dns.remote).
+CLUSTER_DIR = ".cluster"
+CLUSTER_NAMES = os.path.join(CLUSTER_DIR, "names")
+CLUSTER_RECORDS = "cluster.json"  # per project: its records in the cluster store
 FORWARDING_RECORD = ".forwarding.json"
 LOCK = "lock"
 APPLIED = "applied.json"
@@ -116,6 +124,10 @@ class ProjectPaths:
     @property
     def dns_peers(self) -> str:
         return self / DNS_PEERS
+
+    @property
+    def cluster_records(self) -> str:
+        return self / CLUSTER_RECORDS
 
     @property
     def logs(self) -> str:

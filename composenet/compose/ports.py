@@ -16,6 +16,21 @@ from composenet.compose.values import ValueProblem, as_str, canonical_ip
 from composenet.core.model import Port, Pos
 
 PROTOCOLS = ("tcp", "udp", "sctp")
+# Why a port cannot be published on [::1] (composenet has no userland proxy; see core/ruleset.py).
+IPV6_LOOPBACK_REASON = (
+    "a port cannot be published on [::1]: the kernel drops a packet to or from ::1 on any interface "
+    "but lo (RFC 4291), so a container's answer to the host's [::1] never arrives and the port "
+    "would be dead")
+IPV6_LOOPBACK_HINT = ("publish it on 127.0.0.1 for the host alone (IPv4 loopback works), or on an address "
+                      "the host owns")
+
+
+def _host_address(text: str, what: str) -> str:
+    """A port's host address, canonical; [::1] refused (IPV6_LOOPBACK_REASON)."""
+    ip = canonical_ip(text, what=what)
+    if ip == "::1":
+        raise ValueProblem(IPV6_LOOPBACK_REASON, hint=IPV6_LOOPBACK_HINT)
+    return ip
 
 
 def _port_range(text: str, what: str) -> tuple[int, int]:
@@ -63,7 +78,7 @@ def parse_port_short(spec: Any, pos: Pos | None = None) -> list[Port]:
         ip, host, cont = parts
     else:  # IPv6 host IP, bracketed or not (CS-PORT-07): split on the last two colons
         ip, host, cont = ":".join(parts[:-2]), parts[-2], parts[-1]
-    host_ip = canonical_ip(ip, what="host address") if ip.strip() else None
+    host_ip = _host_address(ip, "host address") if ip.strip() else None
     c_lo, c_hi = _port_range(cont, "container port")
     if not host.strip():
         return [Port(t, None, host_ip, proto, pos=pos) for t in range(c_lo, c_hi + 1)]
@@ -89,7 +104,7 @@ def parse_port_long(d: dict[str, Any], pos: Pos | None = None) -> list[Port]:
         lo, hi = _port_range(as_str(pub), "published port")
         published = f"{lo}-{hi}" if hi != lo else str(lo)
     hip = d.get("host_ip")
-    host_ip = canonical_ip(str(hip), what="host_ip") if hip not in (None, "") else None
+    host_ip = _host_address(str(hip), "host_ip") if hip not in (None, "") else None
     proto = _protocol(d.get("protocol") or "tcp")
     mode = str(d.get("mode") or "ingress")
     if mode not in ("host", "ingress"):

@@ -5,14 +5,31 @@ are published (core/desired/ports.py gives the PortMaps).
 One ``inet`` table per project, replaced whole in one transaction (declare, delete, re-create,
 as moby's reload template does). It never touches other tables or global policy: every chain
 has policy accept and only drops what composenet must isolate, so other software's rules keep
-working (no FORWARD DROP).
+working (no FORWARD DROP). (The project's ``bridge`` table, which pins every container port to its
+own addresses, is core/antispoof.py's; the host-wide forwarding guard is kernel/guard.py's.)
 
 What the rules do, and why:
 - nat_pre / nat_out jump to ``published`` for local destinations: published ports are pure
-  DNAT, no userland proxy. From outside the client's address is preserved. From the host the
-  output hook handles its own addresses and 127.0.0.1 (with route_localnet=1 on the bridge,
-  a plan step, and the loopback source masqueraded to the bridge address, since a 127/8 source
-  cannot leave the host).
+  DNAT, no userland proxy. From outside the client's address is preserved.
+- Ports published on a loopback address (127.0.0.1) are in ``published_lo``, which only nat_out
+  (packets the host itself sends) jumps to: never prerouting, so no packet that arrives on an
+  interface is DNATed to them, whatever its destination (moby/moby#41872: a LAN neighbour that
+  routes 127.0.0.1 to the host). The host's own connection leaves through the bridge with its
+  127/8 source masqueraded to the bridge address; that needs route_localnet=1 on the bridge (a
+  plan step), which is what raw_pre guards.
+- raw_pre (prerouting, raw priority: before conntrack and NAT, so as early as a hook can): no
+  packet to 127.0.0.0/8 arriving on one of the project's bridges (route_localnet=1 there would
+  let a service reach every host service bound to loopback: Kubernetes CVE-2020-8558), and no
+  packet to 127.0.0.0/8 for a port the project publishes on 127.0.0.1 or on every address, from
+  any interface but lo (this one holds even when something else set route_localnet on every
+  interface). Replies of the host's own connections to a loopback publish need no exception:
+  at raw they still carry the bridge address they were masqueraded to; conntrack turns it back
+  into 127.0.0.1 only at nat prerouting, after raw. The guard is scoped to composenet's bridges
+  and ports on purpose: a host-wide 127/8 drop would break VRFs and anyone who routes loopback on
+  purpose. IPv6 needs no guard: the kernel drops ::1 on any interface but lo before any hook
+  (RFC 4291), which is also why a port published on [::1] cannot work (the validator refuses it)
+  and why every-address IPv6 ports leave [::1] alone (a DNAT from the host's [::1] would be a
+  black hole: the container's answer is dropped on its way back).
 - nat_post: egress masquerade per non-internal network (Docker's POSTROUTING MASQUERADE); hairpin
   masquerade when a container reaches a published port of its own network (the reply would
   otherwise bypass the host, since both are on one L2 segment), one rule per subnet matched on
@@ -27,7 +44,8 @@ What the rules do, and why:
 
 br_netfilter may be loaded or not (``bridge-nf-call-iptables`` is per namespace): every rule must
 hold both when bridged frames skip the inet hooks and when they traverse them (then forward
-sees iifname = oifname = the bridge, and postrouting sees no input device).
+sees iifname = oifname = the bridge, prerouting sees iifname = the bridge, and postrouting sees
+no input device).
 
 ICC off (``enable_icc: "false"``) is not a rule: without br_netfilter bridged frames never reach
 inet hooks, so the bridge ports are marked ``isolated`` instead (see desired/resources.py), which the
@@ -43,6 +61,7 @@ from dataclasses import dataclass, field
 from composenet.core.resources import short_hash
 
 COMMENT_MAX = 128  # nftables limit on comment length (NFT_USERDATA_MAXLEN)
+LOOPBACK_PORTS = "loopback_guarded"  # the set of ports raw_pre keeps to the host's own 127.0.0.0/8
 
 
 @dataclass(frozen=True)
@@ -70,7 +89,7 @@ class PortMap:
 
 
 @dataclass
-class _Chain:
+class Chain:
     name: str
     base: str = ""  # "nat prerouting -100 accept" for base chains
     rules: list[tuple[str, str]] = field(default_factory=list)  # (nft rule text, comment)
@@ -87,7 +106,7 @@ def _comment(text: str) -> str:
     return text
 
 
-def _q(name: str) -> str:
+def quote(name: str) -> str:
     return '"' + name + '"'
 
 
@@ -150,46 +169,90 @@ def parse_port(ident: str) -> PortRule | None:
 def build(table: str, nets: list[NetRules], ports: list[PortMap]) -> tuple[str, tuple[str, ...]]:
     """Return (ruleset text, identities). Identities follow nft.identities(): for each chain
     sorted by name ``chain <name>[ <type> <hook> <prio> <policy>]``, then ``<chain>: <comment>``
-    for its rules in order."""
+    for its rules in order; then the named set of loopback-guarded ports and its elements."""
     chains = {
-        "published": _Chain("published"),
-        "nat_pre": _Chain("nat_pre", "nat prerouting -100 accept"),
-        "nat_out": _Chain("nat_out", "nat output -100 accept"),
-        "nat_post": _Chain("nat_post", "nat postrouting 100 accept"),
-        "filter_fwd": _Chain("filter_fwd", "filter forward 0 accept"),
-        "filter_in": _Chain("filter_in", "filter input 0 accept"),
+        "raw_pre": Chain("raw_pre", "filter prerouting -300 accept"),
+        "published": Chain("published"),
+        "published_lo": Chain("published_lo"),
+        "nat_pre": Chain("nat_pre", "nat prerouting -100 accept"),
+        "nat_out": Chain("nat_out", "nat output -100 accept"),
+        "nat_post": Chain("nat_post", "nat postrouting 100 accept"),
+        "filter_fwd": Chain("filter_fwd", "filter forward 0 accept"),
+        "filter_in": Chain("filter_in", "filter input 0 accept"),
     }
+    head, head_idents = _loopback_guard(chains["raw_pre"], nets, ports)
     _published(chains, ports)
     _masquerade(chains["nat_post"], nets)
     _isolation(chains, nets)
-    return _text(table, chains)
+    return text(table, "inet", chains, head, head_idents)
 
 
-def _published(chains: dict[str, _Chain], ports: list[PortMap]) -> None:
-    """The jumps to ``published`` for local destinations, and one DNAT rule per published port."""
-    if ports:
+def is_loopback_publish(p: PortMap) -> bool:
+    """A port published on a loopback address (127.0.0.1): for the host itself only."""
+    return p.host_ip is not None and ipaddress.ip_address(p.host_ip).is_loopback
+
+
+def _port_order(p: PortMap) -> tuple[int, str, int, str, str]:
+    return (p.host_port, p.protocol, p.family, p.host_ip or "", p.service)
+
+
+def _loopback_guard(raw_pre: Chain, nets: list[NetRules], ports: list[PortMap]) -> tuple[list[str], list[str]]:
+    """Loopback stays loopback: no 127.0.0.0/8 destination from the project's bridges (they carry
+    route_localnet=1), and none from any interface but lo for a port published on 127.0.0.1 or on
+    every IPv4 address (see the module docstring). Returns the declaration and identities of the
+    set of those ports (``protocol . port``), empty when there is none."""
+    for n in sorted(nets, key=lambda n: n.bridge):
+        raw_pre.add(f"iifname {quote(n.bridge)} ip daddr 127.0.0.0/8 counter drop",
+                    f"loopback guard {n.network}: no 127.0.0.0/8 destination from {n.bridge}")
+    guarded = sorted({(p.protocol, p.host_port) for p in ports
+                      if p.family == 4 and (p.host_ip is None or is_loopback_publish(p))}, key=lambda x: (x[1], x[0]))
+    if not guarded:
+        return [], []
+    raw_pre.add(f'iifname != "lo" ip daddr 127.0.0.0/8 meta l4proto . th dport @{LOOPBACK_PORTS} counter drop',
+                "loopback guard: the project's ports answer 127.0.0.0/8 only from the host itself")
+    elems = [f"{proto} . {port}" for proto, port in guarded]
+    decl = f"set {LOOPBACK_PORTS} {{ type inet_proto . inet_service; elements = {{ {', '.join(elems)} }}; }}"
+    return [decl], [f"set {LOOPBACK_PORTS} inet_proto . inet_service", *sorted(f"set {LOOPBACK_PORTS}: {e}" for e in elems)]
+
+
+def _published(chains: dict[str, Chain], ports: list[PortMap]) -> None:
+    """The jumps to ``published`` (every path) and ``published_lo`` (the host's own packets
+    only), and one DNAT rule per published port."""
+    remote = [p for p in ports if not is_loopback_publish(p)]
+    local = [p for p in ports if is_loopback_publish(p)]
+    if remote:
         chains["nat_pre"].add("fib daddr type local jump published", "published ports, arriving for a local address")
         chains["nat_out"].add("fib daddr type local jump published", "published ports, from the host itself")
-    for p in sorted(ports, key=lambda p: (p.host_port, p.protocol, p.family, p.host_ip or "", p.service)):
-        fam = "ip6" if p.family == 6 else "ip"
-        nfproto = "ipv6" if p.family == 6 else "ipv4"
-        match = f"meta nfproto {nfproto} "
-        if p.host_ip is not None:
-            match += f"{fam} daddr {p.host_ip} "
-        match += f"{p.protocol} dport {p.host_port} "
-        if len(p.targets) == 1:
-            to = f"dnat {fam} to {_fmt_target(p.targets[0], p.target_port)}"
-        else:
-            # Replicas share one published port: spread new connections round-robin.
-            elems = ", ".join(f"{i} : {t} . {p.target_port}" for i, t in enumerate(p.targets))
-            to = f"dnat {fam} to numgen inc mod {len(p.targets)} map {{ {elems} }}"
-        chains["published"].add(match + to, describe_port(p))
+    if local:
+        chains["nat_out"].add("fib daddr type local jump published_lo",
+                              "ports published on loopback, only from the host itself")
+    for chain, maps in (("published", remote), ("published_lo", local)):
+        for p in sorted(maps, key=_port_order):
+            chains[chain].add(_dnat(p), describe_port(p))
 
 
-def _masquerade(nat_post: _Chain, nets: list[NetRules]) -> None:
+def _dnat(p: PortMap) -> str:
+    """The DNAT rule of one published port (without its comment)."""
+    fam = "ip6" if p.family == 6 else "ip"
+    nfproto = "ipv6" if p.family == 6 else "ipv4"
+    match = f"meta nfproto {nfproto} "
+    if p.host_ip is not None:
+        match += f"{fam} daddr {p.host_ip} "
+    elif p.family == 6:
+        # [::1] never leaves the host: a DNAT of the host's own [::1] would be a black hole.
+        match += "ip6 daddr != ::1 "
+    match += f"{p.protocol} dport {p.host_port} "
+    if len(p.targets) == 1:
+        return match + f"dnat {fam} to {_fmt_target(p.targets[0], p.target_port)}"
+    # Replicas share one published port: spread new connections round-robin.
+    elems = ", ".join(f"{i} : {t} . {p.target_port}" for i, t in enumerate(p.targets))
+    return match + f"dnat {fam} to numgen inc mod {len(p.targets)} map {{ {elems} }}"
+
+
+def _masquerade(nat_post: Chain, nets: list[NetRules]) -> None:
     """Per network: egress, hairpin and loopback (127.0.0.1 published ports) masquerade."""
     for n in sorted(nets, key=lambda n: n.bridge):
-        br = _q(n.bridge)
+        br = quote(n.bridge)
         for cidr in n.subnets:
             fam = _ipfam(cidr.split("/")[0])
             if n.masquerade and not n.internal:
@@ -206,19 +269,19 @@ def _masquerade(nat_post: _Chain, nets: list[NetRules]) -> None:
                      f"loopback {n.network}: 127.0.0.1 published ports")
 
 
-def _isolation(chains: dict[str, _Chain], nets: list[NetRules]) -> None:
+def _isolation(chains: dict[str, Chain], nets: list[NetRules]) -> None:
     """Forwarding between and into networks, and who may ask each network's resolver."""
     fwd = chains["filter_fwd"]
     fwd.add("ct status dnat accept", "published ports (DNAT) pass isolation")
     bridges = sorted(n.bridge for n in nets)
     for n in sorted(nets, key=lambda n: n.bridge):
-        br = _q(n.bridge)
+        br = quote(n.bridge)
         if n.internal:
             fwd.add(f"iifname {br} oifname != {br} drop", f"internal {n.network}: no egress")
             fwd.add(f"oifname {br} iifname != {br} drop", f"internal {n.network}: no ingress")
         others = [b for b in bridges if b != n.bridge and not b.startswith("cnb-")]
         if others:
-            fwd.add(f"iifname {br} oifname {{ {', '.join(_q(b) for b in others)} }} drop",
+            fwd.add(f"iifname {br} oifname {{ {', '.join(quote(b) for b in others)} }} drop",
                     f"isolate {n.network} from the project's other networks")
         fwd.add(f'iifname {br} oifname "cnb-*" oifname != {br} drop',
                 f"isolate {n.network} from other composenet networks")
@@ -232,9 +295,13 @@ def _isolation(chains: dict[str, _Chain], nets: list[NetRules]) -> None:
                     f"resolver {n.network} {gw}: only its own network")
 
 
-def _text(table: str, chains: dict[str, _Chain]) -> tuple[str, tuple[str, ...]]:
-    """The table declared, deleted and re-created in one file (one atomic ``nft -f``)."""
-    lines = [f"table inet {table}", f"delete table inet {table}", f"table inet {table} {{"]
+def text(table: str, family: str, chains: dict[str, Chain], head: list[str] | None = None,
+         head_idents: list[str] | None = None) -> tuple[str, tuple[str, ...]]:
+    """The table declared, deleted and re-created in one file (one atomic ``nft -f``). ``head``
+    are declarations (sets, counters) written before the chains, ``head_idents`` their
+    identities (which nft.identities() lists after the chains')."""
+    lines = [f"table {family} {table}", f"delete table {family} {table}", f"table {family} {table} {{"]
+    lines += [f"\t{x}" for x in head or ()]
     idents: list[str] = []
     for name in sorted(chains):
         c = chains[name]
@@ -250,4 +317,4 @@ def _text(table: str, chains: dict[str, _Chain]) -> tuple[str, tuple[str, ...]]:
             idents.append(f"{name}: {comment}")
         lines.append("\t}")
     lines.append("}")
-    return "\n".join(lines) + "\n", tuple(idents)
+    return "\n".join(lines) + "\n", tuple(idents + list(head_idents or ()))

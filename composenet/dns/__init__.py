@@ -55,7 +55,9 @@ listener's network, nor the host itself get no answer: it is not an open resolve
 
 Containers of other projects on the networks a resolver serves, or shares with its own
 containers (``external: true``, `network connect`, standalone networks), are merged into the
-config at load time from their projects' records: see ``peers.py``.
+config at load time from their projects' records: see ``peers.py``. Containers of other hosts
+on cluster-wide overlay networks are merged the same way from the files the cluster agent
+writes: see ``remote.py``.
 
 Modules. The daemon: ``server.py`` (entry point, event loop, life cycle, forwarding cache) and
 the parts it is made of, sharing the state declared in ``state.py``: ``listeners.py`` (sockets,
@@ -63,7 +65,8 @@ in the host and in container namespaces), ``udp.py`` with ``fastio.py`` (UDP ask
 path), ``tcp.py`` (TCP askers), ``forward.py`` (upstream servers), ``access.py`` (who may ask).
 Pure: ``config.py`` (this contract, checked), ``zone.py`` (the precomputed answer tables),
 ``answer.py`` (the decision per query), ``wire.py`` (packet bytes). ``peers.py``: names across
-projects, shared with the planner's side.
+projects, shared with the planner's side; ``remote.py``: names across hosts, shared with the
+cluster agent; ``running.py``: which daemon is a project's resolver on this host.
 
 This package module holds no code and must not import anything: the daemon's start-up and
 the planner both import the package, and must not pay for what they do not use.

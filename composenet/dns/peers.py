@@ -43,7 +43,7 @@ from composenet.linux.proc import host_netns, pid_netns
 from composenet.paths import DNS_CONFIG, DNS_LOG, NETNS_DIR, ProjectPaths, list_projects
 
 __all__ = ["gather", "host_netns", "listener_networks", "merge", "notify", "published_text", "read_from",
-           "read_json", "read_published", "relevant_networks", "resolver_pid", "run_dir_of"]
+           "read_json", "read_published", "relevant_networks", "resolver_pid", "run_dir_of", "valid_record"]
 
 NOTIFY_TIMEOUT = 2.0  # seconds to wait for one notified resolver to reload
 POLL = 0.02
@@ -115,8 +115,9 @@ def published_text(records: dict[str, Any]) -> str:
     return json.dumps({**records, "host_netns": host_netns()}, indent=1, sort_keys=True) + "\n"
 
 
-def _valid(container: dict[str, Any]) -> bool:
-    """Whether one container record passes the resolver's own config checks."""
+def valid_record(container: dict[str, Any]) -> bool:
+    """Whether one container record passes the resolver's own config checks (also used for the
+    cluster's records, remote.py)."""
     try:
         parse_config({"project": "-", "pidfile": "-", "listeners": [], "containers": [container]}, "peer record")
     except (ConfigError, TypeError, ValueError, AttributeError):
@@ -157,7 +158,7 @@ def gather(cfg: dict[str, Any], config_path: str) -> list[dict[str, Any]]:
             if not eps or str(c.get("name")) in own_names:
                 continue
             rec = {**c, "endpoints": eps}
-            if _valid(rec):
+            if valid_record(rec):
                 out.append(rec)
     return out
 

@@ -1,8 +1,19 @@
 """Which resolver daemon runs for a project, seen from outside it: the module it runs as, the
 pidfile its config names (it writes the pidfile once every listener is bound), and the live
-pid (the pidfile's pid, checked against /proc: running and started as the resolver). One
-answer for the kernel's resolver handler (start, reload, stop) and for the resolvers of other
-projects (``peers.py``: whose names to merge, whom to signal).
+pid (the pidfile's pid, checked against /proc: running, started as the resolver, and of this
+host). One answer for the kernel's resolver handler (start, reload, stop) and for the resolvers
+of other projects (``peers.py``: whose names to merge, whom to signal).
+
+"Of this host" (:func:`of_this_host`): a process is this host's when it sees the run directory
+as the very directory this process sees (same device and inode through /proc/PID/root, which
+follows the process's own mount namespace) and, for daemons that belong to a network namespace
+(the cluster agent), runs in this network namespace. Several hosts simulated on one machine
+(each its own network and mount namespace, with a private /run/composenet) run the same
+project names with the same paths and command lines, in one pid namespace: a pid or a command
+line alone would let one host's `up` stop another's resolver. The resolver's identity is its
+run directory only: the run directory is the host's state (two network namespaces sharing one
+and a project name would clash on every file anyway), and callers may ask from a thread that
+entered another namespace.
 
 Must not: start, signal or stop a daemon (composenet.kernel.resolver does; peers.py signals
 reloads), or know other projects' records.
@@ -11,6 +22,7 @@ reloads), or know other projects' records.
 from __future__ import annotations
 
 import json
+import os
 
 from composenet.linux import proc
 from composenet.paths import ProjectPaths
@@ -44,9 +56,23 @@ def daemon_pid(pidfile: str) -> int | None:
             pid = int(f.read().strip())
     except (OSError, ValueError):
         return None
-    if proc.alive(pid) and RESOLVER_MODULE in proc.cmdline(pid):
+    if proc.alive(pid) and RESOLVER_MODULE in proc.cmdline(pid) and of_this_host(pid, pidfile, netns=False):
         return pid
     return None
+
+
+def of_this_host(pid: int, path: str, netns: bool = True) -> bool:
+    """Whether process ``pid`` is of this host (see the module doc): the directory of ``path`` is
+    the same directory for it and for us, and (``netns``) it runs in our network namespace."""
+    if netns and proc.pid_netns(pid) != proc.host_netns():
+        return False
+    where = os.path.dirname(os.path.abspath(path))
+    try:
+        mine = os.stat(where)
+        theirs = os.stat(f"/proc/{pid}/root{where}")
+    except OSError:
+        return False
+    return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
 
 
 def resolver_pid(run_dir: str, project: str) -> int | None:
@@ -56,12 +82,13 @@ def resolver_pid(run_dir: str, project: str) -> int | None:
 
 
 def started_on(config: str) -> list[int]:
-    """Live resolver daemons started on config file ``config`` (by their command line), ready
-    or not: one whose start the caller did not see through leaves no pidfile yet."""
+    """Live resolver daemons of this host started on config file ``config`` (by their command
+    line, checked with :func:`of_this_host`), ready or not: one whose start the caller did not
+    see through leaves no pidfile yet."""
     want = [RESOLVER_MODULE.encode(), config.encode()]
     out = []
     for pid in proc.pids():
         args = proc.argv(pid)
-        if args is not None and args[-3:-1] == want and proc.alive(pid):
+        if args is not None and args[-3:-1] == want and proc.alive(pid) and of_this_host(pid, config, netns=False):
             out.append(pid)
     return out

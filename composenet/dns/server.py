@@ -13,7 +13,8 @@ The parts, one module each, share the state declared in ``state.py``:
 * ``tcp.py``: TCP askers;
 * ``forward.py``: upstream servers: UDP, TCP, per-attempt timeout and failover;
 * ``access.py``: who may ask (not an open resolver: strangers get nothing at all);
-* ``peers.py``: other projects' containers, merged into the config.
+* ``peers.py``: other projects' containers, merged into the config;
+* ``remote.py``: other hosts' containers on cluster networks (written by the cluster agent).
 
 Start-up: the daemon imports only the standard library, composenet.paths, composenet.errors,
 composenet.linux.netns and this package (no dnslib, no pyroute2): the executor starts one per
@@ -32,9 +33,10 @@ Life cycle (what the executor relies on):
 * Listeners inside container namespaces (``namespaces``: containers on macvlan networks) are
   bound in the container's namespace, retried and closed with it (``listeners.py``).
 * SIGTERM / SIGINT: close everything, remove the pidfile, exit 0.
-* Other projects' containers on the networks this resolver concerns (``peers.py``) are merged
-  into the config at start and on every reload; they are re-read every ``PEER_RESCAN``
-  seconds, and a change reloads (so records of a project killed before its `down` go away).
+* Other projects' containers on the networks this resolver concerns (``peers.py``) and other
+  hosts' containers on its cluster networks (``remote.py``) are merged into the config at start
+  and on every reload; they are re-read every ``PEER_RESCAN`` seconds, and a change reloads (so
+  records of a project killed before its `down` go away).
 
 Bounds (memory stays bounded whatever the network sends): cache entries and cached response
 size (here); pending forwards and upstream TCP connections (``forward.py``); TCP client
@@ -55,7 +57,7 @@ import sys
 import time
 from pathlib import Path
 
-from composenet.dns import peers
+from composenet.dns import peers, remote
 from composenet.dns.access import Access
 from composenet.dns.access import (
     interface_addresses as interface_addresses,  # re-exported: tests call it here
@@ -183,27 +185,35 @@ class Server(UdpAskers, TcpAskers, Forwarding, Listeners, Access):
 
     def _load(self) -> Zone:
         config = load_config(self.config_path)
-        found = self._gather(config)
-        zone = build_zone(peers.merge(config, found), self.config_path)
+        local, cluster = self._gather(config)
+        zone = build_zone(remote.merge(peers.merge(config, local), cluster), self.config_path)
         for w in zone.warnings:
             log(f"warning: {w}")
         self.config = config
-        self.peer_records = found
+        self.peer_records = [*local, *cluster]
         return zone
 
-    def _gather(self, config: dict) -> list[dict]:
-        """Other projects' containers on the networks this resolver concerns (``peers.py``)."""
+    def _gather(self, config: dict) -> tuple[list[dict], list[dict]]:
+        """Other projects' containers on the networks this resolver concerns (``peers.py``), and
+        those of other hosts of the cluster (``remote.py``)."""
         try:
-            return peers.gather(config, self.config_path)
+            local = peers.gather(config, self.config_path)
         except Exception as e:  # noqa: BLE001 -- what other projects wrote must never stop us
             log(f"cannot read other projects' records: {e!r}")
-            return []
+            local = []
+        try:
+            cluster = remote.gather(config, self.config_path)
+        except Exception as e:  # noqa: BLE001 -- nor what the cluster agent wrote
+            log(f"cannot read the cluster's records: {e!r}")
+            cluster = []
+        return local, cluster
 
     def _rescan_peers(self) -> None:
         """Reload when other projects' records changed without a signal (a project killed
         before its `down`, a notification that came too early): stale names do not linger."""
         self.next_peer_scan = time.monotonic() + PEER_RESCAN
-        if self._gather(self.config) != self.peer_records:
+        local, cluster = self._gather(self.config)
+        if [*local, *cluster] != self.peer_records:
             self.reload()
 
     def reload(self) -> None:

@@ -109,7 +109,7 @@ class State:
     # The config and its tables (server.py: loaded at start, swapped whole on reload).
     config_path: str
     config: dict  # the config file as read, before other projects' records are merged
-    peer_records: list[dict]  # other projects' containers merged into it (peers.py)
+    peer_records: list[dict]  # other projects' and other hosts' containers merged in (peers.py, remote.py)
     next_peer_scan: float
     zone: Zone
     pidfile: str

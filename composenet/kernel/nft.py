@@ -1,5 +1,7 @@
-"""Handler for the ``nft`` resource: load, read back and delete the project's nftables table,
-and flush conntrack entries a changed DNAT would otherwise keep alive.
+"""Handler for the ``nft`` resource: load, read back and delete the project's nftables tables
+(``inet composenet_<project>``: published ports, isolation, loopback guard; ``bridge
+composenet_<project>``: anti-spoofing), and flush conntrack entries a changed DNAT would
+otherwise keep alive. Also the nft primitives kernel.guard runs its shared table with.
 
 Owns: running nft, in process through libnftables when it loads, else the ``nft`` command
 (``-f -`` to load in one transaction, ``-c -f -`` to check, ``-s -j list table`` to observe),
@@ -7,8 +9,9 @@ Owns: running nft, in process through libnftables when it loads, else the ``nft`
 (``identities``, pure; the planner's ruleset builder, composenet.ruleset, produces the same
 identities from its own data).
 
-Must not: build rulesets (composenet.ruleset does), or touch any table but the project's: every
-command names the table, and all of them run in the caller's network namespace.
+Must not: build rulesets (composenet.core.ruleset and core.antispoof do), or touch any table but
+the project's: every command names the table, and all of them run in the caller's network
+namespace.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from composenet.errors import ComposenetError, KernelError
 from composenet.kernel.context import Context, HandlerBase
 
 NFT_TIMEOUT = 30.0
+FAMILIES = ("inet", "bridge")  # the project's tables, one of each, both named nft_table_name(project)
 CONNTRACK_TIMEOUT = 10.0
 
 
@@ -107,16 +111,41 @@ def _strip_counters(x: Any) -> Any:
     return x
 
 
+def _element(e: Any, types: list[str] | None = None) -> str:
+    """One set element as its identity: values as nft -j writes them, concatenations joined by
+    `` . ``, prefixes and ranges as CIDR and ``lo-hi``. A value of type ``integer`` (raw bits, as
+    ``typeof @th,64,128``) is written in hex whatever nft chose: it writes one that fits in 64
+    bits as a signed decimal number and a longer one in hex."""
+    if isinstance(e, dict):
+        if "elem" in e:
+            return _element(e["elem"].get("val"), types)
+        if "concat" in e:
+            parts = e["concat"]
+            kinds = types if types and len(types) == len(parts) else [None] * len(parts)
+            return " . ".join(_element(x, [k] if k else None) for x, k in zip(parts, kinds, strict=True))
+        if "prefix" in e:
+            return f"{_element(e['prefix'].get('addr'))}/{e['prefix'].get('len')}"
+        if "range" in e:
+            return "-".join(_element(x, types) for x in e["range"])
+        return json.dumps(e, sort_keys=True, separators=(",", ":"))
+    if types == ["integer"] and isinstance(e, int) and not isinstance(e, bool):
+        return hex(e & (2**64 - 1))
+    return str(e)
+
+
 def identities(list_table_json: dict[str, Any]) -> tuple[str, ...]:
     """The canonical ``rules`` of a table from ``nft -j list table`` output.
 
     For each chain sorted by name: ``chain <name>`` (regular chain) or ``chain <name> <type>
     <hook> <priority> <policy>`` (base chain), then one entry per rule of that chain in order:
     ``<chain>: <comment>``, or ``<chain>: ?<compact JSON of its expr>`` for a rule without a
-    comment (not composenet's: shows up as drift)."""
+    comment (not composenet's: shows up as drift). Then for each named set sorted by name:
+    ``set <name> <type>`` (a concatenation's types joined by `` . ``) and its elements sorted,
+    ``set <name>: <element>`` (the project's bridge table pins ports through sets)."""
     items = list_table_json.get("nftables", [])
     chains: dict[str, str] = {}
     rules: dict[str, list[str]] = {}
+    sets: dict[str, list[str]] = {}
     for item in items:
         if "chain" in item:
             c = item["chain"]
@@ -137,10 +166,18 @@ def identities(list_table_json: dict[str, Any]) -> tuple[str, ...]:
                 ident = f"{chain}: ?{expr}"
             rules.setdefault(chain, []).append(ident)
             chains.setdefault(chain, f"chain {chain}")
+        elif "set" in item:
+            st = item["set"]
+            types = [str(t) for t in st["type"]] if isinstance(st.get("type"), list) else [str(st.get("type", "?"))]
+            elems = sorted(f"set {st['name']}: {_element(e, types)}" for e in st.get("elem", []))
+            typ = " . ".join(types)
+            sets[st["name"]] = [f"set {st['name']} {typ}", *elems]
     out: list[str] = []
     for name in sorted(chains):
         out.append(chains[name])
         out += rules.get(name, [])
+    for name in sorted(sets):
+        out += sets[name]
     return tuple(out)
 
 
@@ -205,6 +242,17 @@ def list_table(family: str, name: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def restorable_text(family: str, name: str) -> str:
+    """Like ``restorable``, from nft's text listing (``-s``: no counter values), for a table
+    whose JSON listing cannot be loaded back: nft 1.0.6 writes a ``typeof`` set of raw bits (the
+    bridge table's ND targets) as a concatenation with ``integer``, which it then refuses. ""
+    when the table does not exist. I/O."""
+    r = _nft(["-s", "list", "table", family, name], f"list table {family} {name}", stateless=True)
+    if r.returncode != 0:
+        return ""
+    return f"table {family} {name}\ndelete table {family} {name}\n{r.stdout}"
+
+
 def foreign_published(own: str) -> tuple[str, ...]:
     """The host ports the other composenet projects' tables publish (their DNAT rules), as
     ObservedState.ports_in_use entries: ``proto/port`` (every host address) or
@@ -253,42 +301,58 @@ def flush_conntrack(family: str, port: int, proto: str) -> None:
 
 
 class NftHandler(HandlerBase):
-    def check(self, ctx: Context, plan: Plan) -> None:
-        """The kernel's own parser checks every table the plan loads, before anything changes."""
-        for c in plan.changes:
-            if isinstance(c.after, NftTable) and c.after.ruleset:
-                err = check_if_possible(c.after.ruleset)
-                if err:
-                    raise ComposenetError(f"nft rejected the generated ruleset; nothing was changed:\n{err}")
+    """The project's tables. The bridge table is observed without a ruleset to restore it
+    (nft 1.0.6 cannot load its JSON listing back, see ``restorable_text``): ``update`` and
+    ``delete`` read its text listing just before they change it, which is what a rollback needs
+    and costs nothing on the runs that change nothing."""
 
     kinds: tuple[str, ...] = ("nft",)
 
+    def __init__(self) -> None:
+        self.saved: dict[tuple[str, str], str] = {}  # (family, name) -> text that restores it, this run
+
+    def check(self, ctx: Context, plan: Plan) -> None:
+        """The kernel's own parser checks every table the plan loads, before anything changes
+        (all of them in one dry run)."""
+        texts = [c.after.ruleset for c in plan.changes if isinstance(c.after, NftTable) and c.after.ruleset]
+        err = check_if_possible("".join(texts)) if texts else None
+        if err:
+            raise ComposenetError(f"nft rejected the generated ruleset; nothing was changed:\n{err}")
+
     def observe(self, ctx: Context, observed: ObservedState) -> None:
-        family, name = "inet", nft_table_name(ctx.project)
+        """The project's two tables: ``inet`` (ports, isolation, loopback guard) and ``bridge``
+        (anti-spoofing), each read back as rule identities (and the inet one as a ruleset that
+        restores it)."""
+        name = nft_table_name(ctx.project)
         observed.ports_in_use = tuple(sorted({*observed.ports_in_use, *foreign_published(name)}))
-        data = list_table(family, name)
-        if data is None:
-            return
-        observed.add(NftTable(family, name, identities(data), restorable(data)))
+        for family in FAMILIES:
+            data = list_table(family, name)
+            if data is not None:
+                observed.add(NftTable(family, name, identities(data), restorable(data) if family == "inet" else ""))
+
+    def _save(self, r: NftTable) -> None:
+        if not r.ruleset:
+            self.saved[(r.family, r.name)] = restorable_text(r.family, r.name)
 
     def create(self, ctx: Context, r: Resource) -> None:
         assert isinstance(r, NftTable)
-        if not r.ruleset:
+        ruleset = r.ruleset or self.saved.get((r.family, r.name), "")
+        if not ruleset:
             raise KernelError(f"table {r.family} {r.name}: no ruleset to load")
-        load(r.ruleset, f"table {r.family} {r.name}")
+        load(ruleset, f"table {r.family} {r.name}")
 
     def update(self, ctx: Context, before: Resource, after: Resource) -> None:
         assert isinstance(before, NftTable) and isinstance(after, NftTable)
+        self._save(before)
         self.create(ctx, after)
         # After the new table is in place: new flows already take the new path.
         for fam, port, proto in stale_ports(before.rules, after.rules):
             flush_conntrack(fam, port, proto)
 
-
     def delete(self, ctx: Context, r: Resource) -> None:
         assert isinstance(r, NftTable)
+        self._save(r)
         # Declaring the table first makes the delete succeed when it is already gone.
         load(f"table {r.family} {r.name}\ndelete table {r.family} {r.name}\n", f"the deletion of table {r.family} {r.name}")
         for fam, port, proto in stale_ports(r.rules, ()):
             flush_conntrack(fam, port, proto)
-

@@ -120,12 +120,12 @@ def fake_handlers(kernel: FakeKernel) -> Handlers:
     """A registry shaped like default_handlers(), one fake per group of kinds, and one that
     observes only (host facts)."""
     return Handlers([FakeHandler(kernel, "links", LINK_KINDS), FakeHandler(kernel, "nft", ("nft",)),
-                     FakeHandler(kernel, "files", ("file",)), DeferringHandler(kernel, "resolver", ("resolver",)),
+                     FakeHandler(kernel, "guard", ("guard",)), FakeHandler(kernel, "files", ("file",)), DeferringHandler(kernel, "resolver", ("resolver",)),
                      FakeHandler(kernel, "peers", ("dnsrecords",)), FakeHandler(kernel, "processes", ("supervisor", "process")),
                      FakeHandler(kernel, "facts", ())])
 
 
-FLUSHES = [f"flush {n}" for n in ("links", "nft", "files", "resolver", "peers", "processes", "facts")]
+FLUSHES = [f"flush {n}" for n in ("links", "nft", "guard", "files", "resolver", "peers", "processes", "facts")]
 
 
 @pytest.fixture(autouse=True)
@@ -371,7 +371,7 @@ def test_run_apply_up_records_verifies_and_down_removes_everything(tmp_path: Pat
     total = len(planned.plan.steps)
     # Every handler checked the whole plan before the first step changed anything.
     prechecks = [c for c in kernel.calls if c.startswith("precheck ")]
-    assert prechecks == [f"precheck {h} {total}" for h in ("links", "nft", "files", "resolver", "peers",
+    assert prechecks == [f"precheck {h} {total}" for h in ("links", "nft", "guard", "files", "resolver", "peers",
                                                             "processes", "facts")]
     assert kernel.calls.index(prechecks[-1]) < kernel.calls.index(kernel.ops()[0])
     assert len(echoed) == total and all(e.startswith("[") and f"/{total}] " in e for e in echoed)
@@ -384,10 +384,13 @@ def test_run_apply_up_records_verifies_and_down_removes_everything(tmp_path: Pat
     planned2, echoed = up(tmp_path, kernel)
     assert planned2.plan.empty and echoed == ["No changes. Kernel state matches the compose file."]
     assert len(kernel.calls) == calls
-    # Down: everything but the host sysctls (never deleted) goes, and so does the run directory.
+    # Down: everything but the bridges' sysctls (never deleted; a real kernel drops them with the
+    # bridge) goes, and so does the run directory. No host setting is kept: forwarding is the
+    # guard membership's, which leaving restores.
     calls = len(kernel.calls)
     planned3, echoed = up(tmp_path, kernel, project=False)
-    assert planned3.plan.kept and {r.kind for r in kernel.resources.values()} == {"sysctl"}
+    assert not planned3.plan.kept and {r.kind for r in kernel.resources.values()} == {"sysctl"}
+    assert "guard:shop" in want and "guard:shop" not in kernel.resources
     assert not project_dir.exists()
     down_calls = [c for c in kernel.calls[calls:] if not c.startswith(("flush", "precheck"))]
     assert down_calls and all(c.startswith("delete ") for c in down_calls)

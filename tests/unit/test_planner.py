@@ -292,7 +292,7 @@ def test_plan_text_is_byte_identical_and_has_summary():
 def test_ruleset_identities_one_per_rule_and_chain():
     text, idents = build("composenet_t", [], [PortMap("web", None, 8080, "tcp", ("10.0.0.2",), 80)])
     rules = [line for line in text.splitlines() if "comment" in line]
-    assert len(rules) == sum(1 for i in idents if not i.startswith("chain "))
+    assert len(rules) == sum(1 for i in idents if not i.startswith(("chain ", "set ")))
     assert "published: cn:dnat web *:8080/tcp -> 10.0.0.2:80" in idents
 
 

@@ -27,8 +27,8 @@ def ports(spec) -> list[tuple]:
     ("8000-9000:80", [(80, "8000-9000", None, "tcp")]),
     ("127.0.0.1:8001:8001", [(8001, "8001", "127.0.0.1", "tcp")]),
     ("127.0.0.1:5000-5010:5000-5010", [(5000 + i, str(5000 + i), "127.0.0.1", "tcp") for i in range(11)]),
-    ("::1:6000:6000", [(6000, "6000", "::1", "tcp")]),
-    ("[::1]:6001:6001", [(6001, "6001", "::1", "tcp")]),
+    ("fd00::1:6000:6000", [(6000, "6000", "fd00::1", "tcp")]),
+    ("[fd00::1]:6001:6001", [(6001, "6001", "fd00::1", "tcp")]),
     ("6060:6060/udp", [(6060, "6060", None, "udp")]),
     ("127.0.0.1::80", [(80, None, "127.0.0.1", "tcp")]),
     (":80:80", [(80, "80", None, "tcp")]),  # empty host IP after interpolation (CS-PORT-14)
@@ -52,9 +52,9 @@ def test_short_syntax_errors(spec, msg):
 
 
 def test_long_syntax():
-    got = parse_port({"target": 80, "published": "8080", "host_ip": "[::1]", "protocol": "udp", "mode": "host",
+    got = parse_port({"target": 80, "published": "8080", "host_ip": "[fd00::1]", "protocol": "udp", "mode": "host",
                       "app_protocol": "http", "name": "web"})
-    assert got == [Port(80, "8080", "::1", "udp", "host", "http", "web")]
+    assert got == [Port(80, "8080", "fd00::1", "udp", "host", "http", "web")]
     assert parse_port({"target": "80", "published": 8080}) == [Port(80, "8080")]
     assert parse_port({"target": 80, "published": "8000-8010"}) == [Port(80, "8000-8010")]
     assert parse_port({"target": 80}) == [Port(80)]

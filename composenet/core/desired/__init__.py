@@ -71,7 +71,7 @@ def desire(project: Project, observed: ObservedState, upstreams: Upstreams, run_
     assign_endpoints(containers, nets, project, observed, d.warnings)
 
     bridges = [np for np in nets.values() if np.kind == "bridge"]
-    add_network_resources(d, project.name, bridges)
+    add_network_resources(d, project.name, bridges, observed)
     add_container_resources(d, project.name, containers)
     resolver_nets = resolver_networks(bridges)
     add_dns(d, project.name, containers, resolver_nets, upstreams, run_dir)

@@ -1,9 +1,12 @@
 """The kernel resources (``core.resources``) of the planned networks and containers. Pure.
 
-Owns: turning NetPlans and Containers into resources: the host sysctls, each bridge with its
-VXLAN port, gateway addresses and per-bridge sysctls; each container's namespace, veths or
-macvlans, addresses and default routes; and the project's nftables
-table (isolation of its bridges and its published ports, core/ruleset.py).
+Owns: turning NetPlans and Containers into resources: the project's membership in the host's
+forwarding guard (instead of setting ``ip_forward`` for good) and what it means for the host
+(``DesiredState.host``), each bridge with its VXLAN port, gateway addresses and per-bridge
+sysctls; each container's namespace, veths or macvlans, addresses and default routes; and the
+project's two nftables tables: ``inet`` (isolation of its bridges, its published ports, the
+loopback guard: core/ruleset.py) and ``bridge`` (every container port pinned to its own
+addresses: core/antispoof.py).
 
 Must not: decide names, subnets, addresses or host ports (networks.py, containers.py and
 ports.py did): everything here follows from its inputs.
@@ -11,7 +14,10 @@ ports.py did): everything here follows from its inputs.
 
 from __future__ import annotations
 
+import ipaddress
+
 from composenet.core import ipam
+from composenet.core.antispoof import PortPin, build_bridge
 from composenet.core.desired.common import opt_bool
 from composenet.core.desired.containers import Container, Endpoint
 from composenet.core.desired.networks import NetPlan
@@ -20,6 +26,7 @@ from composenet.core.resources import (
     VXLAN_LABEL_SUFFIX,
     Address,
     Bridge,
+    ForwardingGuard,
     Macvlan,
     Netns,
     NftTable,
@@ -32,15 +39,16 @@ from composenet.core.resources import (
     vxlan_ifname,
 )
 from composenet.core.ruleset import NetRules, PortMap, build
-from composenet.core.state import DesiredState
+from composenet.core.state import DesiredState, ObservedState
+
+FORWARDING = {"ipv4": "net.ipv4.ip_forward", "ipv6": "net.ipv6.conf.all.forwarding"}
 
 
-def add_network_resources(d: DesiredState, project: str, bridges: list[NetPlan]) -> None:
-    """Forwarding (when there is any bridge), then each bridge and what goes with it."""
-    if bridges:
-        d.add(Sysctl("", "net.ipv4.ip_forward", "1"))
-        if any(np.subnet6 for np in bridges):
-            d.add(Sysctl("", "net.ipv6.conf.all.forwarding", "1"))
+def add_network_resources(d: DesiredState, project: str, bridges: list[NetPlan],
+                          observed: ObservedState | None = None) -> None:
+    """The forwarding guard membership (when a network routes), then each bridge and what goes
+    with it. ``observed`` (the host's forwarding now) only chooses the words of ``d.host``."""
+    add_forwarding(d, project, bridges, observed)
     for np in bridges:
         mac = ipam.mac_for(np.gateway4, np.net.name)
         d.add(Bridge(np.bridge, f"{LABEL_PREFIX}{project}/{np.net.name}", np.net.name, np.mtu, mac))
@@ -56,6 +64,50 @@ def add_network_resources(d: DesiredState, project: str, bridges: list[NetPlan])
             d.add(Sysctl("", f"net.ipv6.conf.{np.bridge}.accept_dad", "0", np.bridge))
         # 127.0.0.1:PORT published ports are DNATed to a container behind this bridge.
         d.add(Sysctl("", f"net.ipv4.conf.{np.bridge}.route_localnet", "1", np.bridge))
+
+
+def add_forwarding(d: DesiredState, project: str, bridges: list[NetPlan], observed: ObservedState | None) -> None:
+    """The project's membership in the forwarding guard: every bridge of the project (internal
+    ones too: under br_netfilter their bridged frames cross the forward hook, where the guard
+    must let them pass), and the forwarding families its routed networks need (internal ones
+    neither leave nor are entered). What needing them means for the host goes to ``d.host`` (a
+    global setting composenet may change), unless the membership is already in place."""
+    if not bridges:
+        return
+    routed = [np for np in bridges if not np.net.internal]
+    families = tuple(f for f, has in (("ipv4", any(np.subnet4 for np in routed)),
+                                      ("ipv6", any(np.subnet6 for np in routed))) if has)
+    guard = ForwardingGuard(project, tuple(sorted({np.bridge for np in bridges})), families)
+    d.add(guard)
+    have = observed.resources.get(guard.key) if observed is not None else None
+    if have is not None and have.compared() == guard.compared():
+        return
+    names = ", ".join(sorted(np.net.name for np in routed))
+    for fam in families:
+        now = None
+        if observed is not None and not observed.offline:
+            sysctl = observed.resources.get(f"sysctl:-:{FORWARDING[fam]}")
+            now = sysctl.value if isinstance(sysctl, Sysctl) else None
+        d.host.append(forwarding_sentence(fam, names, now))
+
+
+def forwarding_sentence(family: str, networks: str, now: str | None) -> str:
+    """What needing ``family`` forwarding (for ``networks``) means for the host, given its
+    value now (None: not known, e.g. ``plan --offline``)."""
+    what = f"{family.replace('ip', 'IP')} forwarding ({FORWARDING[family]}), needed by {networks},"
+    guard = ("`up` records the host's value, turns it on and guards it: table inet composenet-guard drops "
+             "forwarded packets that touch no composenet bridge, so nothing the host did not route before "
+             "becomes routable; the last composenet project's `down` restores the recorded value and removes "
+             "the guard")
+    if now == "0":
+        return f"{what} is off on this host: {guard}."
+    if now == "1":
+        return (f"{what} is already on: composenet leaves it as it is. If composenet turned it on itself (for "
+                "another project), this project joins that guard, and the last project's `down` restores the value "
+                "recorded then; otherwise the host routes on purpose, and composenet adds no guard and restores "
+                "nothing.")
+    return (f"{what} is turned on if it is off: {guard}. If it is already on, composenet leaves it as it is and "
+            "adds no guard (the host routes on purpose).")
 
 
 def add_container_resources(d: DesiredState, project: str, containers: list[Container]) -> None:
@@ -115,3 +167,24 @@ def add_ruleset(d: DesiredState, project: str, bridges: list[NetPlan], resolver_
     if net_rules or port_maps:
         text, idents = build(nft_table_name(project), net_rules, port_maps)
         d.add(NftTable("inet", nft_table_name(project), idents, text))
+    pins = port_pins(d)
+    if pins:
+        text, idents = build_bridge(nft_table_name(project), pins)
+        d.add(NftTable("bridge", nft_table_name(project), idents, text))
+
+
+def port_pins(d: DesiredState) -> list[PortPin]:
+    """Every container port of the project (the host end of each veth) with the MAC and the
+    addresses its container has there, from the resources already desired."""
+    addrs: dict[tuple[str, str], list[str]] = {}
+    for r in d.resources.values():
+        if isinstance(r, Address) and r.ns:
+            addrs.setdefault((r.ns, r.ifname), []).append(r.cidr.split("/")[0])
+    pins = []
+    for r in d.resources.values():
+        if isinstance(r, Veth) and r.mac:
+            mine = addrs.get((r.ns, r.peer), [])
+            v4 = tuple(sorted(a for a in mine if ipaddress.ip_address(a).version == 4))
+            v6 = tuple(sorted(a for a in mine if ipaddress.ip_address(a).version == 6))
+            pins.append(PortPin(r.ifname, r.mac, v4, v6))
+    return sorted(pins, key=lambda p: p.port)

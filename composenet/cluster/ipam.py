@@ -1,0 +1,151 @@
+"""Cluster IPAM decisions (pure): a network's subnet and VNI, endpoint addresses, and what a
+compose file may say about a network the cluster already knows.
+
+Decisions (documented choices):
+
+* Subnet: the one the file gives; else the first /24 of the pool 10.0.0.0/8 (Swarm's default
+  address pool) that overlaps no other cluster network and no route of any node (each node
+  publishes its routes in its record; default routes do not count). Gateway: the file's, else
+  the subnet's first address.
+* VNI: the one the file gives (``com.composenet.vxlan.id``), which must be free in the cluster;
+  else one derived from the network's name in 4096..16777215 (below 4096 is left to static-peer
+  overlays and to VNIs users pick), the next free one when taken.
+* Addresses: static ones as given, dynamic ones the lowest free of ``ip_range`` (else the
+  subnet), never the network, broadcast or gateway address; "free" means no lease in the store.
+  Whoever creates the lease first wins (the store's create-if-absent); the others take the next.
+* A file that disagrees with the network's record (subnet, gateway, VNI) is an error naming the
+  record and who created it, unless the record has no member left (then the file's values
+  replace it).
+
+``propose_network`` puts these decisions together for a new network's record.
+
+Must not: read the store or the kernel: callers pass what they read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Iterable, Iterator
+
+from composenet.cluster.errors import ClusterConflict
+from composenet.cluster.records import VNI_MAX, VNI_MIN, AddressLease, NetworkRecord
+
+DEFAULT_POOL = "10.0.0.0/8"
+DEFAULT_PREFIX = 24
+
+Net = ipaddress.IPv4Network
+
+
+def _nets(texts: Iterable[str]) -> list[Net]:
+    out = []
+    for t in texts:
+        try:
+            n = ipaddress.IPv4Network(t, strict=False)
+        except ValueError:
+            continue
+        if n.prefixlen > 0:  # a default route overlaps everything: it says nothing
+            out.append(n)
+    return sorted(out, key=lambda n: (int(n.network_address), n.prefixlen))
+
+
+def choose_subnet(taken: Iterable[str], routes: Iterable[str], pool: str = DEFAULT_POOL,
+                  prefixlen: int = DEFAULT_PREFIX) -> str | None:
+    """The first ``/prefixlen`` of ``pool`` overlapping none of ``taken`` (cluster networks) and
+    ``routes`` (the nodes' routes); None when the pool is full."""
+    space = ipaddress.IPv4Network(pool)
+    if prefixlen < space.prefixlen:
+        return None
+    blockers = [n for n in _nets([*taken, *routes]) if n.overlaps(space)]
+    size = 1 << (32 - prefixlen)
+    candidate = int(space.network_address)
+    end = int(space.broadcast_address)
+    while candidate + size - 1 <= end:
+        cand = ipaddress.IPv4Network((candidate, prefixlen))
+        hit = next((b for b in blockers if b.overlaps(cand)), None)
+        if hit is None:
+            return str(cand)
+        # Jump past the blocker (aligned to the candidate size), never backwards.
+        after = int(hit.broadcast_address) + 1
+        candidate = max(candidate + size, (after + size - 1) // size * size)
+    return None
+
+
+def default_gateway(subnet: str) -> str:
+    return str(next(ipaddress.IPv4Network(subnet).hosts()))
+
+
+def derived_vni(name: str) -> int:
+    h = int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)
+    return VNI_MIN + h % (VNI_MAX - VNI_MIN + 1)
+
+
+def choose_vni(name: str, taken: Iterable[int], wanted: int | None = None) -> int | None:
+    """``wanted`` if free (None when it is taken), else the VNI derived from ``name`` or the next
+    free one after it (wrapping within VNI_MIN..VNI_MAX)."""
+    used = set(taken)
+    if wanted is not None:
+        return None if wanted in used else wanted
+    span = VNI_MAX - VNI_MIN + 1
+    start = derived_vni(name) - VNI_MIN
+    for i in range(min(span, len(used) + 1)):  # one of the first len(used)+1 candidates is free
+        vni = VNI_MIN + (start + i) % span
+        if vni not in used:
+            return vni
+    return None
+
+
+def free_addresses(subnet: str, gateway: str, taken: Iterable[str], ip_range: str | None = None) -> Iterator[str]:
+    """The addresses a new endpoint may get, lowest first (see the module doc)."""
+    net = ipaddress.IPv4Network(subnet)
+    pool = ipaddress.IPv4Network(ip_range) if ip_range else net
+    skip = {str(a) for a in taken} | {gateway, str(net.network_address), str(net.broadcast_address)}
+    for a in pool:
+        if a in net and str(a) not in skip:
+            yield str(a)
+
+
+def lease_conflict(lease: AddressLease | None, node: str, container: str) -> str | None:
+    """Why an address held as ``lease`` cannot go to ``container`` on ``node`` (None: it can: it
+    is free or already theirs)."""
+    if lease is None or (lease.node == node and lease.container == container):
+        return None
+    return f"leased to container {lease.container} on node {lease.node}"
+
+
+def network_mismatch(record: NetworkRecord, subnet: str | None, gateway: str | None, vni: int | None) -> list[str]:
+    """What the file says differently from ``record`` (only what the file states counts)."""
+    out = []
+    if subnet is not None and ipaddress.IPv4Network(subnet, strict=False) != ipaddress.IPv4Network(record.subnet):
+        out.append(f"subnet {subnet} (the cluster's is {record.subnet})")
+    if gateway is not None and gateway != record.gateway:
+        out.append(f"gateway {gateway} (the cluster's is {record.gateway})")
+    if vni is not None and vni != record.vni:
+        out.append(f"VNI {vni} (the cluster's is {record.vni})")
+    return out
+
+
+def propose_network(name: str, others: dict[str, NetworkRecord], routes: Iterable[str], subnet: str | None,
+                    gateway: str | None, vni: int | None, port: int, node: str, now: float = 0.0) -> NetworkRecord:
+    """The record a new cluster network ``name`` gets, given the ``others`` of the cluster and the
+    nodes' ``routes``, with what the file says (``subnet``, ``gateway``, ``vni``: None = not
+    said). ``plan`` shows it; ``Registry.ensure_network`` creates it. Raises ClusterConflict."""
+    if subnet is not None:
+        mine = ipaddress.IPv4Network(subnet, strict=False)
+        clash = next((n for n, rec in sorted(others.items()) if mine.overlaps(ipaddress.IPv4Network(rec.subnet))),
+                     None)
+        if clash is not None:
+            raise ClusterConflict(f"network {name}: subnet {subnet} overlaps cluster network {clash} "
+                                  f"({others[clash].subnet})", hint="choose another subnet, or leave it out")
+        chosen = str(mine)
+    else:
+        found = choose_subnet([rec.subnet for rec in others.values()], routes)
+        if found is None:
+            raise ClusterConflict(f"network {name}: no free /24 left in the cluster's address pool {DEFAULT_POOL}")
+        chosen = found
+    vni_chosen = choose_vni(name, [rec.vni for rec in others.values()], vni)
+    if vni_chosen is None:
+        holder = next(n for n, rec in sorted(others.items()) if rec.vni == vni)
+        raise ClusterConflict(f"network {name}: VNI {vni} is used by cluster network {holder}",
+                              hint="choose another com.composenet.vxlan.id, or leave it out")
+    return NetworkRecord(name, chosen, gateway or default_gateway(chosen), vni_chosen, port, node, now)
