@@ -25,7 +25,10 @@ The run directory::
     <run_dir>/<project>/dns.json, dns.pid  the resolver's config and pidfile
     <run_dir>/<project>/dns-peers.json the project's endpoints on networks others own
     <run_dir>/<project>/cluster.json   the project's records in the cluster store
-    <run_dir>/<project>/logs/<c>.log, logs/dns.log
+    <run_dir>/<project>/intents/<link>    a link about to be created (name, label, ifindex asked for)
+    <run_dir>/<project>/supervisor.json, supervisor.sock, supervisor-ports.json, states/<c>.json
+                                       the supervisor of the service processes
+    <run_dir>/<project>/logs/<c>.log, logs/dns.log, logs/supervisor.log
 
 Must not: create, write or delete anything. Reading a directory listing (``list_projects``) and
 the package's own schema files is all the I/O it does.
@@ -66,6 +69,12 @@ NETNS_RECORDS = "netns"
 FILES_RECORDS = "files"
 PROC_RECORDS = "proc"
 LOGS = "logs"
+INTENTS = "intents"  # links about to be created (composenet.kernel.intents)
+SUPERVISOR_PIDFILE = "supervisor.json"  # the project's supervisor (composenet.supervisor)
+SUPERVISOR_SOCKET = "supervisor.sock"
+SUPERVISOR_PORTS = "supervisor-ports.json"
+SUPERVISOR_STATES = "states"
+SUPERVISOR_LOG = "supervisor"  # logs/supervisor.log
 # Records that refer to kernel objects or processes: removed only when what they refer to is gone.
 RECORD_DIRS = (NETNS_RECORDS, FILES_RECORDS, PROC_RECORDS)
 

@@ -138,7 +138,12 @@ def up(
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only warnings and errors.")] = False,
 ) -> None:
     """Build the stack in the kernel: namespaces, bridges, veths, addresses, routes, nftables,
-    DNS resolvers, then start the service commands. Running it again changes only what differs."""
+    DNS resolvers, then start the service commands. Running it again changes only what differs.
+
+    A command that cannot start, or exits non-zero right after its start, is an error of that
+    service (its last log lines are shown; `composenet logs SERVICE` has the rest): the other
+    services stay up and nothing is rolled back. Run `up` again once it is fixed. A command that
+    exits 0 (a one-shot) is fine: `ps` shows it as exited (code 0)."""
 
     from composenet.pipeline import run_apply  # deferred: the pipeline
 

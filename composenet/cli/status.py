@@ -19,7 +19,8 @@ def ps(
     format: Annotated[Format, typer.Option("--format", help="text (a table) or json.")] = Format.text,
 ) -> None:
     """List the project's containers: service, namespace, addresses per network, published
-    ports and the state of the service's command (running pid / exited / no command)."""
+    ports, what the command runs as (user and capabilities) and its state: running (pid),
+    restarting, exited (code N), failed to start, or no command."""
     from composenet.kernel import status  # deferred: the kernel layer
 
     ctx, _name = session().project_context()

@@ -20,6 +20,9 @@ class LoadOptions:
 
 
 _PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+# The name goes into namespace and container names (<project>-<service>-<n>: DNS labels of at most
+# 63 characters), link labels, the nft table name and the run directory: keep it within a label.
+MAX_PROJECT_NAME = 63
 
 
 def name_problem(name: str) -> str | None:
@@ -28,6 +31,10 @@ def name_problem(name: str) -> str | None:
     if not name:
         return "the project name must not be empty"
     if not _PROJECT_NAME.match(name):
-        return (f"invalid project name {name!r}: only lower-case letters, digits, '-' and '_', starting with "
+        shown = name if len(name) <= 80 else name[:77] + "..."
+        return (f"invalid project name {shown!r}: only lower-case letters, digits, '-' and '_', starting with "
                 "a letter or a digit")
+    if len(name) > MAX_PROJECT_NAME:
+        return (f"project name {name[:40]}... is {len(name)} characters long: at most {MAX_PROJECT_NAME} (it becomes "
+                "part of container, namespace and file names)")
     return None

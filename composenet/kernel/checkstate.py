@@ -28,6 +28,7 @@ from composenet.kernel.observe import observe_project
 from composenet.kernel.processes import read_records
 from composenet.linux import netns, sockdiag
 from composenet.paths import netns_path
+from composenet.supervisor import client
 
 DEFAULT_TIMEOUT = 2.0
 DEFAULT_WORKERS = 32
@@ -81,7 +82,9 @@ def read_kernel(ctx: Context, project: Project, upstreams: Upstreams, workers: i
                 k.gone.add(ns)
     k.host_addresses = probe.host_addresses(ctx)
     pid = running.resolver_pid(ctx.run_dir, project.name)
-    k.own_pids = {p for p in [pid, *(_int(r.get("pid")) for r in k.records.values())] if p}
+    supervisor = client.live(ctx.project_dir) or {}  # it holds the published ports: not a squatter
+    k.own_pids = {p for p in [pid, _int(supervisor.get("pid")), *(_int(r.get("pid")) for r in k.records.values())]
+                  if p}
     return k
 
 

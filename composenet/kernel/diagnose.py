@@ -205,9 +205,11 @@ def process_note(k: Kernel, ns: str) -> str | None:
     """The service process of namespace ``ns`` that should run and does not: its exit code (when
     its record has one) and its last log lines."""
     for r in sorted(k.desired.resources.values(), key=lambda r: r.key):
-        if not isinstance(r, Process) or r.ns != ns or r.key in k.observed.resources:
+        if not isinstance(r, Process) or r.ns != ns:
             continue
         rec = k.records.get(r.container)
+        if r.key in k.observed.resources and (rec or {}).get("state") == "running":
+            continue
         code = rec.get("exit_code", rec.get("returncode")) if rec else None
         status = ("it was never started" if rec is None
                   else f"exit code {code}" if code is not None else "its exit code was not recorded")

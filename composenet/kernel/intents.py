@@ -37,8 +37,8 @@ from composenet.kernel.context import Context
 from composenet.linux import failpoint
 from composenet.linux.fileio import atomic_write
 from composenet.linux.netlink import NL, Link
+from composenet.paths import INTENTS
 
-INTENTS = "intents"  # <project dir>/intents/
 INDEX_FIRST, INDEX_LAST = 1 << 24, 1 << 30  # far above what the kernel hands out by itself
 _random = random.SystemRandom()
 

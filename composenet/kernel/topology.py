@@ -57,7 +57,8 @@ def live_view(desired: DesiredState, observed: ObservedState, changed: list[Reso
         elif ns in drifted_ns:
             state = "drifted"
         elif isinstance(proc, Process):
-            state = "running" if proc.key in observed.resources else "exited"
+            running = observed.processes.get(name, {}).get("state") == "running"
+            state = "running" if proc.key in observed.resources and running else "exited"
         else:
             state = "no command"
         containers[name] = state

@@ -32,11 +32,19 @@ line each way, ``client``), ``supervisor-ports.json`` (the ports to hold, writte
 
 from __future__ import annotations
 
+from composenet.paths import (
+    SUPERVISOR_LOG,
+    SUPERVISOR_PIDFILE,
+    SUPERVISOR_PORTS,
+    SUPERVISOR_SOCKET,
+    SUPERVISOR_STATES,
+)
+
 MODULE = "composenet.supervisor"  # started as `python -m MODULE PROJECT_DIR PROJECT READY_FD`
-PIDFILE = "supervisor.json"
-SOCKET = "supervisor.sock"
-PORTS = "supervisor-ports.json"
-STATES = "states"
-LOG = "supervisor"  # logs/supervisor.log
+PIDFILE = SUPERVISOR_PIDFILE
+SOCKET = SUPERVISOR_SOCKET
+PORTS = SUPERVISOR_PORTS
+STATES = SUPERVISOR_STATES
+LOG = SUPERVISOR_LOG  # logs/supervisor.log
 # The PATH of a command whose environment has none (as `docker run` gives an image without ENV PATH).
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

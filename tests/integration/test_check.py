@@ -10,6 +10,7 @@ no trace table is left behind.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -21,6 +22,8 @@ from typing import Any
 
 from composenet.core.resources import nft_table_name
 from composenet.kernel.trace import Flow, TraceSession
+from composenet.paths import ProjectPaths, run_dir
+from composenet.supervisor import client as supervisor_client
 from tests.integration.checkrun import check, check_json, cn, env_for, write
 from tests.integration.sandbox import Sandbox, proc_cmdline, processes_in, sh, wait_for
 from tests.integration.stacks import ECHO
@@ -288,11 +291,15 @@ def test_name_asked_from_the_wrong_network(sandbox: Sandbox, tmp_path: Path) -> 
 
 
 def test_host_port_held_by_a_host_process(sandbox: Sandbox, tmp_path: Path) -> None:
-    """A host process listens on 0.0.0.0:8080 after `up`: check names it (pid and name) on the
+    """A host process listens on 0.0.0.0:8080 after `up` (it could only bind once the project's
+    supervisor, which holds the published ports, was killed): check names it (pid and name) on the
     host port's line and fails; 8081's line holds."""
     sb = sandbox
     compose, p = up_stack(sb, tmp_path)
     ready(sb, p, ("web", 80), ("db", 5432), ("fe", 80))
+    holder = supervisor_client.live(ProjectPaths(run_dir(), p).root)
+    assert holder is not None, "the project's supervisor should hold its published ports"
+    os.kill(int(holder["pid"]), signal.SIGKILL)
     squatter = sb.spawn_in(sb.host, sys.executable, str(ECHO), "--tcp", "8080")
     for _ in range(200):  # bounded: until the squatter listens
         if ":8080 " in sb.run_in(sb.host, "ss", "-ltnH").stdout:

@@ -199,7 +199,8 @@ def test_explicit_subnet_inside_another_composenet_network_is_refused(sandbox: S
 
 def test_names_that_cannot_be_kernel_or_file_names(sandbox: Sandbox, tmp_path: Path) -> None:
     """Refused at their place in the file, before anything exists: a network key with '/', a
-    project name whose container and network names are too long."""
+    project name too long to be part of a name (for `up` and `down`), and a project name whose
+    container names are too long."""
     sb, p = sandbox, project()
     compose = write(tmp_path, """
 services:
@@ -216,7 +217,12 @@ networks:
     long = "x" * 300
     ok = write(tmp_path, "services:\n  app:\n    command: \"@PY@ @ECHO@ --tcp 80\"\n")
     r = sb.composenet("-f", str(ok), "-p", long, "up", check=False, cwd=str(tmp_path))
-    assert r.returncode == 1 and "container name" in r.stderr and "is 306 characters long: at most 63" in r.stderr
+    assert r.returncode == 1 and "project name" in r.stderr and "is 300 characters long: at most 63" in r.stderr
     assert "internal error" not in r.stderr and not os.path.exists(f"/run/composenet/{long[:250]}")
-    r = sb.composenet("-f", str(ok), "-p", "y" * 250, "up", check=False, cwd=str(tmp_path))
+    r = sb.composenet("-p", "y" * 250, "down", check=False, cwd=str(tmp_path))
     assert r.returncode == 1 and "at most 63" in r.stderr and not os.path.exists(f"/run/composenet/{'y' * 250}")
+    # A project name that fits, whose container names do not: refused at the service.
+    fits = "z" * 60
+    r = sb.composenet("-f", str(ok), "-p", fits, "up", check=False, cwd=str(tmp_path))
+    assert r.returncode == 1 and "container name" in r.stderr and "is 66 characters long: at most 63" in r.stderr
+    assert not os.path.exists(f"/run/composenet/{fits}")

@@ -75,8 +75,8 @@ def desire(project: Project, observed: ObservedState, upstreams: Upstreams, run_
     add_container_resources(d, project.name, containers)
     resolver_nets = resolver_networks(bridges)
     add_dns(d, project.name, containers, resolver_nets, upstreams, run_dir)
-    add_processes(d, containers)
     port_maps, exposure = publish_ports(project, nets, containers, observed, d.warnings)
+    add_processes(d, containers, port_maps)  # the supervisor holds every published host port
     add_ruleset(d, project.name, bridges, resolver_nets, port_maps)
 
     d.networks = network_rows(nets)
