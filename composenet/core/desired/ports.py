@@ -55,7 +55,10 @@ def publish_ports(project: Project, nets: dict[str, NetPlan], containers: list[C
     for req in fixed + floating:
         if _is_fixed(req.port):
             host_port = _fixed_port(req, in_use)
-            _refuse_held(req, host_port, held)
+            if (req.svc.name, req.port.protocol, host_port) in prev:
+                _warn_held(req, host_port, held, warnings)  # published already: a late squatter
+            else:
+                _refuse_held(req, host_port, held)
         else:
             host_port = _free_port(req, prev, in_use, claimed, warnings, held)
             if not host_port:
@@ -187,6 +190,25 @@ def _holders(req: _Request, host_port: int, held: dict[tuple[str, int], list[dic
     return [h for m in _port_maps(req, host_port) for h in socks if _blocks(h, m.family, m.host_ip)]
 
 
+def _held_by(h: dict[str, Any], host_port: int) -> str:
+    addr = str(h["address"])
+    who = f"pid {h['pid']} ({h.get('process') or '?'})" if h.get("pid") else "a socket no process holds (the kernel's)"
+    return f"{f'[{addr}]' if ':' in addr else addr}:{host_port}/{h['proto']} is held by {who}"
+
+
+def _warn_held(req: _Request, host_port: int, held: dict[tuple[str, int], list[dict[str, Any]]],
+               warnings: list[str]) -> None:
+    """A port the project publishes already, now held by a host program too (it could bind only
+    while the project's supervisor was not holding it): the DNAT rule keeps taking its traffic.
+    Said, not refused: refusing would stop `up` from repairing the project and `check` from
+    naming the program."""
+    found = _holders(req, host_port, held)
+    if found:
+        warn(warnings, req.port.pos or req.svc.pos, req.port.pos.path if req.port.pos else f"services.{req.svc.name}.ports",
+             f"host port {req.host_ip or '*'}:{host_port}/{req.port.protocol} is published by this project, but "
+             f"{_held_by(found[0], host_port)}, which gets none of its traffic; stop that program")
+
+
 def _refuse_held(req: _Request, host_port: int, held: dict[tuple[str, int], list[dict[str, Any]]]) -> None:
     """A fixed host port a program of the host already holds: refused at the port, naming the
     address, protocol and process (Docker: "port is already allocated"), rather than taking
@@ -194,13 +216,10 @@ def _refuse_held(req: _Request, host_port: int, held: dict[tuple[str, int], list
     found = _holders(req, host_port, held)
     if not found:
         return
-    h = found[0]
-    addr = str(h["address"])
-    who = f"pid {h['pid']} ({h.get('process') or '?'})" if h.get("pid") else "a socket no process holds (the kernel's)"
     pos = req.port.pos or req.svc.pos
     raise InputError([Problem(
         f"host port {req.host_ip or '*'}:{host_port}/{req.port.protocol} is already in use on this host: "
-        f"{f'[{addr}]' if ':' in addr else addr}:{host_port}/{h['proto']} is held by {who}",
+        f"{_held_by(found[0], host_port)}",
         file=pos.file if pos else None, line=pos.line if pos else None, col=pos.col if pos else None,
         path=req.port.pos.path if req.port.pos else f"services.{req.svc.name}.ports",
         hint="stop that program or move it to another port, or publish another host port "
