@@ -174,13 +174,15 @@ def _claim_static(specs: list[_Spec], connected: set[tuple[str, int]]) -> None:
 
 def _keep_observed(specs: list[_Spec], connected: set[tuple[str, int]],
                    observed: ObservedState) -> dict[tuple[str, int], tuple[str | None, str | None]]:
-    """(IPv4, IPv6) by (container, eth): the static address; else an address the interface already
-    has that its pool can still give (claimed here); else None (a dynamic one, later)."""
+    """(IPv4, IPv6) by (container, eth): the static address; else an address the container already
+    has that its pool can still give (claimed here), the interface's own first, then any other of
+    its namespace (an edit that reorders or renames interfaces keeps each network's address: the
+    pools of two networks never overlap); else None (a dynamic one, later)."""
     resolved: dict[tuple[str, int], tuple[str | None, str | None]] = {}
     observed_addrs = _observed_endpoint_addrs(observed)
     for c, eth, np, att in specs:
         ifname = att.interface_name or f"eth{eth}"
-        prev = observed_addrs.get((c.ns, ifname), [])
+        prev = observed_addrs.get((c.ns, ifname), []) + observed_addrs.get((c.ns, ""), [])
         a4 = a6 = None
         if (c.index == 1 or (c.name, eth) in connected) and att.ipv4_address:
             a4 = att.ipv4_address
@@ -203,12 +205,15 @@ def _claim_first(pool: ipam.Pool, addrs: list[str], version: int) -> str | None:
 
 
 def _observed_endpoint_addrs(observed: ObservedState) -> dict[tuple[str, str], list[str]]:
-    """Addresses the kernel has on each container interface, by (namespace, ifname), sorted:
-    one pass over the observed state (not one per endpoint, which is quadratic)."""
+    """Addresses the kernel has on each container interface, by (namespace, ifname), and on every
+    interface of a namespace, by (namespace, ""), sorted: one pass over the observed state (not one
+    per endpoint, which is quadratic)."""
     out: dict[tuple[str, str], list[str]] = {}
     for r in observed.resources.values():
         if isinstance(r, Address) and r.ns:
-            out.setdefault((r.ns, r.ifname), []).append(r.cidr.split("/")[0])
+            addr = r.cidr.split("/")[0]
+            out.setdefault((r.ns, r.ifname), []).append(addr)
+            out.setdefault((r.ns, ""), []).append(addr)
     for addrs in out.values():
         addrs.sort()
     return out
