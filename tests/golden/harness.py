@@ -102,7 +102,8 @@ def base_observed(case: Path) -> str | None:
         return None
     project = load(base)
     planned = make_plan(project, project.name, ObservedState(offline=True), UPSTREAMS)
-    return observed_after(planned.desired).dumps()
+    # Positions (a process's "where") name the compose file by absolute path: made relative.
+    return observed_after(planned.desired).dumps().replace(str(ROOT) + os.sep, "")
 
 
 def nft_check(ruleset: str) -> str | None:
