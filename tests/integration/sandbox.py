@@ -189,13 +189,11 @@ class Sandbox:
         tables = self.nft("list", "tables", check=False).stdout
         if table in tables.split():
             found.append(f"nft table inet {table} in {self.host}")
-        for pid, start in sorted(self.seen.get(project, set())):
-            if proc_start(pid) == start:
-                found.append(f"process {pid} still running: {proc_cmdline(pid)!r}")
+        procs = [(pid, start, "") for pid, start in sorted(self.seen.get(project, set()))]
         if not others_up:
-            for pid, start in sorted(self.seen_host):
-                if proc_start(pid) == start:
-                    found.append(f"process {pid} still running in {self.host}: {proc_cmdline(pid)!r}")
+            procs += [(pid, start, f" in {self.host}") for pid, start in sorted(self.seen_host)]
+        for pid, _start, where in _still_running(procs):
+            found.append(f"process {pid} still running{where}: {proc_cmdline(pid)!r} (state {proc_state(pid)})")
         return found
 
     def assert_clean(self, project: str) -> None:
@@ -479,6 +477,27 @@ def proc_start(pid: int) -> str:
     if fields[0] == "Z":
         return ""
     return fields[19]
+
+
+def proc_state(pid: int) -> str:
+    """The process's state letter (field 3 of /proc/PID/stat), "" if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
+def _still_running(procs: list[tuple[int, str, str]], grace: float = 3.0) -> list[tuple[int, str, str]]:
+    """Those of ``procs`` (pid, start time, where) still alive after ``grace`` seconds at most: a
+    process SIGKILLed by `down` may still be tearing down (its memory already released, an empty
+    command line) on a loaded machine; one still there after the grace period is a leak."""
+    deadline = time.monotonic() + grace
+    while True:
+        alive = [p for p in procs if proc_start(p[0]) == p[1]]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.05)
 
 
 def proc_cmdline(pid: int) -> str:

@@ -744,10 +744,13 @@ def test_up_reload_without_losses_and_not_open(sandbox, tmp_path):
 
     stop = threading.Event()
     results: list[object] = []
+    lost: list[str] = []
 
     def client() -> None:
         s = ns_socket(a)
-        s.settimeout(2)
+        # glibc's resolver waits 5 s before it retries (resolv.conf `timeout:`): an answer later
+        # than that is one a client lost; a slower one, on a loaded CI machine, is not a loss.
+        s.settimeout(5)
         try:
             for i in range(200000):
                 if stop.is_set():
@@ -762,6 +765,7 @@ def test_up_reload_without_losses_and_not_open(sandbox, tmp_path):
                     results.append(outcome(r))
                 except TimeoutError:
                     results.append("timeout")
+                    lost.append(f"{time.strftime('%H:%M:%S')} {q.q.qname}")
         finally:
             s.close()
 
@@ -791,7 +795,8 @@ def test_up_reload_without_losses_and_not_open(sandbox, tmp_path):
         stop.set()
         th.join(30)
     assert len(results) > 50
-    assert results.count("timeout") == 0
+    dns_log = Path(f"/run/composenet/{p}/logs/dns.log")
+    assert results.count("timeout") == 0, (lost, dns_log.read_text()[-3000:] if dns_log.exists() else "")
     assert all(r == [b_addr] for r in results), {str(r) for r in results}
 
     # not an open resolver: the outside namespace routes to the project's subnet and asks
