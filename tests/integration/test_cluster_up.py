@@ -22,6 +22,7 @@ from dnslib import QTYPE, RCODE, DNSRecord
 from tests.integration.cluster_lab import Host, Lab, call_in_netns, wait_until
 
 PROJECT = "shop"
+TTL = 3  # the nodes' lease: a dead host is gone within TTL + 2 s
 NETWORK = f"{PROJECT}_fabric"
 # A server that answers each TCP connection and UDP datagram with the address it came from.
 SERVER = (
@@ -71,7 +72,8 @@ def composenet(lab: Lab, h: Host, text: str | None, *args: str, check: bool = Tr
     f = lab.tmp / f"{h.name}.yaml"
     if text is not None:
         f.write_text(text)
-    e = {"COMPOSENET_RESOLV_CONF": str(lab.tmp / "resolv.conf"), "COMPOSENET_STORE": lab.store_url, **(env or {})}
+    e = {"COMPOSENET_RESOLV_CONF": str(lab.tmp / "resolv.conf"), "COMPOSENET_STORE": lab.store_url,
+         "COMPOSENET_STORE_TTL": str(TTL), **(env or {})}
     return h.run(sys.executable, "-m", "composenet", "-f", str(f), "-p", PROJECT, *args, check=check, env=e,
                  timeout=90)
 
@@ -134,9 +136,10 @@ def own_ip(h: Host, container: str) -> str:
 
 
 def down_everywhere(lab: Lab) -> None:
-    for h in lab.hosts:
+    live = [h for h in lab.hosts if h.alive()]
+    for h in live:
         composenet(lab, h, None, "down")
-    for h in lab.hosts:
+    for h in live:
         assert os.listdir(h.path("/run/netns")) == [], h.name
         assert h.run("nft", "list", "tables").stdout.strip() == "", h.name
         assert "cnx-" not in h.run("ip", "-o", "link").stdout, h.name
@@ -170,5 +173,109 @@ def test_three_hosts_names_and_traffic_across_hosts(lab: Lab):
         assert "No changes" in again.stdout + again.stderr
         plan = composenet(lab, h3, None, "plan")
         assert "No changes" in plan.stdout + plan.stderr
+    finally:
+        down_everywhere(lab)
+
+
+def addresses(h: Host) -> dict[str, str]:
+    """Every container namespace of ``h`` -> its address on the overlay."""
+    return {ns: own_ip(h, ns) for ns in sorted(os.listdir(h.path("/run/netns")))}
+
+
+def test_simultaneous_ups_on_three_hosts_never_hand_out_one_address_twice(lab: Lab):
+    texts = {h.name: compose(sleeper("a") + sleeper("b") + "  c:\n    command: \"sleep 600\"\n    networks: [fabric]\n"
+                             "    deploy: {replicas: 2}\n") for h in lab.hosts}
+    for h in lab.hosts:
+        (lab.tmp / f"{h.name}.yaml").write_text(texts[h.name])
+    try:
+        for rnd in range(10):
+            procs = [h.popen(sys.executable, "-m", "composenet", "-f", str(lab.tmp / f"{h.name}.yaml"), "-p", PROJECT,
+                             "up", log=lab.tmp / f"race-{h.name}.log",
+                             env={"COMPOSENET_RESOLV_CONF": str(lab.tmp / "resolv.conf"),
+                                  "COMPOSENET_STORE": lab.store_url, "COMPOSENET_STORE_TTL": str(TTL)})
+                     for h in lab.hosts]
+            for p, h in zip(procs, lab.hosts, strict=True):
+                assert p.wait(120) == 0, (rnd, h.name, (lab.tmp / f"race-{h.name}.log").read_text()[-3000:])
+            got = [ip for h in lab.hosts for ip in addresses(h).values()]
+            assert len(got) == 12 and len(set(got)) == 12, (rnd, got)
+            leases = [kv.key for kv in lab.store(lambda s: s.range(f"/composenet/v1/addresses/{NETWORK}/")[1])]
+            assert len(leases) == 12, (rnd, leases)
+            if rnd % 3 == 2:  # sometimes from scratch: the network record is created in the race too
+                down_everywhere(lab)
+    finally:
+        down_everywhere(lab)
+
+
+def vtep_drops(h: Host) -> int:
+    out = h.run("nft", "-j", "list", "chain", "inet", f"composenet_{PROJECT}", "filter_in").stdout
+    return sum(next((e["counter"]["packets"] for e in item["rule"]["expr"] if "counter" in e), 0)
+               for item in json.loads(out)["nftables"]
+               if "rule" in item and "vxlan-unknown-vtep" in item["rule"].get("comment", ""))
+
+
+def test_vxlan_from_an_unknown_underlay_address_is_dropped(lab: Lab):
+    h1, h2, _ = lab.hosts
+    composenet(lab, h1, compose(server("api")), "up")
+    composenet(lab, h2, compose(sleeper("client")), "up")
+    try:
+        api = own_ip(h1, "shop-api-1")
+        assert tcp_from(h2, "shop-client-1", api) == own_ip(h2, "shop-client-1")  # members pass
+        assert vtep_drops(h1) == 0
+        vteps = h1.run("nft", "-j", "list", "set", "inet", f"composenet_{PROJECT}", "cluster_vteps").stdout
+        assert h2.addr in vteps and "10.99.0.1\"" not in vteps
+
+        def send() -> None:  # a VXLAN datagram from etcd's address: no member of the cluster
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                for _ in range(3):
+                    s.sendto(bytes(8) + bytes(42), (h1.addr, 4789))
+
+        call_in_netns(f"/run/netns/{lab.etcd_ns}", send)
+        wait_until(lambda: vtep_drops(h1) == 3, 3, "3 drops counted")
+        assert tcp_from(h2, "shop-client-1", api) == own_ip(h2, "shop-client-1")
+    finally:
+        down_everywhere(lab)
+
+
+def test_store_down_keeps_traffic_and_names_up_fails_clearly_then_converges(lab: Lab):
+    h1, h2, _ = lab.hosts
+    composenet(lab, h1, compose(sleeper("client")), "up")
+    composenet(lab, h2, compose(server("api", "backend")), "up")
+    try:
+        api, client = own_ip(h2, "shop-api-1"), own_ip(h1, "shop-client-1")
+        wait_until(lambda: ask(h1, "shop-client-1", "backend") == ("NOERROR", [api]), 5, "backend on h1")
+        lab.stop_etcd()
+        assert tcp_from(h1, "shop-client-1", api) == client
+        assert ask(h1, "shop-client-1", "backend") == ("NOERROR", [api])
+        before = sorted(os.listdir(h2.path("/run/netns")))
+        for cmd in ("plan", "up"):
+            r = composenet(lab, h2, compose(server("api", "backend") + sleeper("extra")), cmd, check=False)
+            assert r.returncode == 1 and "cluster store" in r.stderr and "hint:" in r.stderr, (cmd, r.stderr)
+        assert sorted(os.listdir(h2.path("/run/netns"))) == before  # nothing touched
+        assert tcp_from(h1, "shop-client-1", api) == client
+        lab.start_etcd()
+        composenet(lab, h2, None, "up")
+        extra = own_ip(h2, "shop-extra-1")
+        wait_until(lambda: ask(h1, "shop-client-1", "extra") == ("NOERROR", [extra]), 5, "extra on h1")
+        assert tcp_from(h1, "shop-client-1", api) == client
+    finally:
+        down_everywhere(lab)
+
+
+def test_a_killed_host_vanishes_from_the_others_within_ttl(lab: Lab):
+    """Last in the module: h3 does not come back."""
+    h1, _, h3 = lab.hosts
+    composenet(lab, h1, compose(sleeper("client")), "up")
+    composenet(lab, h3, compose(server("web")), "up")
+    try:
+        web = own_ip(h3, "shop-web-1")
+        wait_until(lambda: ask(h1, "shop-client-1", "web") == ("NOERROR", [web]), 5, "web on h1")
+        fdb = h1.run("bridge", "fdb", "show").stdout
+        assert h3.addr in fdb
+        lab.kill_host(h3)
+        wait_until(lambda: ask(h1, "shop-client-1", "web")[1] == [], TTL + 2, "h3's web gone from h1's names")
+        assert h3.addr not in h1.run("bridge", "fdb", "show").stdout
+        assert h3.addr not in h1.run("nft", "list", "set", "inet", f"composenet_{PROJECT}", "cluster_vteps").stdout
+        assert web not in h1.run("ip", "neigh", "show").stdout
+        assert not [k for k in store_keys(lab) if "/h3" in k or k.endswith("h3")]
     finally:
         down_everywhere(lab)
