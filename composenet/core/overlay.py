@@ -53,7 +53,7 @@ def vtep_ruleset(ports: list[int]) -> tuple[list[str], list[str], list[tuple[str
     identities, input rules as (rule, comment)); all empty without ports."""
     if not ports:
         return [], [], []
-    rules = [(f"udp dport {p} ip saddr != @{VTEP_SET} counter drop", f"cn:cluster:vxlan-unknown-vtep {p}")
+    rules = [(f"udp dport {p} ip saddr != @{VTEP_SET} counter drop", f"cluster: vxlan from an unknown vtep to port {p}")
              for p in sorted(set(ports))]
     return [f"set {VTEP_SET} {{ type ipv4_addr; }}"], [f"set {VTEP_SET} ipv4_addr"], rules
 

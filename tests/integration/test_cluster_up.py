@@ -210,7 +210,7 @@ def vtep_drops(h: Host) -> int:
     out = h.run("nft", "-j", "list", "chain", "inet", f"composenet_{PROJECT}", "filter_in").stdout
     return sum(next((e["counter"]["packets"] for e in item["rule"]["expr"] if "counter" in e), 0)
                for item in json.loads(out)["nftables"]
-               if "rule" in item and "vxlan-unknown-vtep" in item["rule"].get("comment", ""))
+               if "rule" in item and "unknown vtep" in item["rule"].get("comment", ""))
 
 
 def test_vxlan_from_an_unknown_underlay_address_is_dropped(lab: Lab):

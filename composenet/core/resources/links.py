@@ -109,6 +109,13 @@ class Vxlan(Resource):
     learning: bool = True
     proxy: bool = False
 
+    def describe(self) -> str | None:
+        if self.learning:
+            return None  # a static-peer device: render.describe's line
+        local = f"  local {self.local}" if self.local else ""
+        return (f"vxlan    {self.ifname}  vni {self.vni} port {self.port}{local}  bridge {self.bridge}  mtu {self.mtu}"
+                f"  cluster (learning off, arp proxy; FDB by the cluster agent)")
+
     def to_json(self) -> dict[str, Any]:
         d = super().to_json()
         if self.learning and not self.proxy:  # a static-peer device: as before cluster mode existed
