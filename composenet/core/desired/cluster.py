@@ -238,3 +238,28 @@ def _check_statics(project: Project, n: Network, c: dict[str, Any]) -> None:
                 file=pos.file if pos else None, line=pos.line if pos else None, col=pos.col if pos else None,
                 path=f"services.{s.name}.networks.{n.key}.ipv4_address",
                 hint="choose a free address, or leave it out to get one the cluster has not leased")])
+
+
+def host_lines(nets: dict[str, Any], containers: list[Any], observed: ObservedState) -> list[str]:
+    """What the plan does in the cluster store, in sentences for the plan's "Host:" section
+    (``nets``: NetPlans by key; ``containers``: core.desired.containers.Container): only what the
+    store does not hold yet (a record to create, this node's membership, an address to lease)."""
+    c = observed.cluster
+    out = []
+    for np in (nets[k] for k in sorted(nets)):
+        if np.vxlan is None or not np.vxlan.cluster:
+            continue
+        name = np.net.name
+        rec = c.get("networks", {}).get(name)
+        what = f"subnet {np.subnet4}, gateway {np.gateway4}, VNI {np.vxlan.vni}"
+        if rec is None or rec.get("subnet") != str(np.subnet4):
+            out.append(f"cluster store: creates the record of network {name} ({what})")
+        elif c.get("node") not in c.get("members", {}).get(name, {}):
+            out.append(f"cluster store: joins network {name}, created by node {rec.get('created_by')} ({what})")
+        leases = c.get("leases", {}).get(name, {})
+        new = sorted(f"{ep.ipv4} to {k.name}" for k in containers for ep in k.endpoints
+                     if ep.network is np and ep.ipv4 and leases.get(ep.ipv4) != {"node": c.get("node"),
+                                                                               "container": k.name})
+        if new:
+            out.append(f"cluster store: leases on {name} " + ", ".join(new) + " and publishes the endpoints")
+    return out
