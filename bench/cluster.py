@@ -1,25 +1,28 @@
-"""Benchmark the cluster's convergence: from a record change on one host to another host's
-resolver answering it (root; not a test).
+"""Benchmark the cluster (issue 12; root; not a test): convergence across hosts, and the cost of
+an overlay `up` against a bridge `up`, in the same run.
 
     python bench/cluster.py [--rounds 10]
 
 It builds two simulated hosts and an etcd on this machine (tests/integration/cluster_lab.py:
-each host its own network and mount namespace; nothing touches the machine's own network),
-starts the cluster agent on both, and gives host A what `up` makes for a cluster network (the
-bridge, a VXLAN device with learning off labelled for the network, the project's nft table, one
-container) plus the project's resolver. Host B joins the network. Then, per round, B publishes
-a new endpoint (composenet.cluster.host.publish: the store write and B's project file; this is
-what B's `up` does for a new service) and the clock runs until A's resolver, asked from A's
-container every 2 ms, answers the new service's name with its address: the watch, A's agent
-(FDB, neighbour, VTEP set, names file), the SIGHUP, the resolver's reload.
+each host its own network and mount namespace; nothing touches the machine's own network) and
+runs the real `composenet up` with COMPOSENET_STORE on them.
 
-Prints every round, the median, p90 and max, against the target of issue 12 (<= 1 s end to end,
-once `up` itself publishes: part B). Removes everything it created on exit, also on failure.
+1. Convergence: host A runs a client on the overlay network. Per round, host B's compose file
+   gains a service (a TCP server) and B runs `composenet up`; the clock starts when that `up`
+   returns and stops when A's resolver, asked from A's container every 2 ms, answers the new
+   service's name and a TCP connection from A's container to that address is accepted (the
+   watch, A's agent: FDB, neighbour, VTEP set, names file; the resolver's reload; the server's
+   start). Median of the rounds against the target (<= 1 s; Swarm's gossip takes seconds).
+2. `up` of a 10-service project on an overlay network (with the store) against the same project
+   on a bridge network, on host A, 3 times each, median against median (target <= 2x).
+
+Removes everything it created on exit, also on failure.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import socket
 import statistics
 import sys
@@ -31,42 +34,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dnslib import QTYPE, DNSRecord  # noqa: E402
 
-from tests.integration.cluster_lab import (  # noqa: E402
-    Lab,
-    add_container,
-    build_overlay,
-    call_in_netns,
-    join_and_publish,
-    registry_on,
-    reload_agent,
-    start_agent,
-)
+from tests.integration.cluster_lab import Host, Lab, call_in_netns  # noqa: E402
 
 PROJECT = "p"
-NET = "fab"
 TARGET = 1.0
+RATIO = 2.0
+SERVER = ("import socket\nt=socket.socket();t.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+          "t.bind(('',7000));t.listen(8)\nwhile True:\n    c,a=t.accept();c.close()\n")
 
 
-def start_resolver(lab: Lab, h, gateway: str, ip: str) -> None:  # type: ignore[no-untyped-def]
-    import json
-
-    cfg = {"project": PROJECT, "pidfile": f"/run/composenet/{PROJECT}/dns.pid", "upstreams": [],
-           "listeners": [{"network": NET, "address": gateway}],
-           "containers": [{"name": "p-a-1", "service": "a", "endpoints": [{"network": NET, "ipv4": ip}]}]}
-    Path(h.path(f"/run/composenet/{PROJECT}")).mkdir(exist_ok=True)
-    Path(h.path(f"/run/composenet/{PROJECT}/dns.json")).write_text(json.dumps(cfg))
-    h.popen(sys.executable, "-m", "composenet.dns.server", f"/run/composenet/{PROJECT}/dns.json",
-            log=lab.tmp / "dns.log")
-    for _ in range(400):
-        if Path(h.path(f"/run/composenet/{PROJECT}/dns.pid")).exists():
-            return
-        time.sleep(0.025)
-    raise SystemExit(f"bench: the resolver did not start: {(lab.tmp / 'dns.log').read_text()}")
+def compose(services: list[str], driver: str = "overlay", server: bool = False) -> str:
+    cmd = json.dumps([sys.executable, "-c", SERVER]) if server else '"sleep 600"'
+    body = "".join(f"  {s}:\n    command: {cmd}\n    networks: [net]\n" for s in services)
+    return f"services:\n{body}networks:\n  net:\n    driver: {driver}\n"
 
 
-def asker(h, ns: str) -> socket.socket:  # type: ignore[no-untyped-def]
-    """A UDP socket made in container ``ns`` of host ``h`` (it stays in that namespace)."""
-    return call_in_netns(h.path(f"/run/netns/{ns}"), lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+def composenet(lab: Lab, h: Host, text: str, *args: str, project: str = PROJECT) -> float:
+    """`composenet -p PROJECT ARGS` on ``h`` with the lab's store; seconds it took."""
+    f = lab.tmp / f"{h.name}-{project}.yaml"
+    f.write_text(text)
+    env = {"COMPOSENET_RESOLV_CONF": str(lab.tmp / "resolv.conf"), "COMPOSENET_STORE": lab.store_url}
+    start = time.monotonic()
+    h.run(sys.executable, "-m", "composenet", "-f", str(f), "-p", project, *args, env=env, timeout=120)
+    return time.monotonic() - start
 
 
 def answers(sock: socket.socket, server: str, name: str) -> list[str]:
@@ -75,8 +65,7 @@ def answers(sock: socket.socket, server: str, name: str) -> list[str]:
     try:
         sock.sendto(q.pack(), (server, 53))
         for _ in range(4):
-            data = sock.recv(4096)
-            r = DNSRecord.parse(data)
+            r = DNSRecord.parse(sock.recv(4096))
             if r.header.id == q.header.id:
                 return [str(rr.rdata) for rr in r.rr if rr.rtype == QTYPE.A]
     except (TimeoutError, OSError):
@@ -84,50 +73,65 @@ def answers(sock: socket.socket, server: str, name: str) -> list[str]:
     return []
 
 
-def run(rounds: int, tmp: Path) -> list[float]:
-    from composenet.cluster import host
-    from composenet.cluster.records import EndpointRecord
+def connects(ns_path: str, ip: str) -> bool:
+    def go() -> bool:
+        try:
+            with socket.create_connection((ip, 7000), timeout=0.2):
+                return True
+        except OSError:
+            return False
 
-    lab = Lab(tmp, hosts=2)
-    lab.setup()
+    return call_in_netns(ns_path, go)
+
+
+def convergence(lab: Lab, rounds: int) -> list[float]:
+    a, b = lab.hosts
+    composenet(lab, a, compose(["client"]), "up")
+    ns = a.path(f"/run/netns/{PROJECT}-client-1")
+    conf = Path(a.path(f"/etc/netns/{PROJECT}-client-1/resolv.conf")).read_text()
+    server = next(line.split()[1] for line in conf.splitlines() if line.startswith("nameserver"))
+    sock = call_in_netns(ns, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    times = []
     try:
-        lab.start_etcd()
-        a, b = lab.hosts
-        for h in (a, b):
-            start_agent(lab, h)
-        record, ips = join_and_publish(lab, a, PROJECT, NET, [("p-a-1", "a", "02:42:0a:00:00:0a", ())])
-        prefix = int(record.subnet.split("/")[1])
-        build_overlay(a, PROJECT, NET, record.vni, record.gateway, prefix)
-        add_container(a, "p-a-1", NET, ips["p-a-1"], prefix, "02:42:0a:00:00:0a", record.gateway)
-        start_resolver(lab, a, record.gateway, ips["p-a-1"])
-        reload_agent(a)
-        join_and_publish(lab, b, PROJECT, NET, [])
-        sock = asker(a, "p-a-1")
-        times = []
-        run_dir = b.path("/run/composenet")
-        lease = registry_on(lab, b, lambda reg: reg.node_lease())
         for k in range(rounds):
             name = f"svc{k}"
-            ip = registry_on(lab, b, lambda reg, k=k: host.lease(run_dir, reg, PROJECT, lease, record, f"p-{k}-1"))
-            rec = EndpointRecord(NET, f"p-{name}-1", name, ip, f"02:42:0a:00:01:{k:02x}", b.name, b.addr,
-                                 project=PROJECT)
+            composenet(lab, b, compose([f"svc{i}" for i in range(k + 1)], server=True), "up")
             start = time.monotonic()
-            registry_on(lab, b, lambda reg, rec=rec: host.publish(run_dir, reg, PROJECT, lease, rec))
             for _ in range(5000):  # bounded: 10 s at 2 ms
-                if answers(sock, record.gateway, name) == [ip]:
+                got = answers(sock, server, name)
+                if got and connects(ns, got[0]):
                     break
                 time.sleep(0.002)
             else:
-                raise SystemExit(f"bench: {name} never answered on host A")
+                raise SystemExit(f"bench: {name} never answered and connected on host A")
             times.append(time.monotonic() - start)
             print(f"  round {k + 1:2d}: {times[-1] * 1000:7.1f} ms", flush=True)
-        sock.close()
-        return times
     finally:
-        lab.teardown()
-        left = lab.leftovers()
-        if left:
-            print(f"bench: left behind: {left}", file=sys.stderr)
+        sock.close()
+    for h in (a, b):
+        composenet(lab, h, compose(["client"]), "down")
+    return times
+
+
+def up_cost(lab: Lab) -> dict[str, float]:
+    """Median seconds of `up` of 10 services: on a bridge network; on an overlay network with the
+    store, the host's first (it starts the host's agent; its `down` stops it) and with the agent
+    already running (another project of the host uses the cluster)."""
+    a = lab.hosts[0]
+    services = [f"s{i}" for i in range(10)]
+    got: dict[str, list[float]] = {"bridge": [], "overlay": [], "overlay, agent running": []}
+    for _ in range(3):
+        for kind, driver in (("bridge", "bridge"), ("overlay", "overlay")):
+            text = compose(services, driver)
+            got[kind].append(composenet(lab, a, text, "up", project="ten"))
+            composenet(lab, a, text, "down", project="ten")
+    composenet(lab, a, compose(["keep"]), "up", project="keep")
+    for _ in range(3):
+        text = compose(services)
+        got["overlay, agent running"].append(composenet(lab, a, text, "up", project="ten"))
+        composenet(lab, a, text, "down", project="ten")
+    composenet(lab, a, compose(["keep"]), "down", project="keep")
+    return {k: statistics.median(v) for k, v in got.items()}
 
 
 def main() -> int:
@@ -135,13 +139,30 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=10)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="cn-bench-cluster-") as d:
-        print(f"cluster convergence: record published on host B -> host A's resolver answers ({args.rounds} rounds)")
-        times = run(args.rounds, Path(d))
+        lab = Lab(Path(d), hosts=2)
+        try:
+            lab.setup()
+            lab.start_etcd()
+            (lab.tmp / "resolv.conf").write_text("nameserver 192.0.2.53\n")
+            print(f"cluster convergence: `up` returns on host B -> host A resolves and connects ({args.rounds} rounds)")
+            times = convergence(lab, args.rounds)
+            costs = up_cost(lab)
+        finally:
+            lab.teardown()
+            left = lab.leftovers()
+            if left:
+                print(f"bench: left behind: {left}", file=sys.stderr)
     ordered = sorted(times)
     p90 = ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
     med = statistics.median(times)
     print(f"median {med * 1000:.1f} ms, p90 {p90 * 1000:.1f} ms, max {max(times) * 1000:.1f} ms "
           f"(target <= {TARGET * 1000:.0f} ms: {'met' if med <= TARGET else 'MISSED'})")
+    bridge = costs.pop("bridge")
+    print(f"up of 10 services on a bridge network: {bridge * 1000:.0f} ms (median of 3)")
+    for kind, t in costs.items():
+        ratio = t / bridge
+        print(f"  on an {kind}: {t * 1000:.0f} ms, {ratio:.2f}x (target <= {RATIO:g}x: "
+              f"{'met' if ratio <= RATIO else 'MISSED'})")
     return 0
 
 

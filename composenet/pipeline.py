@@ -24,7 +24,7 @@ from composenet.core.planner import Planned, make_plan
 from composenet.core.render import render_text
 from composenet.core.state import DesiredState
 from composenet.errors import ComposenetError, PlanError
-from composenet.kernel import nft, rundir
+from composenet.kernel import cluster, nft, rundir
 from composenet.kernel.apply import apply
 from composenet.kernel.cleanup import remove_project_dir
 from composenet.kernel.context import Context, Handlers
@@ -115,6 +115,8 @@ class _Run:
     def locked(self, saved_plan: dict | None, applied: Callable[[], None] = lambda: None) -> Planned:
         """Under the project lock: plan, check, apply, record, verify."""
         ctx, project = self.ctx, self.project
+        if project is None:
+            cluster.at_down(ctx, self.echo)  # the project's cluster records (a warning if the store is down)
         planned = self.plan()
         if saved_plan is not None:
             _check_saved(saved_plan, planned.plan)
@@ -129,14 +131,25 @@ class _Run:
             return planned
         for h in self.handlers:  # each may refuse the plan before anything changes
             h.check(ctx, planned.plan)
+        crun = None
+        if project is not None:  # cluster records and leases first: a conflict re-plans, before any kernel step
+            planned, crun = cluster.prepare(ctx, project, planned, self.plan)
         total = len(planned.plan.steps)
 
         def progress(n: int, total: int, text: str) -> None:
             if not self.quiet:
                 self.echo(f"[{n}/{total}] {text}")
 
-        apply(ctx, planned.plan, self.handlers, implied_deletes(planned.plan.changes), progress)
+        try:
+            apply(ctx, planned.plan, self.handlers, implied_deletes(planned.plan.changes), progress)
+        except BaseException:
+            if crun is not None:
+                crun.undo(ctx)
+            raise
         applied()
+        if crun is not None:
+            assert project is not None
+            cluster.after_apply(ctx, project, planned, crun)
         if project is not None:
             record_applied(ctx, planned.desired)
         # Verify: re-observe; the plan must now be empty.

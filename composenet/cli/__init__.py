@@ -20,12 +20,13 @@ import typer
 # isort: off
 from composenet.cli import project, status  # noqa: F401 -- registers their commands
 from composenet.cli import check, graph  # noqa: F401 -- registers them, listed after logs
-from composenet.cli import network
+from composenet.cli import network, node
 # isort: on
 from composenet.cli.app import app
 from composenet.errors import ComposenetError
 
 app.add_typer(network.app, name="network")
+app.add_typer(node.app, name="node")
 
 
 def main() -> None:

@@ -1,5 +1,5 @@
 """The typer application and its global options (-f, -p, --env-file, --profile,
---project-directory, --resolv-conf), kept in a ``Session`` in typer's context. Command modules
+--project-directory, --resolv-conf, --store, --node, --advertise-addr), kept in a ``Session`` in typer's context. Command modules
 (``cli.project``, ``cli.status``, ``cli.network``) add their commands to ``app``."""
 
 # No `from __future__ import annotations`: typer would evaluate each string annotation twice
@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from composenet.cli.session import Session
+from composenet.cli.session import Session, cluster_options
 from composenet.compose.options import LoadOptions
 
 app = typer.Typer(
@@ -53,6 +53,23 @@ def _global(
             help="Upstream DNS servers for names outside the project (default /etc/resolv.conf).",
         ),
     ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option("--store", envvar="COMPOSENET_STORE", show_envvar=False,
+                     help="Cluster store for overlay networks across hosts: etcd://HOST:PORT[,...] "
+                          "(env COMPOSENET_STORE)."),
+    ] = None,
+    node: Annotated[
+        str | None,
+        typer.Option("--node", envvar="COMPOSENET_NODE", show_envvar=False,
+                     help="This host's name in the cluster (default: the hostname; env COMPOSENET_NODE)."),
+    ] = None,
+    advertise_addr: Annotated[
+        str | None,
+        typer.Option("--advertise-addr", envvar="COMPOSENET_ADVERTISE_ADDR", show_envvar=False,
+                     help="This host's underlay IPv4 for VXLAN (default: the source of the route to the "
+                          "store; env COMPOSENET_ADVERTISE_ADDR)."),
+    ] = None,
 ) -> None:
     ctx.obj = Session(
         LoadOptions(
@@ -63,4 +80,5 @@ def _global(
             cwd=project_directory,
         ),
         resolv_conf,
+        cluster_options(store, node, advertise_addr),
     )

@@ -5,6 +5,7 @@ by the methods that need them."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,7 @@ from composenet.errors import InputError, Problem
 from composenet.paths import run_dir
 
 if TYPE_CHECKING:
+    from composenet.cluster.settings import ClusterSettings
     from composenet.core.desired import Upstreams
     from composenet.core.model import Project
     from composenet.kernel.context import Context
@@ -25,6 +27,16 @@ if TYPE_CHECKING:
 class Session:
     opts: LoadOptions = field(default_factory=LoadOptions)
     resolv_conf: str | None = None  # --resolv-conf / COMPOSENET_RESOLV_CONF
+    # --store / --node / --advertise-addr (or their COMPOSENET_* variables), as given: see cluster
+    cluster_opts: tuple[str | None, str | None, str | None] = (None, None, None)
+
+    @property
+    def cluster(self) -> ClusterSettings | None:
+        """The host's cluster settings (composenet.cluster.settings), None without a store;
+        StoreConfigError (exit 1, its hint) when they are wrong."""
+        from composenet.cluster.settings import settings_from  # deferred: only commands that use it
+
+        return settings_from(*self.cluster_opts)
 
     def load(self) -> Project:
         """The project of the compose files (-f, COMPOSE_FILE or the default lookup). Documents
@@ -62,6 +74,18 @@ class Session:
         from composenet.pipeline import read_upstreams  # deferred: the pipeline
 
         return read_upstreams(self.resolv_conf)
+
+
+def cluster_options(store: str | None, node: str | None,
+                    advertise: str | None) -> tuple[str | None, str | None, str | None]:
+    """The cluster options of the command line, also put in the environment (COMPOSENET_STORE,
+    COMPOSENET_NODE, COMPOSENET_ADVERTISE_ADDR), where the pipeline's cluster steps and the agent
+    they start read them (composenet.cluster.settings.settings_from)."""
+    for name, value in (("COMPOSENET_STORE", store), ("COMPOSENET_NODE", node),
+                        ("COMPOSENET_ADVERTISE_ADDR", advertise)):
+        if value is not None:
+            os.environ[name] = value
+    return (store, node, advertise)
 
 
 def session() -> Session:

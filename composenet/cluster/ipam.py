@@ -24,75 +24,24 @@ Must not: read the store or the kernel: callers pass what they read.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from collections.abc import Iterable, Iterator
 
 from composenet.cluster.errors import ClusterConflict
-from composenet.cluster.records import VNI_MAX, VNI_MIN, AddressLease, NetworkRecord
+from composenet.cluster.records import AddressLease, NetworkRecord
+from composenet.core.desired.cluster import (
+    DEFAULT_POOL,
+    DEFAULT_PREFIX,
+    choose_subnet,
+    choose_vni,
+    default_gateway,
+    derived_vni,
+)
 
-DEFAULT_POOL = "10.0.0.0/8"
-DEFAULT_PREFIX = 24
-
-Net = ipaddress.IPv4Network
-
-
-def _nets(texts: Iterable[str]) -> list[Net]:
-    out = []
-    for t in texts:
-        try:
-            n = ipaddress.IPv4Network(t, strict=False)
-        except ValueError:
-            continue
-        if n.prefixlen > 0:  # a default route overlaps everything: it says nothing
-            out.append(n)
-    return sorted(out, key=lambda n: (int(n.network_address), n.prefixlen))
-
-
-def choose_subnet(taken: Iterable[str], routes: Iterable[str], pool: str = DEFAULT_POOL,
-                  prefixlen: int = DEFAULT_PREFIX) -> str | None:
-    """The first ``/prefixlen`` of ``pool`` overlapping none of ``taken`` (cluster networks) and
-    ``routes`` (the nodes' routes); None when the pool is full."""
-    space = ipaddress.IPv4Network(pool)
-    if prefixlen < space.prefixlen:
-        return None
-    blockers = [n for n in _nets([*taken, *routes]) if n.overlaps(space)]
-    size = 1 << (32 - prefixlen)
-    candidate = int(space.network_address)
-    end = int(space.broadcast_address)
-    while candidate + size - 1 <= end:
-        cand = ipaddress.IPv4Network((candidate, prefixlen))
-        hit = next((b for b in blockers if b.overlaps(cand)), None)
-        if hit is None:
-            return str(cand)
-        # Jump past the blocker (aligned to the candidate size), never backwards.
-        after = int(hit.broadcast_address) + 1
-        candidate = max(candidate + size, (after + size - 1) // size * size)
-    return None
-
-
-def default_gateway(subnet: str) -> str:
-    return str(next(ipaddress.IPv4Network(subnet).hosts()))
-
-
-def derived_vni(name: str) -> int:
-    h = int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)
-    return VNI_MIN + h % (VNI_MAX - VNI_MIN + 1)
-
-
-def choose_vni(name: str, taken: Iterable[int], wanted: int | None = None) -> int | None:
-    """``wanted`` if free (None when it is taken), else the VNI derived from ``name`` or the next
-    free one after it (wrapping within VNI_MIN..VNI_MAX)."""
-    used = set(taken)
-    if wanted is not None:
-        return None if wanted in used else wanted
-    span = VNI_MAX - VNI_MIN + 1
-    start = derived_vni(name) - VNI_MIN
-    for i in range(min(span, len(used) + 1)):  # one of the first len(used)+1 candidates is free
-        vni = VNI_MIN + (start + i) % span
-        if vni not in used:
-            return vni
-    return None
+# The subnet and VNI choices are core's (core.desired.cluster), so that `plan` proposes exactly the
+# record `up` creates.
+__all__ = ["DEFAULT_POOL", "DEFAULT_PREFIX", "choose_subnet", "choose_vni", "default_gateway", "derived_vni",
+           "free_addresses", "lease_conflict", "network_mismatch", "propose_network"]
 
 
 def free_addresses(subnet: str, gateway: str, taken: Iterable[str], ip_range: str | None = None) -> Iterator[str]:

@@ -37,6 +37,25 @@ class VxlanOpts:
     port: int
     local: str | None
     peers: tuple[str, ...]  # sorted, de-duplicated, without the local address
+    # A cluster network (a store is set, no peers option): learning off and ARP proxy on, no
+    # static peers; the cluster agent programs its FDB and neighbours (composenet.cluster).
+    cluster: bool = False
+
+
+# The project table's set of the cluster's VTEP addresses (the cluster agent fills it: its
+# elements are never compared, see kernel.nft.identities) and the rule that drops VXLAN from any
+# other source. composenet.cluster.dataplane.VTEP_SET names the same set.
+VTEP_SET = "cluster_vteps"
+
+
+def vtep_ruleset(ports: list[int]) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+    """For a project with cluster networks on VXLAN ``ports``: (set declarations, their
+    identities, input rules as (rule, comment)); all empty without ports."""
+    if not ports:
+        return [], [], []
+    rules = [(f"udp dport {p} ip saddr != @{VTEP_SET} counter drop", f"cluster: vxlan from an unknown vtep to port {p}")
+             for p in sorted(set(ports))]
+    return [f"set {VTEP_SET} {{ type ipv4_addr; }}"], [f"set {VTEP_SET} ipv4_addr"], rules
 
 
 def default_vni(network_name: str) -> int:

@@ -58,6 +58,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
+from composenet.core import overlay
 from composenet.core.resources import short_hash
 
 COMMENT_MAX = 128  # nftables limit on comment length (NFT_USERDATA_MAXLEN)
@@ -73,6 +74,7 @@ class NetRules:
     internal: bool = False
     masquerade: bool = True
     resolver: bool = True
+    cluster_port: int | None = None  # a cluster network's VXLAN port (core.overlay.vtep_ruleset)
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,10 @@ def build(table: str, nets: list[NetRules], ports: list[PortMap]) -> tuple[str, 
         "filter_in": Chain("filter_in", "filter input 0 accept"),
     }
     head, head_idents = _loopback_guard(chains["raw_pre"], nets, ports)
+    vtep_head, vtep_idents, vtep_rules = overlay.vtep_ruleset([n.cluster_port for n in nets if n.cluster_port])
+    head, head_idents = vtep_head + head, vtep_idents + head_idents  # sets in name order, as nft lists them
+    for rule, comment in vtep_rules:
+        chains["filter_in"].add(rule, comment)
     _published(chains, ports)
     _masquerade(chains["nat_post"], nets)
     _isolation(chains, nets)

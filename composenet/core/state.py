@@ -38,7 +38,11 @@ class ObservedState:
       name None when no process could be found): a published port they hold is refused;
     - processes: the state of each service process, by container, as its supervisor reports it
       (``{"state", "pid", "exit_code", "restarts", "error", ...}``): for `ps` and messages;
-    - offline: True when built by ``--offline`` (empty kernel, no host routes).
+    - offline: True when built by ``--offline`` (empty kernel, no host routes);
+    - cluster: with a cluster store, what it holds that the plan needs (composenet.kernel.cluster
+      fills it, core.desired.cluster reads it): ``{"node", "vtep", "networks" {name: record},
+      "proposals" {name: record}, "members" {name: {node: vtep}}, "leases" {name: {ip: {node,
+      container}}}, "routes"}``, or ``{"error", "hint"}`` when the store did not answer.
     """
 
     resources: dict[str, Resource] = field(default_factory=dict)
@@ -52,6 +56,7 @@ class ObservedState:
     host_ports: list[dict[str, Any]] = field(default_factory=list)
     processes: dict[str, dict[str, Any]] = field(default_factory=dict)
     offline: bool = False
+    cluster: dict[str, Any] = field(default_factory=dict)
     # key -> digest of what the last successful apply wrote (diff.digest); labels drift only.
     applied: dict[str, str] = field(default_factory=dict)
 
@@ -70,6 +75,7 @@ class ObservedState:
             **({"connections": list(self.connections)} if self.connections else {}),
             **({"host_ports": list(self.host_ports)} if self.host_ports else {}),
             **({"processes": dict(sorted(self.processes.items()))} if self.processes else {}),
+            **({"cluster": self.cluster} if self.cluster else {}),
             "applied": dict(sorted(self.applied.items())),
         }
 
@@ -90,6 +96,7 @@ class ObservedState:
             connections=list(d.get("connections", [])),
             host_ports=list(d.get("host_ports", [])),
             processes=dict(d.get("processes", {})),
+            cluster=dict(d.get("cluster", {})),
             applied=dict(d.get("applied", {})),
         )
         for rd in d.get("resources", ()):

@@ -241,7 +241,8 @@ class KernelHandler(HandlerBase):
         except OSError as e:
             raise fail(what, e) from e
         ip = ipr(ctx, "")
-        kw: dict[str, Any] = {"vxlan_id": r.vni, "vxlan_port": r.port, "vxlan_learning": 1}
+        kw: dict[str, Any] = {"vxlan_id": r.vni, "vxlan_port": r.port, "vxlan_learning": int(r.learning),
+                              "vxlan_proxy": int(r.proxy)}
         if r.local:
             kw["vxlan_local"] = r.local
         intent = intents.begin(ctx, "vxlan", "", r.ifname, r.label)

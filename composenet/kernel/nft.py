@@ -23,6 +23,7 @@ import shutil
 import subprocess
 from typing import Any
 
+from composenet.core.overlay import VTEP_SET
 from composenet.core.plan import Plan
 from composenet.core.resources import NftTable, Resource, nft_table_name
 from composenet.core.ruleset import parse_port
@@ -169,7 +170,9 @@ def identities(list_table_json: dict[str, Any]) -> tuple[str, ...]:
         elif "set" in item:
             st = item["set"]
             types = [str(t) for t in st["type"]] if isinstance(st.get("type"), list) else [str(st.get("type", "?"))]
-            elems = sorted(f"set {st['name']}: {_element(e, types)}" for e in st.get("elem", []))
+            # The cluster agent fills the VTEP set (core.overlay.VTEP_SET): its elements are not ours.
+            elems = [] if st["name"] == VTEP_SET else sorted(f"set {st['name']}: {_element(e, types)}"
+                                                             for e in st.get("elem", []))
             typ = " . ".join(types)
             sets[st["name"]] = [f"set {st['name']} {typ}", *elems]
     out: list[str] = []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from composenet.core.state import ObservedState
+from composenet.kernel.cluster import observe_cluster
 from composenet.kernel.context import Context, Handlers
 from composenet.kernel.handlers import default_handlers
 
@@ -16,6 +17,7 @@ def observe_project(ctx: Context, handlers: Handlers | None = None) -> ObservedS
     observed = ObservedState()
     for h in handlers if handlers is not None else default_handlers():
         h.observe(ctx, observed)
+    observe_cluster(ctx, observed)  # with a cluster store only (ObservedState.cluster)
     observed.applied = read_applied(ctx)
     observed.connections = read_connections(ctx)
     return observed

@@ -39,6 +39,8 @@ from composenet.linux.netlink import (
     Link,
 )
 
+IFLA_VXLAN_LEARNING, IFLA_VXLAN_PROXY = 7, 11  # u8 flags (cluster networks: learning off, proxy on)
+
 # A host veth of this project and its label's parts (container, network).
 LabelledLink = tuple[Link, list[str]]
 
@@ -152,13 +154,16 @@ def _observe_vxlans(ctx: Context, observed: ObservedState, vxlans: list[Link], b
         local = socket.inet_ntop(socket.AF_INET, d[IFLA_VXLAN_LOCAL][:4]) if IFLA_VXLAN_LOCAL in d else None
         if local == "0.0.0.0":
             local = None
-        peers = sorted({m.get("NDA_DST") for m in fdb
+        learning = bool(d[IFLA_VXLAN_LEARNING][0]) if IFLA_VXLAN_LEARNING in d else True
+        proxy = bool(d[IFLA_VXLAN_PROXY][0]) if IFLA_VXLAN_PROXY in d else False
+        # Learning off: a cluster network's device, whose FDB is the cluster agent's, never drift.
+        peers = [] if not learning else sorted({m.get("NDA_DST") for m in fdb
                         if m["ifindex"] == lk.index and m.get("NDA_LLADDR") == FLOOD_MAC and m.get("NDA_DST")},
                        key=lambda a: ipaddress.ip_address(a))
         master = by_index.get(lk.master)
         network = lk.alias[: -len(VXLAN_LABEL_SUFFIX)].split("/", 1)[1]
         observed.add(Vxlan(lk.name, lk.alias, network, master.name if master else "", vni, port, local,
-                           tuple(peers), lk.mtu))
+                           tuple(peers), lk.mtu, learning, proxy))
 
 
 def _observe_veths(observed: ObservedState, veths: list[LabelledLink], ns_links: dict[str, list[Link]],

@@ -235,7 +235,13 @@ ALLOW_PRIVATE_MOUNTNS = "COMPOSENET_ALLOW_PRIVATE_MOUNTNS"
 def check_mount_namespace() -> None:
     """Refuse to run in a private mount namespace (e.g. under `ip netns exec`): the namespaces
     composenet bind-mounts under /run/netns would exist only there and vanish on exit, leaving
-    links and processes nobody can find. Override with COMPOSENET_ALLOW_PRIVATE_MOUNTNS=1."""
+    links and processes nobody can find.
+
+    Override with COMPOSENET_ALLOW_PRIVATE_MOUNTNS=1 when the mount namespace is meant to stay:
+    a simulated host (tests/integration/cluster_lab.py) is a process holding its own network and
+    mount namespaces, with private /run/netns, /run/composenet and /etc/netns, so that several
+    hosts run one project name on one machine; everything composenet creates there lives as long
+    as the holder."""
     if os.environ.get(ALLOW_PRIVATE_MOUNTNS) == "1":
         return
     try:
@@ -254,7 +260,8 @@ def check_mount_namespace() -> None:
             f"composenet runs in a private mount namespace ({detail}): the network "
             f"namespaces it creates under {NETNS_DIR} would vanish when it exits",
             hint="run it directly or with `nsenter --net=/run/netns/NAME`, not under `ip netns exec`; "
-            f"set {ALLOW_PRIVATE_MOUNTNS}=1 if this mount namespace is meant to stay",
+            f"set {ALLOW_PRIVATE_MOUNTNS}=1 if this mount namespace is meant to stay (a simulated host: "
+            "see tests/integration/cluster_lab.py)",
         )
 
 

@@ -81,7 +81,7 @@ def test_project_options(tmp_path: Path):
 
 COMMANDS = ["config", "validate", "plan", "up", "down", "ps", "port", "exec", "logs", "check", "graph",
             "network ls", "network inspect", "network create", "network rm", "network prune",
-            "network connect", "network disconnect"]
+            "network connect", "network disconnect", "node ls"]
 
 
 def test_every_command_help_teaches_with_examples(tmp_path: Path):
@@ -99,7 +99,7 @@ def test_every_command_help_teaches_with_examples(tmp_path: Path):
 def test_command_lists_give_each_command_one_whole_sentence(tmp_path: Path):
     """`composenet --help` and `composenet network --help`: one line per command, a whole
     sentence (never cut short with "..." nor broken across lines), in an 80-column terminal."""
-    for args, names in ((["--help"], [c for c in COMMANDS if " " not in c] + ["network"]),
+    for args, names in ((["--help"], [c for c in COMMANDS if " " not in c] + ["network", "node"]),
                         (["network", "--help"], [c.split()[1] for c in COMMANDS if c.startswith("network ")])):
         r = run(tmp_path, *args, env={"COLUMNS": "80", "TERM": "dumb"})
         assert r.returncode == 0, r.stderr

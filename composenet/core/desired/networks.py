@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from composenet.core import ipam, overlay
+from composenet.core.desired.cluster import ClusterNet, plan_cluster_networks
 from composenet.core.desired.common import opt_bool, warn
 from composenet.core.model import IpamConfig, Network, Project
 from composenet.core.resources import LABEL_PREFIX, Address, Veth, bridge_ifname
@@ -48,6 +49,7 @@ def plan_networks(project: Project, observed: ObservedState, warnings: list[str]
     taken = _taken_subnets(project, observed, member_subnets)
     avoid = list(observed.host_routes) + list(observed.host_addresses) + list(observed.foreign_subnets)
     nets: dict[str, NetPlan] = {}
+    clusters = plan_cluster_networks(project, observed)  # overlay networks a cluster store spans
     for n in sorted(project.networks, key=lambda n: n.key):
         if n.external:
             nets[n.key] = external_network(n, project.name, observed, warnings)
@@ -56,7 +58,8 @@ def plan_networks(project: Project, observed: ObservedState, warnings: list[str]
         else:
             # Docker creates declared networks even when no service uses them; so do we (a bridge
             # and a listener of the resolver, for other projects' containers that attach to it).
-            nets[n.key] = _managed_network(n, project.name, observed, member_subnets, taken, avoid, warnings)
+            nets[n.key] = _managed_network(n, project.name, observed, member_subnets, taken, avoid, warnings,
+                                           clusters.get(n.key))
     return nets
 
 
@@ -76,10 +79,11 @@ def _taken_subnets(project: Project, observed: ObservedState, member_subnets: di
 
 
 def _managed_network(n: Network, project: str, observed: ObservedState, member_subnets: dict[str, list[str]],
-                     taken: list[str], avoid: list[str], warnings: list[str]) -> NetPlan:
-    """A bridge (or macvlan) network this project creates; its IPv4 subnet joins ``taken``."""
+                     taken: list[str], avoid: list[str], warnings: list[str], cl: ClusterNet | None = None) -> NetPlan:
+    """A bridge (or macvlan) network this project creates; its IPv4 subnet joins ``taken``.
+    ``cl``: a cluster network's record (core.desired.cluster): its subnet, gateway and VNI."""
     kind = "macvlan" if n.driver == "macvlan" else "bridge"
-    vx = overlay.vxlan_opts(n, observed.host_addresses)
+    vx = cl.vxlan if cl is not None else overlay.vxlan_opts(n, observed.host_addresses)
     if n.driver == "overlay" and vx is None:
         warn(warnings, n.pos, f"networks.{n.key}.driver", "driver overlay is built as a local bridge (single host)")
     br = n.opt("com.docker.network.bridge.name") or bridge_ifname(project, n.name)
@@ -94,7 +98,7 @@ def _managed_network(n: Network, project: str, observed: ObservedState, member_s
             if ic.subnet:
                 _refuse_overlap(n, ic, project, observed)
     if n.enable_ipv4:
-        np.subnet4, np.gateway4, np.pool4 = _ipv4(v4, prev4, taken, avoid)
+        np.subnet4, np.gateway4, np.pool4 = cl.ipv4(n) if cl is not None else _ipv4(v4, prev4, taken, avoid)
         taken.append(str(np.subnet4))
     if n.enable_ipv6 or opt_bool(n.opt("com.docker.network.enable_ipv6"), False) or v6 is not None:
         np.subnet6, np.gateway6, np.pool6 = _ipv6(v6, project, n.name, prev6)
@@ -283,7 +287,8 @@ def network_rows(nets: dict[str, NetPlan]) -> list[dict[str, Any]]:
             "subnet6": str(np.subnet6) if np.subnet6 else None, "gateway6": np.gateway6,
             "internal": np.net.internal, "mtu": np.mtu,
             **({"vxlan": {"vni": np.vxlan.vni, "port": np.vxlan.port, "local": np.vxlan.local,
-                          "peers": list(np.vxlan.peers)}} if np.vxlan is not None else {}),
+                          "peers": list(np.vxlan.peers), **({"cluster": True} if np.vxlan.cluster else {})}}
+               if np.vxlan is not None else {}),
         })
     return rows
 

@@ -55,7 +55,8 @@ def add_network_resources(d: DesiredState, project: str, bridges: list[NetPlan],
         if np.vxlan is not None:
             vx = np.vxlan
             d.add(Vxlan(vxlan_ifname(project, np.net.name), f"{LABEL_PREFIX}{project}/{np.net.name}{VXLAN_LABEL_SUFFIX}",
-                        np.net.name, np.bridge, vx.vni, vx.port, vx.local, vx.peers, np.mtu))
+                        np.net.name, np.bridge, vx.vni, vx.port, vx.local, vx.peers, np.mtu,
+                        learning=not vx.cluster, proxy=vx.cluster))
         if np.subnet4 is not None and np.gateway4:
             d.add(Address("", np.bridge, f"{np.gateway4}/{np.subnet4.prefixlen}"))
         if np.subnet6 is not None and np.gateway6:
@@ -163,7 +164,8 @@ def add_ruleset(d: DesiredState, project: str, bridges: list[NetPlan], resolver_
         subnets = tuple(str(s) for s in (np.subnet4, np.subnet6) if s is not None)
         masq = opt_bool(np.net.opt("com.docker.network.bridge.enable_ip_masquerade"), True)
         net_rules.append(NetRules(np.net.name, np.bridge, subnets, tuple(x for x in (np.gateway4,) if x),
-                                  np.net.internal, masq, np in resolver_nets))
+                                  np.net.internal, masq, np in resolver_nets,
+                                  np.vxlan.port if np.vxlan is not None and np.vxlan.cluster else None))
     if net_rules or port_maps:
         text, idents = build(nft_table_name(project), net_rules, port_maps)
         d.add(NftTable("inet", nft_table_name(project), idents, text))

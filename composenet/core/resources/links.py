@@ -4,7 +4,7 @@ addresses, routes and sysctls. Pure: no I/O."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from composenet.core.resources.base import Resource
 
@@ -104,6 +104,23 @@ class Vxlan(Resource):
     local: str | None = None
     peers: tuple[str, ...] = ()  # sorted underlay addresses
     mtu: int = 1450
+    # A cluster network's device: learning off, ARP proxy on, no peers (composenet.cluster's
+    # agent owns its FDB and neighbours); see core.desired.cluster.
+    learning: bool = True
+    proxy: bool = False
+
+    def describe(self) -> str | None:
+        if self.learning:
+            return None  # a static-peer device: render.describe's line
+        local = f"  local {self.local}" if self.local else ""
+        return (f"vxlan    {self.ifname}  vni {self.vni} port {self.port}{local}  bridge {self.bridge}  mtu {self.mtu}"
+                f"  cluster (learning off, arp proxy; FDB by the cluster agent)")
+
+    def to_json(self) -> dict[str, Any]:
+        d = super().to_json()
+        if self.learning and not self.proxy:  # a static-peer device: as before cluster mode existed
+            del d["learning"], d["proxy"]
+        return d
 
     @property
     def key(self) -> str:

@@ -1,0 +1,220 @@
+"""The cluster store in `plan`, `up` and `down` (overlay networks across hosts, issue 12).
+
+With a store set (``--store`` / COMPOSENET_STORE: composenet.cluster.settings), a ``driver:
+overlay`` network without static peers is a cluster network:
+
+* :func:`observe_cluster` (every observe): one listing of the store into
+  ``ObservedState.cluster`` (core.desired.cluster plans from it: the network's record or the
+  one this host would create, addresses leased elsewhere). A store that does not answer is
+  recorded as ``{"error", "hint"}``: `plan`/`up` of a project with a cluster network fail on it
+  before any kernel step; `down` and the read-only commands do not need it.
+* :func:`before_apply` (`up`, after the plan, before any kernel step): this host's agent runs
+  (started or restarted with this config), the network records exist and this node is a member,
+  and every planned address is leased to its container. A record or an address another host took
+  since the plan is a retryable PlanError: the pipeline plans again (bounded).
+* :func:`after_apply` (`up`, once the kernel holds the plan): every endpoint published (names,
+  MAC, VTEP), those the plan dropped withdrawn, the agent reloaded (FDB, VTEP set, names in
+  place when `up` returns).
+* :func:`at_down` (`down`, before the kernel steps): the project's records withdrawn (a store
+  that does not answer is a warning: the records stay until the agent reconnects or the node's
+  lease expires), its cluster.json removed whatever happened, and the agent stopped when no
+  project of the host has cluster records left.
+
+Must not: touch links, addresses or rules (the handlers and the agent do).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from composenet.cluster import agentctl, files, host
+from composenet.cluster.errors import ClusterConflict, StoreError
+from composenet.cluster.records import EndpointRecord
+from composenet.cluster.settings import ClusterSettings, advertise_address, settings_from
+from composenet.core.model import Project
+from composenet.core.state import ObservedState
+from composenet.errors import ComposenetError, PlanError
+from composenet.kernel.context import Context
+
+if TYPE_CHECKING:
+    from composenet.cluster.registry import Registry
+    from composenet.core.planner import Planned
+
+Echo = Callable[[str], None]
+
+
+def settings() -> ClusterSettings | None:
+    """This host's cluster settings from the environment (the CLI puts its options there)."""
+    return settings_from()
+
+
+def _registry(s: ClusterSettings) -> Registry:
+    from composenet.cluster.client import Store  # deferred: etcd3gw and requests, only with a store
+    from composenet.cluster.registry import Registry  # deferred: with the client
+
+    return Registry(Store(s.store), s.node)
+
+
+def observe_cluster(ctx: Context, observed: ObservedState) -> None:
+    """``observed.cluster`` from one listing of the store (see the module doc); nothing without
+    a store."""
+    try:
+        s = settings()
+    except StoreError as e:
+        observed.cluster = {"error": e.message, "hint": e.hint}
+        return
+    if s is None:
+        return
+    try:
+        vtep = advertise_address(s)
+        view = _registry(s).view()
+    except StoreError as e:
+        observed.cluster = {"node": s.node, "error": e.message, "hint": e.hint}
+        return
+    observed.cluster = {
+        "node": s.node,
+        "vtep": vtep,
+        "networks": {name: asdict(rec) for name, rec in sorted(view.networks.items())},
+        "members": {net: {node: m.vtep for node, m in sorted(ms.items())} for net, ms in sorted(view.members.items())},
+        "leases": {net: {ip: {"node": a.node, "container": a.container} for ip, a in sorted(ls.items())}
+                   for net, ls in sorted(view.addresses.items())},
+        "routes": sorted({r for node, rec in view.nodes.items() if node != s.node for r in rec.routes}),
+    }
+
+
+def cluster_rows(planned: Planned) -> list[dict[str, Any]]:
+    """The plan's cluster networks (``DesiredState.networks`` rows marked ``vxlan.cluster``)."""
+    return [row for row in planned.desired.networks if row.get("vxlan", {}).get("cluster")]
+
+
+def _endpoints(project: Project, planned: Planned, nets: set[str]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(container row, endpoint row) of every planned IPv4 endpoint on a cluster network."""
+    return [(c, ep) for c in planned.desired.containers for ep in c["endpoints"]
+            if ep["network"] in nets and ep.get("ipv4")]
+
+
+def _retry(message: str) -> PlanError:
+    return PlanError(message, hint="another host's `up` took it meanwhile; run `composenet up` again", retryable=True)
+
+
+class ClusterRun:
+    """One `up`'s cluster steps: what :func:`before_apply` set up, for :func:`after_apply`."""
+
+    def __init__(self, s: ClusterSettings, registry: Registry, vtep: str, lease: int, fresh: bool):
+        self.settings, self.registry, self.vtep, self.lease = s, registry, vtep, lease
+        self.fresh = fresh  # the project had no cluster records before this `up`
+
+    def undo(self, ctx: Context) -> None:
+        """A first `up` that failed: its records go (best effort: the agent reconciles)."""
+        if self.fresh:
+            try:
+                host.withdraw(ctx.run_dir, self.registry, ctx.project)
+            except StoreError:
+                files.remove_host_records(ctx.run_dir, ctx.project)
+
+
+RETRIES = 3  # plans of one `up` when another host takes a record or an address meanwhile
+
+
+def prepare(ctx: Context, project: Project, planned: Planned,
+            replan: Callable[[], Planned]) -> tuple[Planned, ClusterRun | None]:
+    """:func:`before_apply`, planning again (``replan``: re-observe and plan) when another host
+    took a network record or an address since the plan; the plan the cluster now holds."""
+    for attempt in range(RETRIES):
+        try:
+            return planned, before_apply(ctx, project, planned)
+        except ComposenetError as e:
+            if not (e.retryable and isinstance(e, PlanError)) or attempt == RETRIES - 1:
+                raise
+            planned = replan()
+    raise AssertionError("unreachable")
+
+
+def before_apply(ctx: Context, project: Project, planned: Planned) -> ClusterRun | None:
+    """The agent, the network records and this node's memberships, the address leases (see the
+    module doc). None when the project has no cluster network."""
+    rows = cluster_rows(planned)
+    if not rows:
+        return None
+    s = settings()
+    assert s is not None  # a cluster row exists only when observe had settings
+    vtep = advertise_address(s)
+    fresh = not os.path.exists(files.records_path(ctx.run_dir, ctx.project))
+    agentctl.ensure_agent(ctx.run_dir, agentctl.agent_config(s, vtep, ctx.run_dir))
+    reg = _registry(s)
+    lease = reg.node_lease()
+    if lease is None:
+        raise StoreError(f"node {s.node} is not registered in the cluster store (its agent lost its lease)",
+                         hint=f"see {files.agent_log(ctx.run_dir)}", retryable=True)
+    run = ClusterRun(s, reg, vtep, lease, fresh)
+    records = {}
+    try:
+        for row in rows:
+            vx = row["vxlan"]
+            rec = host.join(ctx.run_dir, reg, project.name, lease, vtep, row["name"], row["subnet"], row["gateway"],
+                            vx["vni"], vx["port"], tuple(planned.observed.host_routes))
+            if (ipaddress.IPv4Network(rec.subnet), rec.gateway, rec.vni) != (
+                    ipaddress.IPv4Network(row["subnet"]), row["gateway"], vx["vni"]):
+                raise _retry(f"network {row['name']}: the cluster's record is now {rec.describe()}")
+            records[row["name"]] = rec
+        for c, ep in _endpoints(project, planned, set(records)):
+            try:
+                host.lease(ctx.run_dir, reg, project.name, lease, records[ep["network"]], c["name"], ip=ep["ipv4"])
+            except ClusterConflict as e:
+                raise _retry(f"address {ep['ipv4']} on {ep['network']} for {c['name']}: {e.message}") from None
+    except BaseException:
+        run.undo(ctx)
+        raise
+    return run
+
+
+def _aliases(project: Project, service: str, network: str) -> tuple[str, ...]:
+    svc = next((s for s in project.services if s.name == service), None)
+    key = next((n.key for n in project.networks if n.name == network), None)
+    if svc is None:
+        return ()
+    return next((att.aliases for att in svc.networks if att.network == key), ())
+
+
+def after_apply(ctx: Context, project: Project, planned: Planned, run: ClusterRun) -> None:
+    """Publish every endpoint, withdraw the ones the plan dropped, reload the agent."""
+    nets = {row["name"] for row in cluster_rows(planned)}
+    wanted = set()
+    for c, ep in _endpoints(project, planned, nets):
+        rec = EndpointRecord(ep["network"], c["name"], c["service"], ep["ipv4"], ep["mac"], run.settings.node,
+                             run.vtep, None, _aliases(project, c["service"], ep["network"]), project.name)
+        wanted.add((ep["network"], c["name"]))
+        host.publish(ctx.run_dir, run.registry, project.name, run.lease, rec)
+    recs = host.project_records(ctx.run_dir, project.name, run.settings.node)
+    stale = {(e.network, e.container) for e in recs.endpoints} | {(n, a.container) for n, _ip, a in recs.addresses}
+    for network, container in sorted(stale - wanted):
+        host.unpublish(ctx.run_dir, run.registry, project.name, network, container)
+    agentctl.reload_agent(ctx.run_dir)
+
+
+def at_down(ctx: Context, echo: Echo) -> None:
+    """Withdraw the project's records (see the module doc); nothing when it has none."""
+    path = files.records_path(ctx.run_dir, ctx.project)
+    if not os.path.exists(path):
+        return
+    warning = ("this host's records stay in the cluster store until its agent reconnects or its lease "
+               "expires")
+    try:
+        s = settings()
+        if s is None:
+            raise StoreError("no cluster store is set (--store / COMPOSENET_STORE)")
+        host.withdraw(ctx.run_dir, _registry(s), ctx.project)
+        node = s.node
+    except StoreError as e:
+        echo(f"warning: cluster store: {e.message}; {warning}")
+        node = ""
+    files.remove_host_records(ctx.run_dir, ctx.project)
+    left = files.read_host_records(ctx.run_dir, node)[0] if node else None
+    if left is not None and not (left.networks or left.members or left.addresses or left.endpoints):
+        agentctl.stop_agent(ctx.run_dir)
+    elif node:
+        agentctl.reload_agent(ctx.run_dir)
