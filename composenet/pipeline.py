@@ -29,6 +29,7 @@ from composenet.kernel.apply import apply
 from composenet.kernel.cleanup import remove_project_dir
 from composenet.kernel.context import Context, Handlers
 from composenet.kernel.handlers import default_handlers
+from composenet.kernel.netinfo import record_project_networks
 from composenet.kernel.observe import observe_project
 from composenet.paths import LOCK
 
@@ -126,6 +127,8 @@ class _Run:
                           else f"Nothing to remove: project {self.name!r} owns nothing in this kernel.")
             if project is None:  # `down` of a project already down: taking the lock made its directory
                 remove_project_dir(ctx)
+            elif os.path.exists(ctx.paths.applied):  # labels or attachable may have changed
+                record_project_networks(ctx, project, planned.desired.networks)
             return planned
         for h in self.handlers:  # each may refuse the plan before anything changes
             h.check(ctx, planned.plan)
@@ -139,6 +142,7 @@ class _Run:
         applied()
         if project is not None:
             record_applied(ctx, planned.desired)
+            record_project_networks(ctx, project, planned.desired.networks)
         # Verify: re-observe; the plan must now be empty.
         again = self.plan()
         if project is None:
