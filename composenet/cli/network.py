@@ -87,7 +87,7 @@ def ls(
         typer.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
-@app.command("inspect", short_help="Print networks in Docker's shape, or through a Go template.", epilog=examples(
+@app.command("inspect", short_help="Print networks as docker network inspect does.", epilog=examples(
     'composenet network inspect shared',
     'composenet network inspect webapp_front webapp_data',
     "composenet network inspect shared --format '{{range .IPAM.Config}}{{.Subnet}}{{end}}'",

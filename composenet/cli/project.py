@@ -179,9 +179,17 @@ def down(
     """Remove everything the project owns in the kernel: processes, resolver, nftables table,
     veths, bridges, namespaces, /etc/netns files and runtime files. Works from kernel labels
     alone, so `composenet -p NAME down` works even when the compose file changed or is gone."""
+    from composenet.errors import InputError, Problem  # deferred: only on errors
     from composenet.pipeline import run_apply  # deferred: the pipeline
 
-    ctx, name = session().project_context()
+    try:
+        ctx, name = session().project_context()
+    except InputError as e:
+        if [p.rule for p in e.problems] != ["CS-FILE-01"]:
+            raise
+        raise InputError([Problem(e.problems[0].message, rule="CS-FILE-01", hint=(
+            "name the project instead: `composenet -p NAME down` (`composenet ls` lists the projects "
+            "of this host), or pass -f FILE"))]) from None
     try:  # down wants nothing, so it needs no upstream servers
         planned = run_apply(ctx, None, name, None, echo_err, quiet)
     finally:

@@ -77,7 +77,7 @@ def record_project_networks(ctx: Context, project: Project, rows: list[dict[str,
         }
         out[net.name]["created"] = out[net.name]["created"] or _now()
     atomic_write(path, json.dumps(out, indent=1, sort_keys=True) + "\n")
-    source = {"files": list(project.files), "working_dir": project.working_dir}
+    source = {"files": list(project.files), "working_dir": project.working_dir, "host_netns": host_netns()}
     atomic_write(ctx.paths / PROJECT_SOURCE, json.dumps(source, indent=1, sort_keys=True) + "\n")
 
 
@@ -90,6 +90,21 @@ def project_source(run_dir: str, project: str) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def host_projects(run_dir: str) -> list[str]:
+    """The projects of this host (made in this network namespace: the run directory is shared
+    by every namespace of the machine), sorted."""
+    here = host_netns()
+    bridges = {n["project"] for n in networks(run_dir).values() if n.get("project")}
+    out = []
+    for p in list_projects(run_dir):
+        if p.startswith("-"):
+            continue
+        source = project_source(run_dir, p)
+        if (source.get("host_netns") == here) if source and "host_netns" in source else p in bridges:
+            out.append(p)
+    return sorted(out)
 
 
 def container_project(run_dir: str, container: str) -> list[str]:
