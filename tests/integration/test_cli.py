@@ -134,3 +134,64 @@ def test_ls_version_prune_and_down_without_a_file(sandbox: Sandbox, tmp_path) ->
     sb.down(p)
     sb.assert_clean(p)
     assert p not in sb.composenet("ls", "-q", cwd=empty).stdout.split()
+
+
+LAYERED = """
+services:
+  web:
+    image: nginx
+    command: "@PY@ @ECHO@ --tcp 80"
+    networks: [front]
+    volumes: [./site:/usr/share/nginx/html]
+  api:
+    image: api
+    build: .
+    command: "@PY@ @ECHO@ --tcp 80"
+    networks: [front, back]
+    healthcheck: {test: ["CMD", "true"]}
+  db:
+    networks: [back]
+networks:
+  front: {}
+  back: {internal: true}
+"""
+
+
+def test_up_prints_a_line_per_network_and_service_steps_with_v_and_timings(sandbox: Sandbox, tmp_path) -> None:
+    sb, p = sandbox, project()
+    compose = tmp_path / "compose.yaml"
+    compose.write_text(LAYERED.replace("@PY@", sys.executable).replace("@ECHO@", str(ECHO)))
+    r = sb.up(compose, p)
+    lines = r.stderr.splitlines()
+    # The keys composenet keeps without acting on them: said once, in one line.
+    notes = [x for x in lines if x.startswith("note: kept but not acted on")]
+    assert len(notes) == 1, r.stderr
+    for part in ("build (api)", "healthcheck (api)", "image (api, web)", "volumes (web)"):
+        assert part in notes[0], notes
+    body = [x.split() for x in lines if x.startswith("  ")]
+    assert [x[:3] for x in body] == [
+        ["network", f"{p}_back", "created"], ["network", f"{p}_front", "created"],
+        ["service", "api", "created"], ["service", "db", "created"], ["service", "web", "created"]], r.stderr
+    assert not [x for x in lines if x.startswith("[")], r.stderr  # no step lines by default
+    assert f'Project "{p}" is up' in r.stdout
+
+    # -v: every step, numbered in the order they run; --timings: each phase.
+    (tmp_path / "more.yaml").write_text("services:\n  extra:\n    networks: [front]\n")
+    r = sb.composenet("-f", str(compose), "-f", str(tmp_path / "more.yaml"), "-p", p, "up", "-v", "--timings",
+                      cwd=str(sb.tmp))
+    steps = [x for x in r.stderr.splitlines() if x.startswith("[")]
+    assert steps and [int(x[1:].split("/")[0]) for x in steps] == list(range(1, len(steps) + 1)), r.stderr
+    assert any("netns" in x and f"{p}-extra-1" in x for x in steps), r.stderr
+    timing = r.stderr.split("Timings:\n", 1)[1].splitlines()
+    names = [x.split()[0] for x in timing]
+    assert names[:4] == ["load", "observe", "plan", "apply"] and names[-1] == "verify", r.stderr
+    assert "netns" in names and all(float(x.split()[1]) >= 0 for x in timing), r.stderr
+    # Nothing to do: no summary lines, the note still once.
+    r = sb.composenet("-f", str(compose), "-f", str(tmp_path / "more.yaml"), "-p", p, "up", cwd=str(sb.tmp))
+    assert "No changes" in r.stderr and r.stderr.count("note: kept") == 1, r.stderr
+    # An edit that removes a service: its line says so.
+    r = sb.up(compose, p)
+    assert ["service", "extra", "removed"] in [x.split()[:3] for x in r.stderr.splitlines()], r.stderr
+
+    sb.down(p)
+    sb.assert_clean(p)
