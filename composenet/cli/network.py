@@ -276,7 +276,7 @@ def _container_of(project: Any, name: str) -> str:
 @app.command("connect", short_help="Attach a running container to one more network.", epilog=examples(
     'composenet network connect shared webapp-web-1',
     'composenet network connect --alias api --ip 10.40.0.10 lab webapp-web-1',
-    'composenet network connect shared web  # a service with one container, run where its compose file is',
+    'composenet network connect shared web  # a service with one container, from its directory',
 ))
 def connect(
     network: Annotated[str, typer.Argument(help="Network name (`composenet network ls`).")],

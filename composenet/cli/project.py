@@ -131,7 +131,7 @@ def plan(
 
 @app.command(short_help="Build the stack in the kernel, or bring it up to date.", epilog=examples(
     "composenet up",
-    "composenet -p shop -f compose.yaml up -q",
+    "composenet -p webapp -f compose.yaml up -q",
     "composenet up -v --timings  # every step, then the time of each phase",
     "composenet plan --out plan.json  # review it, then:",
     "composenet up --plan plan.json  # applies it only if nothing changed since",
@@ -195,7 +195,7 @@ def up(
 
 
 @app.command(short_help="Remove everything the project owns in the kernel.",
-             epilog=examples("composenet down", "composenet -p shop down  # without the compose file"))
+             epilog=examples("composenet down", "composenet -p webapp down  # without the compose file"))
 def down(
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only warnings and errors.")] = False,
 ) -> None:

@@ -15,7 +15,7 @@ from composenet.cli.session import session
 
 
 @app.command(short_help="List the project's containers, addresses and ports.",
-             epilog=examples("composenet ps", "composenet -p shop ps --format json"))
+             epilog=examples("composenet ps", "composenet -p webapp ps --format json"))
 def ps(
     format: Annotated[Format, typer.Option("--format", help="text (a table) or json.")] = Format.text,
 ) -> None:
@@ -33,9 +33,8 @@ def ps(
 
 @app.command(short_help="Print the host address:ports published for a container.",
              epilog=examples("composenet port web  # every published port of web",
-                             "composenet port web 80",
-                             "composenet port dns 53/udp",
-                             "composenet port dns 53 --protocol udp --index 2"))
+                             "composenet port web 8000",
+                             "composenet port web 8000/tcp --index 1  # PORT/PROTO: 53/udp for a UDP port"))
 def port(
     service: Annotated[str, typer.Argument(help="Service name.")],
     private_port: Annotated[str | None, typer.Argument(metavar="[PORT[/PROTO]]",
@@ -67,7 +66,7 @@ def port(
 @app.command(name="exec", short_help="Run a command in a container, as docker compose exec.",
              context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True},
              epilog=examples("composenet exec web ip -4 addr",
-                             "composenet exec --index 2 db getent hosts web",
+                             "composenet exec --index 1 db getent hosts web",
                              "composenet exec -u root -w /tmp -e DEBUG=1 web env"))
 def exec_(
     service: Annotated[str, typer.Argument(help="Service name.")],
@@ -101,7 +100,7 @@ def exec_(
 
 
 @app.command(short_help="Print the output of a service's command.",
-             epilog=examples("composenet logs web", "composenet logs -f worker"))
+             epilog=examples("composenet logs web", "composenet logs -f web  # until Ctrl-C"))
 def logs(
     service: Annotated[str, typer.Argument(help="Service name.")],
     follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new output until Ctrl-C.")] = False,
