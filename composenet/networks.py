@@ -28,6 +28,7 @@ import ipaddress
 import json
 import os
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -90,6 +91,7 @@ def create(name: str, driver: str, options: dict[str, str], ipam: list[dict[str,
 
         spec = {
             "name": name, "driver": driver, "internal": internal, "options": options,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "host_netns": os.stat("/proc/thread-self/ns/net").st_ino,
             "ipam": [{"subnet": s, "gateway": g, "ip_range": r} for s, g, r in (
                 (np.get("subnet"), np.get("gateway"), ip_range(False)),
@@ -110,8 +112,14 @@ def remove(name: str, nets: dict[str, dict[str, Any]], run_dir: str, echo: Echo)
         raise ComposenetError(f"network {name!r} belongs to project {n['project']!r}; it is removed with its project",
                               hint=f"composenet -p {n['project']} down")
     if n["containers"]:
-        raise ComposenetError(f"network {name!r} has active endpoints: {', '.join(e['name'] for e in n['containers'])}",
-                              hint="bring down the projects using it first")
+        eps = n["containers"]
+        if _connected_by_hand(run_dir, name, eps):
+            hint = "detach them first: " + "; ".join(
+                f"composenet network disconnect {name} {e['name']}" for e in eps)
+        else:
+            hint = "bring down the projects using it first: " + "; ".join(
+                sorted({f"composenet -p {e['project']} down" for e in eps if e.get("project")}))
+        raise ComposenetError(f"network {name!r} has active endpoints: {', '.join(e['name'] for e in eps)}", hint=hint)
     p = standalone_project(name)
     ctx = Context(project=p, run_dir=run_dir)
     try:
@@ -120,6 +128,18 @@ def remove(name: str, nets: dict[str, dict[str, Any]], run_dir: str, echo: Echo)
             remove_project_dir(ctx)
     finally:
         ctx.close()
+
+
+def _connected_by_hand(run_dir: str, network: str, endpoints: list[dict[str, Any]]) -> bool:
+    """Whether every endpoint of ``network`` was attached by `network connect` (not by a file)."""
+    for e in endpoints:
+        ctx = Context(project=str(e.get("project") or ""), run_dir=run_dir)
+        try:
+            if not any(r.get("container") == e["name"] and r.get("network") == network for r in read_connections(ctx)):
+                return False
+        finally:
+            ctx.close()
+    return True
 
 
 def prune(run_dir: str, echo: Echo) -> list[str]:
@@ -198,6 +218,9 @@ def disconnect(project: Project, ctx: Context, network: str, container: str, ups
     records = read_connections(ctx)
     keep = [r for r in records if not (r.get("container") == container and r.get("network") == network)]
     if len(keep) == len(records):
-        raise ComposenetError(f"container {container!r} was not connected to network {network!r} with `network connect`",
-                              hint="networks from the compose file go away by editing the file and running `up`")
+        if any(project.network(a.network).name == network for a in _live_service(project, container).networks):
+            raise ComposenetError(f"container {container!r} is on network {network!r} from the compose file",
+                                  hint="networks from the compose file go away by editing the file and running `up`")
+        raise ComposenetError(f"container {container!r} is not connected to network {network!r} (already "
+                              "disconnected?)", hint=f"`composenet network inspect {network}` lists its containers")
     _apply_connections(project, ctx, keep, upstreams, echo)

@@ -13,13 +13,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from composenet.core.desired import Upstreams, parse_resolv_conf
 from composenet.core.diff import digest, implied_deletes
 from composenet.core.model import Project
-from composenet.core.plan import Plan, saved_plan_difference
+from composenet.core.plan import Change, Plan, saved_plan_difference
 from composenet.core.planner import Planned, make_plan
 from composenet.core.render import render_text
 from composenet.core.state import DesiredState
@@ -29,12 +30,27 @@ from composenet.kernel.apply import apply
 from composenet.kernel.cleanup import remove_project_dir
 from composenet.kernel.context import Context, Handlers
 from composenet.kernel.handlers import default_handlers
+from composenet.kernel.netinfo import record_project_networks
 from composenet.kernel.observe import observe_project
 from composenet.paths import LOCK
 
-__all__ = ["Planned", "make_plan", "read_upstreams", "run_apply", "check_ruleset"]
+__all__ = ["Planned", "Report", "make_plan", "read_upstreams", "run_apply", "check_ruleset"]
 
 Echo = Callable[[str], None]
+
+
+@dataclass
+class Report:
+    """How a caller follows a run (`up`): ``step`` is called before each step, in the order
+    they run, with (i, total, change, text); ``timings`` collects the seconds of each phase:
+    observe, plan, "apply <kind>" per resource kind, verify. Without a Report, run_apply
+    echoes each step (`[n/total] text`) unless quiet."""
+
+    step: Callable[[int, int, Change, str], None] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def add(self, phase: str, seconds: float) -> None:
+        self.timings[phase] = self.timings.get(phase, 0.0) + seconds
 
 
 def read_upstreams(path: str | None) -> Upstreams:
@@ -75,9 +91,10 @@ def record_applied(ctx: Context, desired: DesiredState) -> None:
 
 
 def run_apply(ctx: Context, project: Project | None, project_name: str, upstreams: Upstreams | None, echo: Echo,
-              quiet: bool = False, saved_plan: dict | None = None, handlers: Handlers | None = None) -> Planned:
+              quiet: bool = False, saved_plan: dict | None = None, handlers: Handlers | None = None,
+              report: Report | None = None) -> Planned:
     """Observe, plan, check, apply, record, verify. Used by `up` (project) and `down` (None)."""
-    run = _Run(ctx, project, project_name, upstreams, echo, quiet, handlers or default_handlers())
+    run = _Run(ctx, project, project_name, upstreams, echo, quiet, handlers or default_handlers(), report)
     with rundir.project_lock(ctx):
         if project is None:
             return run.locked(saved_plan)
@@ -107,10 +124,20 @@ class _Run:
     echo: Echo
     quiet: bool
     handlers: Handlers
+    report: Report | None = None
 
-    def plan(self) -> Planned:
+    def plan(self, verify: bool = False) -> Planned:
+        t0 = time.monotonic()
         observed = observe_project(self.ctx, self.handlers)
-        return make_plan(self.project, self.name, observed, self.upstreams, self.ctx.run_dir)
+        t1 = time.monotonic()
+        planned = make_plan(self.project, self.name, observed, self.upstreams, self.ctx.run_dir)
+        if self.report is not None:
+            if verify:
+                self.report.add("verify", time.monotonic() - t0)
+            else:
+                self.report.add("observe", t1 - t0)
+                self.report.add("plan", time.monotonic() - t1)
+        return planned
 
     def locked(self, saved_plan: dict | None, applied: Callable[[], None] = lambda: None) -> Planned:
         """Under the project lock: plan, check, apply, record, verify."""
@@ -128,6 +155,8 @@ class _Run:
                           else f"Nothing to remove: project {self.name!r} owns nothing in this kernel.")
             if project is None:  # `down` of a project already down: taking the lock made its directory
                 remove_project_dir(ctx)
+            elif os.path.exists(ctx.paths.applied):  # labels or attachable may have changed
+                record_project_networks(ctx, project, planned.desired.networks)
             return planned
         for h in self.handlers:  # each may refuse the plan before anything changes
             h.check(ctx, planned.plan)
@@ -135,10 +164,22 @@ class _Run:
         if project is not None:  # cluster records and leases first: a conflict re-plans, before any kernel step
             planned, crun = cluster.prepare(ctx, project, planned, self.plan)
         total = len(planned.plan.steps)
+        report = self.report
+        done = [0]
+        last: list[tuple[str, float]] = []  # (kind, start) of the step running
 
         def progress(n: int, total: int, text: str) -> None:
-            if not self.quiet:
-                self.echo(f"[{n}/{total}] {text}")
+            now = time.monotonic()
+            if report is not None and last:
+                report.add(f"apply {last[0][0]}", now - last[0][1])
+            change = planned.plan.steps[n - 1].change
+            last[:] = [(change.kind, now)]
+            done[0] += 1
+            if report is not None:
+                if report.step is not None:
+                    report.step(done[0], total, change, text)
+            elif not self.quiet:
+                self.echo(f"[{done[0]}/{total}] {text}")
 
         try:
             apply(ctx, planned.plan, self.handlers, implied_deletes(planned.plan.changes), progress)
@@ -146,14 +187,18 @@ class _Run:
             if crun is not None:
                 crun.undo(ctx)
             raise
+        finally:
+            if report is not None and last:
+                report.add(f"apply {last[0][0]}", time.monotonic() - last[0][1])
         applied()
         if crun is not None:
             assert project is not None
             cluster.after_apply(ctx, project, planned, crun)
         if project is not None:
             record_applied(ctx, planned.desired)
+            record_project_networks(ctx, project, planned.desired.networks)
         # Verify: re-observe; the plan must now be empty.
-        again = self.plan()
+        again = self.plan(verify=True)
         if project is None:
             remove_project_dir(ctx)
         if not again.plan.empty:

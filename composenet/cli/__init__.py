@@ -3,7 +3,7 @@ exit codes (0 ok, 1 error, 2 plan has changes with --detailed-exitcode).
 
 ``app`` (cli.app) holds the global options in a ``Session`` (cli.session); the commands live in
 cli.project (config, validate, plan, up, down), cli.status (ps, port, exec, logs), cli.check,
-cli.graph and cli.network (`composenet network ...`). Every module here imports only typer and light modules at import
+cli.graph, cli.host (ls, version) and cli.network (`composenet network ...`). Every module here imports only typer and light modules at import
 time, so that `composenet --help` starts fast; each command imports what it runs. ``main``
 ends the process without the interpreter's tear-down (see ``_end``).
 """
@@ -20,6 +20,7 @@ import typer
 # isort: off
 from composenet.cli import project, status  # noqa: F401 -- registers their commands
 from composenet.cli import check, graph  # noqa: F401 -- registers them, listed after logs
+from composenet.cli import host  # noqa: F401 -- registers ls and version
 from composenet.cli import network, node
 # isort: on
 from composenet.cli.app import app

@@ -14,18 +14,31 @@ from composenet.compose.options import LoadOptions
 
 app = typer.Typer(
     name="composenet",
+    # One sentence per line, kept as written (click's "\b"): rewrapped, a sentence would break
+    # wherever the terminal's width falls.
     help=(
-        "Build the networks of Compose files directly in the Linux kernel: a network namespace "
-        "per service replica, a bridge per network, veth pairs, nftables for published ports "
-        "and isolation, a DNS resolver per network. No container engine.\n\n"
-        "Typical use: `composenet plan` (review what would change), `composenet up`, "
-        "`composenet ps`, `composenet down`."
+        "\b\n"
+        "Build the networks of Compose files in the Linux kernel; no container engine.\n"
+        "Each service replica gets a network namespace, each network a bridge.\n"
+        "Veth pairs link them; nftables publishes ports and isolates networks.\n"
+        "A DNS resolver per network answers for the services on it.\n\n"
+        "\b\n"
+        "Typical use: `composenet plan` (review what would change), then `up`, `ps`,\n"
+        "`check` and `down`; `composenet ls` lists this host's projects."
     ),
     no_args_is_help=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from composenet import __version__  # deferred: only --version needs it
+
+        typer.echo(f"composenet {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -45,6 +58,9 @@ def _global(
     project_directory: Annotated[
         str | None, typer.Option("--project-directory", help="Working directory (default: the current one).")
     ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", is_eager=True, callback=_print_version)
+    ] = False,
     resolv_conf: Annotated[
         str | None,
         typer.Option(

@@ -32,7 +32,7 @@ def _interrupt(_signum: int, _frame: FrameType | None) -> None:
     "composenet check web db:5432  # why can (or can't) web reach db on 5432?",
     "composenet check host web  # web's published ports, from the host",
     "composenet check --format junit > check.xml  # for CI",
-    "composenet -p shop check --timeout 1 --format json",
+    "composenet -p webapp check --timeout 1 --format json",
 ))
 def check(
     targets: Annotated[list[str] | None, typer.Argument(

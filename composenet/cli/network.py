@@ -48,6 +48,15 @@ def _networks() -> dict[str, dict[str, Any]]:
     return networks(paths.run_dir())
 
 
+def _known_network(name: str, project: Any) -> None:
+    if name in {n.name for n in project.networks}:
+        return
+    nets = _networks()
+    if name not in nets:
+        _fail(f"no such network: {name}", hint=did_you_mean(name, list(nets) + [n.name for n in project.networks])
+              or "`composenet network ls` lists them")
+
+
 # ---- commands ------------------------------------------------------------------------------
 
 
@@ -78,19 +87,45 @@ def ls(
         typer.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
-@app.command("inspect", short_help="Print networks and their containers as JSON.", epilog=examples(
+@app.command("inspect", short_help="Print networks as docker network inspect does.", epilog=examples(
     'composenet network inspect shared',
     'composenet network inspect webapp_front webapp_data',
+    "composenet network inspect shared --format '{{range .IPAM.Config}}{{.Subnet}}{{end}}'",
+    "composenet network inspect shared -f '{{json .Containers}}'",
 ))
 def inspect(
     names: Annotated[list[str], typer.Argument(metavar="NAME...", help="Network name(s).")],
+    template: Annotated[str | None, typer.Option(
+        "-f", "--format", help="json, or a Go template applied to each network ({{.Name}}, {{json .IPAM}}, "
+        "{{range .Containers}}{{.IPv4Address}} {{end}}).")] = None,
 ) -> None:
-    """Print networks as JSON: driver, subnets, gateways, options, and the containers attached with their addresses."""
+    """Print networks as `docker network inspect` does: Name, Id, Created, Driver, IPAM.Config,
+    Internal, Attachable, Containers{ID: {Name, IPv4Address, ...}}, Options, Labels."""
+    from composenet.core.gotemplate import TemplateError  # deferred: only inspect renders templates
+    from composenet.core.netinspect import render_format, render_json  # deferred: as above
+
     nets = _networks()
     missing = [n for n in names if n not in nets]
     if missing:
-        _fail(f"no such network: {', '.join(missing)}", hint="`composenet network ls` lists them")
-    typer.echo(json.dumps([nets[n] for n in names], indent=1, sort_keys=True))
+        _fail(f"no such network: {', '.join(missing)}", hint=did_you_mean(missing[0], nets)
+              or "`composenet network ls` lists them")
+    chosen = [nets[n] for n in names]
+    if template is None:
+        typer.echo(render_json(chosen), nl=False)
+        return
+    try:
+        typer.echo(render_format(chosen, template), nl=False)
+    except TemplateError as e:
+        _fail(f"--format: {e}", hint="supported: {{.A.B}}, {{json .A}}, {{range .A}}...{{end}}, {{index .A \"k\"}}, "
+              "{{if}}/{{with}}/{{else}}, pipes; json, index, len, join, lower, upper, eq, ne, not")
+
+
+def did_you_mean(name: str, known: Any) -> str | None:
+    """"did you mean X?" for a misspelt name among ``known``, or None."""
+    import difflib  # deferred: only on errors
+
+    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
+    return f"did you mean {' or '.join(repr(c) for c in close)}? (`composenet network ls` lists them)" if close else None
 
 
 def _split_opts(opts: list[str]) -> dict[str, str]:
@@ -167,13 +202,25 @@ def rm(
 
 @app.command("prune", short_help="Remove the standalone networks no container uses.", epilog=examples(
     'composenet network prune',
+    'composenet network prune -f',
 ))
 def prune(
     format: Annotated[Format, typer.Option("--format", help="text or json (the removed names).")] = Format.text,
+    force: Annotated[bool, typer.Option("-f", "--force", help="Do not ask (asked only on a terminal).")] = False,
 ) -> None:
-    """Remove every standalone composenet network no container uses. Project networks and anything without a composenet label are left alone."""
+    """Remove every standalone composenet network no container uses. Project networks and anything without a composenet label are left alone. On a terminal it asks first, unless -f."""
+    import sys  # deferred: only prune asks
+
     from composenet.networks import prune as prune_networks  # deferred: the kernel layer
 
+    if not force and sys.stdin.isatty():
+        unused = [n for n, v in _networks().items() if v["project"] is None and not v["containers"]]
+        if not unused:
+            typer.echo("No unused standalone network.")
+            return
+        typer.echo("WARNING! This will remove the standalone networks no container uses: " + ", ".join(unused))
+        if not typer.confirm("Are you sure you want to continue?", default=False):
+            raise typer.Exit(1)
     gone = prune_networks(paths.run_dir(), echo_err)
     if format == Format.json:
         typer.echo(json.dumps(gone))
@@ -181,13 +228,60 @@ def prune(
         typer.echo("Deleted Networks:\n" + "\n".join(gone))
 
 
+def _project_of(container: str) -> tuple[Any, str]:
+    """(project, container) for connect/disconnect: from -f (or -p with a compose file here),
+    else from the project that owns a namespace named ``container`` on this host (its compose
+    files as its last `up` recorded them). A service name with one container stands for it."""
+    from composenet.cli.session import Session  # deferred: as the kernel imports
+    from composenet.compose.options import LoadOptions  # deferred: as above
+    from composenet.kernel.netinfo import container_project, project_source  # deferred: the kernel layer
+
+    s = session()
+    if s.opts.files:
+        project = s.load()
+    else:
+        found = [s.opts.project_name] if s.opts.project_name else container_project(paths.run_dir(), container)
+        if len(found) > 1:
+            _fail(f"container {container!r} is in several projects: {', '.join(found)}", hint="name one with -p NAME")
+        source = project_source(paths.run_dir(), found[0]) if found and found[0] else None
+        if source is None:
+            project = s.load()  # the compose file of this directory (a service name, or -p NAME)
+        else:
+            opts = LoadOptions(files=tuple(source.get("files") or ()), project_name=found[0],
+                               env_files=s.opts.env_files, profiles=s.opts.profiles,
+                               cwd=source.get("working_dir"))
+            project = Session(opts, s.resolv_conf).load()
+    return project, _container_of(project, container)
+
+
+def _container_of(project: Any, name: str) -> str:
+    from composenet.core.desired import container_names  # deferred: the core layer
+
+    every = [c for svc in project.services for c in container_names(project, svc)]
+    if name in every:
+        return name
+    svc = next((x for x in project.services if x.name == name), None)
+    if svc is not None:
+        names = container_names(project, svc)
+        if len(names) == 1:
+            return names[0]
+        _fail(f"service {name!r} has {len(names)} containers: name one", hint=", ".join(names))
+    import difflib  # deferred: only on errors
+
+    close = difflib.get_close_matches(name, every + [x.name for x in project.services], n=3, cutoff=0.6)
+    _fail(f"no container or service {name!r} in project {project.name!r}",
+          hint=f"did you mean {' or '.join(repr(c) for c in close)}?" if close else "`composenet ps` lists them")
+
+
 @app.command("connect", short_help="Attach a running container to one more network.", epilog=examples(
-    'composenet -f compose.yaml network connect shared webapp-web-1',
-    'composenet -p webapp network connect --alias api --ip 10.40.0.10 lab webapp-web-1',
+    'composenet network connect shared webapp-web-1',
+    'composenet network connect --alias api --ip 10.40.0.10 lab webapp-web-1',
+    'composenet network connect shared web  # a service with one container, from its directory',
 ))
 def connect(
     network: Annotated[str, typer.Argument(help="Network name (`composenet network ls`).")],
-    container: Annotated[str, typer.Argument(help="Container of a running project, e.g. PROJECT-web-1.")],
+    container: Annotated[str, typer.Argument(help="Container of a running project (PROJECT-web-1), or a service "
+                                             "of this directory's project that has one container.")],
     alias: Annotated[list[str] | None, typer.Option("--alias", help="Extra DNS name on this network.")] = None,
     ip: Annotated[str | None, typer.Option("--ip", help="IPv4 address in the network's subnet.")] = None,
 ) -> None:
@@ -195,7 +289,8 @@ def connect(
     from composenet.networks import connect as connect_container  # deferred: the kernel layer
 
     s = session()
-    project = s.load()
+    project, container = _project_of(container)
+    _known_network(network, project)
     ctx = s.context(project.name)
     try:
         connect_container(project, ctx, network, container, list(alias or []), ip, s.upstreams(), echo_err)
@@ -204,17 +299,17 @@ def connect(
 
 
 @app.command("disconnect", short_help="Detach a container from a network.", epilog=examples(
-    'composenet -p webapp network disconnect lab webapp-web-1',
+    'composenet network disconnect lab webapp-web-1',
 ))
 def disconnect(
     network: Annotated[str, typer.Argument(help="Network name.")],
-    container: Annotated[str, typer.Argument(help="Container of a running project.")],
+    container: Annotated[str, typer.Argument(help="Container of a running project (or a service with one).")],
 ) -> None:
     """Detach a container from a network `connect` attached it to."""
     from composenet.networks import disconnect as disconnect_container  # deferred: the kernel layer
 
     s = session()
-    project = s.load()
+    project, container = _project_of(container)
     ctx = s.context(project.name)
     try:
         disconnect_container(project, ctx, network, container, s.upstreams(), echo_err)

@@ -78,11 +78,15 @@ def plan(
 
     Changes are grouped by network and service with + (create), ~ (update in place), -/+ (replace) and - (remove), each with its reason; then the exposure table (which host address:port reaches which service) and a summary line."""  # noqa: E501 -- one line: help text keeps newlines
 
+    from composenet.cli.upview import ignored_note  # deferred: only plan and up print it
     from composenet.core.render import render_json, render_text  # deferred: the pipeline
     from composenet.core.state import ObservedState, ObservedStateError  # deferred: the pipeline
     from composenet.pipeline import check_ruleset, make_plan  # deferred: the pipeline
 
     project = session().load()
+    note = ignored_note(project.ignored)
+    if note:
+        echo_err(note)
     upstreams = session().upstreams()
     ctx = session().context(project.name)
     if observed_file:
@@ -127,7 +131,8 @@ def plan(
 
 @app.command(short_help="Build the stack in the kernel, or bring it up to date.", epilog=examples(
     "composenet up",
-    "composenet -p shop -f compose.yaml up -q",
+    "composenet -p webapp -f compose.yaml up -q",
+    "composenet up -v --timings  # every step, then the time of each phase",
     "composenet plan --out plan.json  # review it, then:",
     "composenet up --plan plan.json  # applies it only if nothing changed since",
 ))
@@ -136,18 +141,29 @@ def up(
         str | None, typer.Option("--plan", help="Apply this saved plan (`plan --out`), only if the kernel still matches it.")
     ] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only warnings and errors.")] = False,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Print every step as it runs.")] = False,
+    timings: Annotated[bool, typer.Option("--timings", help="Print the time of each phase: load, observe, plan, "
+                                                            "apply (by kind), verify.")] = False,
 ) -> None:
     """Build the stack in the kernel: namespaces, bridges, veths, addresses, routes, nftables,
     DNS resolvers, then start the service commands. Running it again changes only what differs.
+    It prints a line per network and per service it changed (every step with -v).
 
     A command that cannot start, or exits non-zero right after its start, is an error of that
     service (its last log lines are shown; `composenet logs SERVICE` has the rest): the other
     services stay up and nothing is rolled back. Run `up` again once it is fixed. A command that
     exits 0 (a one-shot) is fine: `ps` shows it as exited (code 0)."""
+    import time  # deferred: only up measures
 
+    from composenet.cli.upview import UpView, ignored_note  # deferred: only up prints it
     from composenet.pipeline import run_apply  # deferred: the pipeline
 
+    t0 = time.monotonic()
     project = session().load()
+    load = time.monotonic() - t0
+    note = ignored_note(project.ignored)
+    if note and not quiet:
+        echo_err(note)
     saved = None
     if plan_file:
         from composenet.core.plan import saved_plan_problem  # deferred: the pipeline
@@ -158,11 +174,18 @@ def up(
             fail(f"{plan_file}: {problem}")
         if saved.get("project") != project.name:
             fail(f"the saved plan is for project {saved.get('project')!r}, not {project.name!r}")
+    view = UpView(echo_err, verbose=verbose, quiet=quiet)
     ctx = session().context(project.name)
     try:
-        planned = run_apply(ctx, project, project.name, session().upstreams(), echo_err, quiet, saved)
+        planned = run_apply(ctx, project, project.name, session().upstreams(), echo_err, quiet, saved,
+                            report=view.make_report())
     finally:
+        view.clear()
         ctx.close()
+    view.summary(planned.plan)
+    if timings:
+        for line in view.timings(load):
+            echo_err(line)
     if not planned.plan.empty and not quiet:
         from composenet.core.render import counts  # deferred: the pipeline
 
@@ -172,16 +195,24 @@ def up(
 
 
 @app.command(short_help="Remove everything the project owns in the kernel.",
-             epilog=examples("composenet down", "composenet -p shop down  # without the compose file"))
+             epilog=examples("composenet down", "composenet -p webapp down  # without the compose file"))
 def down(
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only warnings and errors.")] = False,
 ) -> None:
     """Remove everything the project owns in the kernel: processes, resolver, nftables table,
     veths, bridges, namespaces, /etc/netns files and runtime files. Works from kernel labels
     alone, so `composenet -p NAME down` works even when the compose file changed or is gone."""
+    from composenet.errors import InputError, Problem  # deferred: only on errors
     from composenet.pipeline import run_apply  # deferred: the pipeline
 
-    ctx, name = session().project_context()
+    try:
+        ctx, name = session().project_context()
+    except InputError as e:
+        if [p.rule for p in e.problems] != ["CS-FILE-01"]:
+            raise
+        raise InputError([Problem(e.problems[0].message, rule="CS-FILE-01", hint=(
+            "name the project instead: `composenet -p NAME down` (`composenet ls` lists the projects "
+            "of this host), or pass -f FILE"))]) from None
     try:  # down wants nothing, so it needs no upstream servers
         planned = run_apply(ctx, None, name, None, echo_err, quiet)
     finally:

@@ -206,22 +206,34 @@ def pick(cs: list[ContainerStatus], service: str, index: int | None = None) -> C
                           hint="containers: " + ", ".join(c.container for c in mine))
 
 
-def port(cs: list[ContainerStatus], observed: ObservedState, service: str, private_port: int,
+def port(cs: list[ContainerStatus], observed: ObservedState, service: str, private_port: int | None,
          protocol: str = "tcp", index: int | None = None) -> list[str]:
     """`docker port`: the host address:port lines that reach ``private_port/protocol`` of the
-    container; ComposenetError when none is published."""
+    container; without ``private_port``, every mapping as ``80/tcp -> 0.0.0.0:8080``.
+    ComposenetError when none is published (naming the protocols the port is published with)."""
     c = pick(cs, service, index)
     bare = {a.split("/")[0] for cidrs in c.networks.values() for a in cidrs}
-    out = []
+    every: set[tuple[int, str, bool, str, int]] = set()  # (port, protocol, v6?, host ip, host port)
     for t in observed.resources.values():
         if not isinstance(t, NftTable):
             continue
         for m in parse_mappings(t.rules):
-            if m.protocol == protocol and any(a in bare and p == private_port for a, p in m.targets):
-                out.append((0 if not m.host_ip.startswith("[") else 1, m.host_ip, m.host_port))
+            for a, p in m.targets:
+                if a in bare:
+                    every.add((p, m.protocol, m.host_ip.startswith("["), m.host_ip, m.host_port))
+    if private_port is None:
+        if not every:
+            raise ComposenetError(f"no port of {c.container} is published",
+                                  hint="`ports:` in the compose file publishes them")
+        return [f"{p}/{proto} -> {ip}:{hp}" for p, proto, _, ip, hp in sorted(every, key=lambda x: (x[1], x[0], x[2:]))]
+    out = sorted({(v6, ip, hp) for p, proto, v6, ip, hp in every if p == private_port and proto == protocol})
     if not out:
-        raise ComposenetError(f"no public port '{private_port}/{protocol}' published for {c.container}")
-    return [f"{ip}:{p}" for _, ip, p in sorted(set(out))]
+        other = sorted({proto for p, proto, *_ in every if p == private_port})
+        hint = (f"{private_port} is published as {' and '.join(other)} only: "
+                f"`composenet port {service} {private_port}/{other[0]}`") if other else (
+                    "`composenet port " + service + "` lists every published port" if every else None)
+        raise ComposenetError(f"no public port '{private_port}/{protocol}' published for {c.container}", hint=hint)
+    return [f"{ip}:{p}" for _, ip, p in out]
 
 
 # ---- rendering ------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 from composenet.core.resources import LABEL_PREFIX, Resource
 from composenet.core.state import ObservedState
@@ -33,6 +34,105 @@ from composenet.linux import netns, portholders
 from composenet.linux.netlink import RTN_BROADCAST, RTN_MULTICAST, Addr, Link
 from composenet.paths import ProjectPaths, list_projects, standalone_project
 from composenet.supervisor import client as supervisor_client
+
+if TYPE_CHECKING:
+    from composenet.core.model import Project
+
+PROJECT_NETWORKS = "networks.json"  # in a project's run directory: its networks as the file says
+PROJECT_SOURCE = "source.json"  # in a project's run directory: its compose files and directory
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def record_project_networks(ctx: Context, project: Project, rows: list[dict[str, Any]]) -> None:
+    """Keep what `network inspect` shows of the project's own networks and the kernel does not
+    hold (internal, attachable, labels, options, aux addresses, ip_range, parent, creation time):
+    ``<project dir>/networks.json``, written after each successful `up` (``rows``: the plan's
+    network rows, for allocated subnets). A network keeps its first creation time."""
+    from composenet.linux.fileio import atomic_write  # deferred: only `up` writes it
+
+    path = ctx.paths / PROJECT_NETWORKS
+    before = read_project_networks(path)
+    by_name = {r.get("name"): r for r in rows}
+    out = {}
+    for net in project.networks:
+        if net.external or net.driver not in ("bridge", "macvlan"):
+            continue
+        row = by_name.get(net.name, {})
+        old = before.get(net.name, {})
+        v4 = next((c for c in net.ipam if c.subnet and ":" not in c.subnet), None)
+        v6 = next((c for c in net.ipam if c.subnet and ":" in c.subnet), None)
+        out[net.name] = {
+            "name": net.name, "key": net.key, "driver": net.driver, "internal": net.internal,
+            "attachable": net.attachable, "labels": dict(net.labels), "options": dict(net.driver_opts),
+            "parent": (net.opt("parent") or "eth0") if net.driver == "macvlan" else None,
+            "aux_addresses": {k: v for c in net.ipam for k, v in c.aux_addresses},
+            "ipam": [{"subnet": s, "gateway": g, "ip_range": r} for s, g, r in (
+                (row.get("subnet"), row.get("gateway"), v4.ip_range if v4 else None),
+                (row.get("subnet6"), row.get("gateway6"), v6.ip_range if v6 else None)) if s],
+            "created": old.get("created") if old.get("driver") == net.driver else None,
+            "host_netns": host_netns(),
+        }
+        out[net.name]["created"] = out[net.name]["created"] or _now()
+    atomic_write(path, json.dumps(out, indent=1, sort_keys=True) + "\n")
+    source = {"files": list(project.files), "working_dir": project.working_dir, "host_netns": host_netns()}
+    atomic_write(ctx.paths / PROJECT_SOURCE, json.dumps(source, indent=1, sort_keys=True) + "\n")
+
+
+def project_source(run_dir: str, project: str) -> dict[str, Any] | None:
+    """The compose files and directory of the last successful `up` of ``project`` (for commands
+    given a container name but no -f / -p), or None."""
+    try:
+        with open(ProjectPaths(run_dir, project) / PROJECT_SOURCE) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def host_projects(run_dir: str) -> list[str]:
+    """The projects of this host (made in this network namespace: the run directory is shared
+    by every namespace of the machine), sorted."""
+    here = host_netns()
+    bridges = {n["project"] for n in networks(run_dir).values() if n.get("project")}
+    out = []
+    for p in list_projects(run_dir):
+        if p.startswith("-"):
+            continue
+        source = project_source(run_dir, p)
+        if (source.get("host_netns") == here) if source and "host_netns" in source else p in bridges:
+            out.append(p)
+    return sorted(out)
+
+
+def container_project(run_dir: str, container: str) -> list[str]:
+    """The projects of this host that recorded a namespace named ``container``."""
+    return [p for p in list_projects(run_dir) if not p.startswith("-") and container in recorded_namespaces(run_dir, p)]
+
+
+def read_project_networks(path: str) -> dict[str, dict[str, Any]]:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return {str(k): v for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
+
+
+def project_specs(run_dir: str) -> dict[str, dict[str, Any]]:
+    """Every project's recorded networks (``record_project_networks``), by network name, each
+    with its ``project``."""
+    out = {}
+    here = host_netns()
+    for p in list_projects(run_dir):
+        if p.startswith("-"):
+            continue
+        for name, spec in read_project_networks(ProjectPaths(run_dir, p) / PROJECT_NETWORKS).items():
+            if spec.get("host_netns", here) == here:  # the run directory is shared by every namespace
+                out[name] = {**spec, "project": p}
+    return out
 
 
 def read_spec(run_dir: str, project: str) -> dict[str, Any] | None:
@@ -68,12 +168,19 @@ def networks(run_dir: str) -> dict[str, dict[str, Any]]:
     finally:
         ctx.close()
     specs = standalone_specs(run_dir)
+    owned = project_specs(run_dir)
     ctx = Context(project="-", run_dir=run_dir)
     try:
         seen.update(macvlan_networks(ctx, {k: v for k, v in specs.items() if v.get("driver") == "macvlan"
                                            and k not in seen}))
+        seen.update(macvlan_networks(ctx, {k: v for k, v in owned.items() if v.get("driver") == "macvlan"
+                                           and k not in seen and k not in specs}))
     finally:
         ctx.close()
+    for name, spec in owned.items():
+        net = seen.get(name)
+        if net is not None and net.get("owner") in (spec["project"], "-" + name):
+            specs.setdefault(name, spec)
     out: dict[str, dict[str, Any]] = {}
     for name in sorted(set(seen) | set(specs)):
         net = seen.get(name, {})
@@ -97,12 +204,18 @@ def _describe(name: str, net: dict[str, Any], spec: dict[str, Any]) -> dict[str,
         "scope": "local",
         "project": None if owner.startswith("-") else owner,
         "bridge": net.get("bridge"),
+        "parent": spec.get("parent") or (spec.get("options") or {}).get("parent")
+        if spec.get("driver") == "macvlan" else None,
+        "created": spec.get("created"),
+        "attachable": bool(spec.get("attachable")),
+        "labels": dict(spec.get("labels") or {}),
+        "aux_addresses": dict(spec.get("aux_addresses") or {}),
         "subnet": sub4,
         "gateway": str(v4[0].ip) if v4 else (ipam.get(sub4) or {}).get("gateway"),
         "ip_range": (ipam.get(sub4) or {}).get("ip_range"),
         "subnet6": sub6,
         "gateway6": str(v6[0].ip) if v6 else (ipam.get(sub6) or {}).get("gateway"),
-        "internal": spec.get("internal") if spec else None,
+        "internal": bool(spec.get("internal")),
         "ipv6": bool(sub6),
         "options": dict(spec.get("options", {})),
         "containers": [dict(e) for e in net.get("endpoints", ())],
@@ -175,8 +288,8 @@ def _macvlan_network(name: str, spec: dict[str, Any]) -> dict[str, Any]:
         if c.get("subnet") and c.get("gateway"):
             cidrs.append(f"{c['gateway']}/{ipaddress.ip_network(c['subnet'], strict=False).prefixlen}")
     opts = spec.get("options", {})
-    return {"driver": "macvlan", "owner": "-" + name, "bridge": None, "cidrs": cidrs, "used": [],
-            "endpoints": [], "parent": str(opts.get("parent", "")), "mode": str(opts.get("macvlan_mode", "bridge"))}
+    return {"driver": "macvlan", "owner": spec.get("project") or "-" + name, "bridge": None, "cidrs": cidrs, "used": [],
+            "endpoints": [], "parent": str(spec.get("parent") or opts.get("parent", "")), "mode": str(opts.get("macvlan_mode", "bridge"))}
 
 
 def _add_macvlan_endpoints(ctx: Context, nets: dict[str, dict[str, Any]], project: str, ns: str) -> None:

@@ -38,22 +38,31 @@ def ps(ctx: Context, fmt: str = "text") -> str:
     return render_ps(status(ctx), fmt)
 
 
-def port_lines(ctx: Context, service: str, private_port: int, protocol: str = "tcp", index: int | None = None
+def port_lines(ctx: Context, service: str, private_port: int | None, protocol: str = "tcp", index: int | None = None
                ) -> list[str]:
     observed, records = observe(ctx)
     return port(containers(observed, ctx.project, records), observed, service, private_port, protocol, index)
 
 
-def exec_in(ctx: Context, service: str, argv: list[str], index: int | None = None) -> int:
+def exec_in(ctx: Context, service: str, argv: list[str], index: int | None = None, user: str | None = None,
+            workdir: str | None = None, extra_env: dict[str, str] | None = None) -> int:
     """Run ``argv`` in the container's namespace with its /etc/netns files and hostname, in the
-    foreground with this terminal; returns its exit status (128+N when killed by signal N)."""
+    foreground with this terminal; returns its exit status (128+N when killed by signal N).
+    As `docker compose exec`: with the service's environment (``environment``, ``env_file``),
+    ``working_dir`` and ``user``, as its command runs (from its process record), over this
+    environment (for PATH, TERM, HOME); ``user``, ``workdir`` and ``extra_env`` override them."""
     if not argv:
-        raise ComposenetError("no command given", hint="composenet exec SERVICE -- CMD [ARGS...]")
-    c = pick(status(ctx), service, index)
+        raise ComposenetError("no command given", hint="composenet exec SERVICE CMD [ARGS...]")
+    observed, records = observe(ctx)
+    c = pick(containers(observed, ctx.project, records), service, index)
     if c.namespace and not os.path.exists(netns_path(c.namespace)):
         raise ComposenetError(f"namespace {c.namespace} of {c.container} does not exist", hint="run `composenet up`")
+    rec = records.get(c.container) or {}
     env = dict(os.environ)
+    env.update({str(k): str(v) for k, v in rec.get("env") or ()})
+    env.update(extra_env or {})
     p = spawn(argv, ns=c.namespace, hostname=c.hostname, env=env, stdin=None, stdout=None, stderr=None,
+              cwd=workdir or rec.get("cwd") or None, user=user or rec.get("user") or None,
               new_session=False, what=f"exec in {c.container}")
     # Ctrl-C goes to the command (same process group); we only wait for it.
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)

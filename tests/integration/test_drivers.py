@@ -175,12 +175,16 @@ services:
 networks:
   lan:
     driver: macvlan
+    attachable: true
+    labels: {com.example.team: edge}
     driver_opts:
       parent: @PARENT@
     ipam:
       config:
         - subnet: 192.168.50.0/24
           gateway: 192.168.50.1
+          ip_range: 192.168.50.0/25
+          aux_addresses: {router: 192.168.50.2}
 """
 
 
@@ -220,6 +224,27 @@ def test_macvlan_on_a_veth_parent(sandbox: Sandbox, tmp_path) -> None:
     # And nothing masquerades the macvlan subnet.
     tables = sb.nft("list", "ruleset").stdout
     assert "192.168.50.0/24" not in tables, tables
+
+    # `network ls` lists the project's macvlan network; `inspect` shows it in Docker's shape.
+    def cn(*args: str, check: bool = True):  # type: ignore[no-untyped-def]
+        return sb.composenet("network", *args, check=check, cwd=str(sb.empty_dir()))
+
+    lan = f"{p}_lan"
+    listed = {n["name"]: n for n in json.loads(cn("ls", "--format", "json").stdout)}
+    assert listed[lan]["driver"] == "macvlan" and listed[lan]["project"] == p, listed
+    assert lan in cn("ls", "-q").stdout.split()
+    info = json.loads(cn("inspect", lan).stdout)[0]
+    assert (info["Name"], info["Driver"], info["Internal"], info["Attachable"]) == (lan, "macvlan", False, True), info
+    assert info["Options"]["parent"] == parent and info["Labels"]["com.example.team"] == "edge", info
+    assert info["Labels"]["com.docker.compose.project"] == p, info
+    assert info["Created"].startswith("20"), info
+    assert info["IPAM"]["Config"] == [{"Subnet": "192.168.50.0/24", "IPRange": "192.168.50.0/25",
+                                       "Gateway": "192.168.50.1",
+                                       "AuxiliaryAddresses": {"router": "192.168.50.2"}}], info
+    eps = sorted((c["Name"], c["IPv4Address"]) for c in info["Containers"].values())
+    assert eps == sorted([(a, "192.168.50.10/24"), (b, f"{b_ip}/24")]), info
+    fmt = cn("inspect", lan, "--format", "{{.Driver}} {{range .IPAM.Config}}{{.Subnet}}{{end}} {{len .Containers}}")
+    assert fmt.stdout == "macvlan 192.168.50.0/24 2\n", fmt.stdout
 
     r = sb.plan(compose, p)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -439,12 +464,18 @@ def test_network_commands_and_a_standalone_network_as_external(sandbox: Sandbox,
     sb.up(other_file, other)
 
     info = json.loads(cn("inspect", net).stdout)[0]
-    assert info["options"] == {"com.example.note": "hi"}, info
-    assert info["project"] is None and info["internal"] is False
-    assert [(c["name"], c["ipv4"], c["project"]) for c in info["containers"]] == [(app, sb.ipv4(app), user)], info
+    assert info["Options"] == {"com.example.note": "hi", "com.docker.network.bridge.name": bridge}, info
+    assert info["Labels"] == {} and info["Internal"] is False and info["Created"].startswith("20"), info
+    assert [(c["Name"], c["IPv4Address"]) for c in info["Containers"].values()] == [(app, sb.ipv4(app) + "/24")], info
     own = json.loads(cn("inspect", f"{other}_own").stdout)[0]
-    assert own["project"] == other and [c["name"] for c in own["containers"]] == [f"{other}-x-1"]
-    assert cn("inspect", "nosuchnet", check=False).returncode == 1
+    assert own["Labels"] == {"com.docker.compose.project": other}, own
+    assert [c["Name"] for c in own["Containers"].values()] == [f"{other}-x-1"], own
+    r = cn("inspect", net, "-f", "{{range $id, $c := .Containers}}{{$c.Name}}={{$c.IPv4Address}}{{end}}")
+    assert r.stdout == f"{app}={sb.ipv4(app)}/24\n", r.stdout
+    miss = cn("inspect", net[:-1] + "x", check=False)
+    assert miss.returncode == 1 and f"did you mean {net!r}" in miss.stderr, miss.stderr
+    bad = cn("inspect", net, "--format", "{{template \"x\"}}", check=False)
+    assert bad.returncode == 1 and "--format" in bad.stderr, bad.stderr
 
     # rm is refused while a container is attached, and for a project's network.
     r = cn("rm", net, check=False)
@@ -500,7 +531,8 @@ def test_connect_and_disconnect_on_a_live_project(sandbox: Sandbox, tmp_path) ->
     assert dns(y, gw_b, "x") in (("NXDOMAIN", []), ("SERVFAIL", []))  # x is not on b: not answered locally
     assert tcp(y, sb.ipv4(x), 80, 0.5) is None  # isolation between a and b
 
-    cn("connect", "--alias", "xalias", f"{p}_b", x)
+    # Neither -f nor -p: the container name finds its project (as `docker network connect`).
+    sb.composenet("network", "connect", "--alias", "xalias", f"{p}_b", x, cwd=str(sb.empty_dir()))
     assert link_names(sb, x) == ["eth0", "eth1", "lo"]
     x_b = sb.ipv4(x, "eth1")
     assert sb.subnet(x, "eth1") == sb.subnet(y)
@@ -508,7 +540,8 @@ def test_connect_and_disconnect_on_a_live_project(sandbox: Sandbox, tmp_path) ->
     assert dns(y, gw_b, "xalias") == ("NOERROR", [x_b])
     assert wait_for(y, x_b, 80).split()[0] == y_ip
     info = json.loads(cn("inspect", f"{p}_b").stdout)[0]
-    assert sorted((c["name"], c["ipv4"]) for c in info["containers"]) == sorted([(x, x_b), (y, y_ip)]), info
+    assert sorted((c["Name"], c["IPv4Address"].split("/")[0]) for c in info["Containers"].values()) == sorted(
+        [(x, x_b), (y, y_ip)]), info
     # `up` keeps what connect added; connecting twice is refused.
     r = sb.plan(compose, p)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -517,13 +550,24 @@ def test_connect_and_disconnect_on_a_live_project(sandbox: Sandbox, tmp_path) ->
     assert cn("connect", f"{p}_a", x, check=False).returncode == 1  # on it from the file
     assert cn("connect", "nosuchnet", x, check=False).returncode == 1
 
-    cn("disconnect", f"{p}_b", x)
+    sb.composenet("network", "disconnect", f"{p}_b", x, cwd=str(sb.empty_dir()))
     assert link_names(sb, x) == ["eth0", "lo"]
+    twice = cn("disconnect", f"{p}_b", x, check=False)
+    assert twice.returncode == 1 and "already disconnected" in twice.stderr, twice.stderr
     assert dns(y, gw_b, "x") in (("NXDOMAIN", []), ("SERVFAIL", []))
     assert tcp(y, x_b, 80, 0.5) is None
     r = sb.plan(compose, p)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert cn("disconnect", f"{p}_a", x, check=False).returncode == 1  # from the file: not connect's
+    r = cn("disconnect", f"{p}_a", x, check=False)
+    assert r.returncode == 1 and "from the compose file" in r.stderr, r.stderr  # not connect's
+    # A service with one container stands for it; misspelt names get a suggestion.
+    cn("connect", f"{p}_b", "x")
+    assert link_names(sb, x) == ["eth0", "eth1", "lo"]
+    typo = cn("connect", f"{p}_bb", "x", check=False)
+    assert typo.returncode == 1 and f"did you mean '{p}_b'" in typo.stderr, typo.stderr
+    typo = cn("connect", f"{p}_a", "yy", check=False)
+    assert typo.returncode == 1 and "did you mean 'y'" in typo.stderr, typo.stderr
+    cn("disconnect", f"{p}_b", "x")
 
     sb.down(p, compose)
     sb.assert_clean(p)
@@ -621,8 +665,8 @@ def test_standalone_macvlan_network_shared_by_two_projects(sandbox: Sandbox, tmp
     assert wait_for(m1, ip2, 80).split()[0] == ip1  # across projects, no NAT
     assert wait_for(m2, ip1, 80).split()[0] == ip2
     info = json.loads(cn("inspect", net).stdout)[0]
-    assert info["driver"] == "macvlan" and info["gateway"] == "192.168.60.1", info
-    assert sorted(c["name"] for c in info["containers"]) == sorted([m1, m2]), info
+    assert info["Driver"] == "macvlan" and info["IPAM"]["Config"][0]["Gateway"] == "192.168.60.1", info
+    assert sorted(c["Name"] for c in info["Containers"].values()) == sorted([m1, m2]), info
     assert cn("rm", net, check=False).returncode == 1  # in use
     for f, p in zip(files, (p1, p2), strict=True):
         r = sb.plan(f, p)

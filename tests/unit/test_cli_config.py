@@ -80,7 +80,7 @@ def test_project_options(tmp_path: Path):
 
 
 COMMANDS = ["config", "validate", "plan", "up", "down", "ps", "port", "exec", "logs", "check", "graph",
-            "network ls", "network inspect", "network create", "network rm", "network prune",
+            "ls", "version", "network ls", "network inspect", "network create", "network rm", "network prune",
             "network connect", "network disconnect", "node ls"]
 
 
