@@ -26,8 +26,8 @@ def _ago(seconds: int | None) -> str:
 
 
 @app.command("ls", short_help="List the nodes the cluster store knows.", epilog=examples(
-    'composenet --store etcd://10.0.0.10:2379 node ls',
-    'composenet node ls --format json    (with COMPOSENET_STORE set)',
+    'composenet --store etcd://10.99.0.1:2379 node ls',
+    'composenet node ls --format json  # the store named by COMPOSENET_STORE',
 ))
 def ls(
     format: Annotated[Format, typer.Option("--format", help="text (a table) or json.")] = Format.text,

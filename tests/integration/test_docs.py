@@ -20,10 +20,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.integration.cluster_lab import ROOT, Host, Lab
+from tests.integration.cluster_lab import ETCD_ADDR, ROOT, Host, Lab
 
 WEBAPP = Path(ROOT) / "examples" / "webapp"
 FOLLOW = "composenet logs -f web  # until Ctrl-C"
+STORE = f"etcd://{ETCD_ADDR}:2379"  # the lab's etcd (cluster_lab.Lab.start_etcd)
 
 # Help examples (verbatim) in a workable order; "! CMD" lines are steps between them.
 SCRIPT = [
@@ -87,6 +88,8 @@ SCRIPT = [
     "composenet network rm lab backplane",
     "composenet network prune",
     "composenet network prune -f",
+    "composenet --store etcd://10.99.0.1:2379 node ls",
+    "composenet node ls --format json  # the store named by COMPOSENET_STORE",
     "composenet down",
     "composenet -p webapp down  # without the compose file",
 ]
@@ -100,7 +103,9 @@ def help_examples(h: Host, cwd: Path) -> list[str]:
         return [line.split()[0] for line in out.split("Commands:\n", 1)[1].splitlines() if line.strip()]
 
     found = []
-    for cmd in [[c] for c in commands() if c != "network"] + [["network", c] for c in commands("network")]:
+    groups = ("network", "node")
+    cmds = [[c] for c in commands() if c not in groups] + [[g, c] for g in groups for c in commands(g)]
+    for cmd in cmds:
         text = run(h, cwd, " ".join(["COLUMNS=200 composenet", *cmd, "--help"])).stdout
         found += [line.strip() for line in text.split("Examples:", 1)[1].splitlines()
                   if line.strip().startswith("composenet ")]
@@ -121,6 +126,8 @@ def readme_commands() -> list[str]:
 def run(h: Host, cwd: Path, line: str, timeout: float = 120) -> subprocess.CompletedProcess:
     env = {"PATH": f"{os.path.dirname(sys.executable)}:{os.environ.get('PATH', '/usr/bin:/bin')}",
            "COMPOSENET_RESOLV_CONF": str(cwd.parent / "resolv.conf")}
+    if " node " in line:  # the lab's etcd, as an example that says "COMPOSENET_STORE" expects
+        env["COMPOSENET_STORE"] = STORE
     return h.run("sh", "-c", f"cd {cwd} && {line}", check=False, timeout=timeout, env=env)
 
 
@@ -154,6 +161,7 @@ def test_every_documented_command_runs_as_written(tmp_path: Path) -> None:
     lab = Lab(tmp_path, hosts=1)
     try:
         lab.setup()
+        lab.start_etcd()
         h = lab.hosts[0]
         cwd = setup_stack(h, tmp_path)
         examples = help_examples(h, cwd)
