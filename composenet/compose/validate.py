@@ -16,7 +16,7 @@ from typing import Any
 
 from composenet.compose.modelbuild import Ctx, required_deps
 from composenet.compose.names import check_names
-from composenet.core import overlay
+from composenet.core import ipam, overlay
 from composenet.core.model import Network, Port, Service
 
 # One DNS label: letters, digits, '-' and '_' (Docker's resolver serves names with '_'), not
@@ -35,7 +35,7 @@ def dns_name_ok(name: str, strict: bool = False) -> bool:
 
 
 def _subnets(net: Network) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    return [ipaddress.ip_network(c.subnet) for c in net.ipam if c.subnet]
+    return [ipaddress.ip_network(c.subnet) for c in net.ipam if c.subnet and ipam.explicit(c.subnet)]
 
 
 def check(ctx: Ctx, services: Mapping[str, Service], bodies: Mapping[str, Any], networks: Mapping[str, Network],
@@ -77,7 +77,7 @@ def _check_driver_opts(ctx: Ctx, key: str, net: Network) -> None:
         elif name in overlay.OPTIONS:
             _check_vxlan_opt(ctx, net, path, name, v)
     if net.driver == "overlay" and net.opt(overlay.PEERS) is not None:
-        v4 = [c for c in net.ipam if c.subnet and ipaddress.ip_network(c.subnet).version == 4]
+        v4 = [c for c in net.ipam if ipam.explicit(c.subnet) and ipaddress.ip_network(str(c.subnet)).version == 4]
         if not v4 or not net.enable_ipv4:
             ctx.err(("networks", key, "driver_opts", overlay.PEERS),
                     "an overlay network with VXLAN peers needs an explicit IPv4 subnet (ipam.config[].subnet)",
@@ -127,6 +127,8 @@ def _check_networks(ctx: Ctx, networks: Mapping[str, Network]) -> None:
                     ctx.err(path, "gateway and ip_range need a subnet in the same block", rule="CS-NET-17")
                 continue
             sub = ipaddress.ip_network(c.subnet)
+            if not _carries_hosts(ctx, path, c, sub):
+                continue
             if c.gateway:
                 gw = ipaddress.ip_address(c.gateway)
                 if gw.version != sub.version or gw not in sub:
@@ -146,6 +148,47 @@ def _check_networks(ctx: Ctx, networks: Mapping[str, Network]) -> None:
                     ctx.err(path + ("subnet",), f"subnet {sub} overlaps {other} ({where})",
                             hint="give each network its own address range")
             seen.append((sub, key, i))
+
+
+_NO_HOSTS: tuple[tuple[str, str], ...] = (
+    ("0.0.0.0/8", "is 'this network' (0.0.0.0/8)"), ("127.0.0.0/8", "is loopback (127.0.0.0/8)"),
+    ("224.0.0.0/4", "is multicast (224.0.0.0/4)"), ("240.0.0.0/4", "is reserved (240.0.0.0/4)"),
+    ("::1/128", "is loopback (::1)"), ("ff00::/8", "is multicast (ff00::/8)"))
+
+
+def _carries_hosts(ctx: Ctx, path: tuple[Any, ...], c: Any, sub: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    """False (after an error) when the subnet cannot carry a bridge network's hosts, or is a
+    size request (``0.0.0.0/24``: Docker 29's "a /24 from the default pools") with fields that
+    need a literal subnet. A size request itself is fine."""
+    size = ipam.size_request(str(sub))
+    if size is not None:
+        for k in ("gateway", "ip_range"):
+            if getattr(c, k):
+                ctx.err(path + (k,), f"{k} needs a literal subnet: {sub} asks for any /{size} from the default pools",
+                        hint=f"write the subnet itself (e.g. 10.1.0.0/{size}) to choose the {k}", rule="CS-NET-17")
+        for host, _ in c.aux_addresses:
+            ctx.err(path + ("aux_addresses", host), f"aux addresses need a literal subnet: {sub} asks for any "
+                    f"/{size} from the default pools", rule="CS-NET-17")
+        return False
+    lo, hi = ipam.SIZE4 if sub.version == 4 else ipam.SIZE6
+    zero = "0.0.0.0" if sub.version == 4 else "::"
+    if int(sub.network_address) == 0:
+        ctx.err(path + ("subnet",), f"subnet {sub} cannot carry hosts: a size request from the default pools "
+                f"is {zero}/{lo} to {zero}/{hi}", hint=f"e.g. {zero}/{24 if sub.version == 4 else 64} for any "
+                f"/{24 if sub.version == 4 else 64} from the default pools, or a literal subnet", rule="CS-NET-17")
+        return False
+    for cidr, why in _NO_HOSTS:
+        special = ipaddress.ip_network(cidr)
+        if special.version == sub.version and sub.subnet_of(special):  # type: ignore[arg-type]
+            ctx.err(path + ("subnet",), f"subnet {sub} cannot carry hosts: it {why}",
+                    hint="use a private range such as 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16", rule="CS-NET-17")
+            return False
+    if sub.num_addresses <= 2 and not c.gateway:
+        ctx.err(path + ("subnet",), f"subnet {sub} has no room for a gateway and a host",
+                hint=f"use a /{sub.max_prefixlen - 2} or larger, or give the gateway (the subnet's one address "
+                     "for it) explicitly", rule="CS-NET-17")
+        return False
+    return True
 
 
 def _check_services(ctx: Ctx, services: Mapping[str, Service], bodies: Mapping[str, Any],

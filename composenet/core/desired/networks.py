@@ -65,7 +65,7 @@ def _taken_subnets(project: Project, observed: ObservedState, member_subnets: di
     project's existing bridges already hold, so that adding a network never steals the subnet of
     one that exists. A network whose bridge is gone (deleted by hand) keeps the subnet its
     containers' addresses still imply: taken too."""
-    taken = [ic.subnet for n in project.networks for ic in n.ipam if ic.subnet]
+    taken = [ic.subnet for n in project.networks for ic in n.ipam if ic.subnet and ipam.explicit(ic.subnet)]
     for n in project.networks:
         br = n.opt("com.docker.network.bridge.name") or bridge_ifname(project.name, n.name)
         held = [str(ipaddress.ip_interface(a).network) for a in _observed_bridge_addrs(observed, br)]
@@ -91,7 +91,7 @@ def _managed_network(n: Network, project: str, observed: ObservedState, member_s
     prev6 = [a for a in prev if ipaddress.ip_interface(a).version == 6]
     if kind == "bridge":
         for ic in n.ipam:
-            if ic.subnet:
+            if ipam.explicit(ic.subnet):
                 _refuse_overlap(n, ic, project, observed)
     if n.enable_ipv4:
         np.subnet4, np.gateway4, np.pool4 = _ipv4(v4, prev4, taken, avoid)
@@ -179,7 +179,17 @@ def _previous_gateways(observed: ObservedState, bridge: str, name: str,
 
 def _ipv4(ic: IpamConfig | None, prev4: list[str], taken: list[str],
           avoid: list[str]) -> tuple[ipaddress.IPv4Network, str, ipam.Pool]:
-    """(subnet, gateway, pool): the file's (``ic``), else the previous one, else a free default pool."""
+    """(subnet, gateway, pool): the file's (``ic``), else the previous one, else a free default
+    pool. A size request (``0.0.0.0/24``) keeps a previous subnet of that size, else takes the
+    first free /N of the default pools; its ip_range/gateway were refused by validation."""
+    size = ipam.size_request(ic.subnet) if ic is not None else None
+    if size is not None:
+        prev = [p for p in prev4 if ipaddress.IPv4Interface(p).network.prefixlen == size]
+        if prev:
+            iface = ipaddress.IPv4Interface(prev[0])
+            return iface.network, str(iface.ip), ipam.Pool(iface.network, str(iface.ip))
+        subnet = ipam.allocate_subnet(taken, avoid, size)
+        return subnet, ipam.first_host(subnet), ipam.Pool(subnet, ipam.first_host(subnet))
     if ic is not None:
         subnet = ipaddress.IPv4Network(ic.subnet, strict=False)
         gateway = ic.gateway or ipam.first_host(subnet)
@@ -196,7 +206,14 @@ def _ipv4(ic: IpamConfig | None, prev4: list[str], taken: list[str],
 def _ipv6(ic: IpamConfig | None, project: str, name: str,
           prev6: list[str]) -> tuple[ipaddress.IPv6Network, str, ipam.Pool]:
     """(subnet, gateway, pool): the file's (``ic``), else the previous one, else the network's own
-    unique-local /64."""
+    unique-local /64 (a size request ``::/N``: the first /N of the network's unique-local /48)."""
+    size = ipam.size_request(ic.subnet) if ic is not None else None
+    if size is not None:
+        prev = [p for p in prev6 if ipaddress.IPv6Interface(p).network.prefixlen == size]
+        iface = ipaddress.IPv6Interface(prev[0]) if prev else None
+        subnet = iface.network if iface else ipam.ula_subnet(project, name, size)
+        gateway = str(iface.ip) if iface else ipam.first_host(subnet)
+        return subnet, gateway, ipam.Pool(subnet, gateway)
     if ic is not None:
         subnet = ipaddress.IPv6Network(ic.subnet, strict=False)
         gateway = ic.gateway or ipam.first_host(subnet)
