@@ -73,6 +73,7 @@ def plan(
     ] = None,
     out: Annotated[str | None, typer.Option("--out", help="Also save the plan as JSON, for `up --plan FILE`.")] = None,
     show_ruleset: Annotated[bool, typer.Option("--show-ruleset", help="Append the nftables ruleset `up` would load.")] = False,
+    publish_localhost_only: Annotated[bool, typer.Option("--publish-localhost-only", help="Publish every port without its own host_ip on 127.0.0.1 only (also COMPOSENET_PUBLISH_LOCALHOST_ONLY=1).")] = False,  # noqa: E501 -- docker hook
 ) -> None:
     """Show what `up` would change in this kernel, without changing anything (a dry run).
 
@@ -82,7 +83,7 @@ def plan(
     from composenet.core.state import ObservedState, ObservedStateError  # deferred: the pipeline
     from composenet.pipeline import check_ruleset, make_plan  # deferred: the pipeline
 
-    project = session().load()
+    project = session().load(publish_localhost_only)
     upstreams = session().upstreams()
     ctx = session().context(project.name)
     if observed_file:
@@ -136,6 +137,7 @@ def up(
         str | None, typer.Option("--plan", help="Apply this saved plan (`plan --out`), only if the kernel still matches it.")
     ] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only warnings and errors.")] = False,
+    publish_localhost_only: Annotated[bool, typer.Option("--publish-localhost-only", help="Publish every port without its own host_ip on 127.0.0.1 only (also COMPOSENET_PUBLISH_LOCALHOST_ONLY=1).")] = False,  # noqa: E501 -- docker hook
 ) -> None:
     """Build the stack in the kernel: namespaces, bridges, veths, addresses, routes, nftables,
     DNS resolvers, then start the service commands. Running it again changes only what differs.
@@ -147,7 +149,7 @@ def up(
 
     from composenet.pipeline import run_apply  # deferred: the pipeline
 
-    project = session().load()
+    project = session().load(publish_localhost_only)
     saved = None
     if plan_file:
         from composenet.core.plan import saved_plan_problem  # deferred: the pipeline

@@ -14,12 +14,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from composenet.compose.interpolate import parse_dotenv
 from composenet.compose.merge import networks_map
-from composenet.compose.ports import check_expose, parse_port, port_doc
+from composenet.compose.ports import ALLOW_KEY, check_expose, parse_allow, parse_port, port_doc
 from composenet.compose.values import (
     ValueProblem,
     as_bool,
@@ -333,11 +333,22 @@ class _ServiceBuilder(_Fields):
         for i, item in enumerate(self.body.get("ports") or []):
             ppath = self.path + ("ports", i)
             try:
-                ports.extend(parse_port(item, self.ctx.pos(ppath)))
+                parsed = parse_port(item, self.ctx.pos(ppath))
             except ValueProblem as e:
                 self.ctx.err(ppath, e.message, e.hint, e.rule)
                 self.ok = False
+                continue
+            if isinstance(item, dict) and item.get(ALLOW_KEY) is not None:
+                try:
+                    allow = parse_allow(item[ALLOW_KEY])
+                except ValueProblem as e:
+                    self.ctx.err(ppath + (ALLOW_KEY,), e.message, e.hint, e.rule)
+                    self.ok = False
+                else:
+                    parsed = [replace(p, allow=allow) for p in parsed]
+            ports.extend(parsed)
         self.kw["ports"] = dedupe(ports)
+        self.kw["publish_allow"] = self.get(ALLOW_KEY, parse_allow)
         if "ports" in self.body:
             self.doc["ports"] = [port_doc(p) for p in self.kw["ports"]]
 

@@ -16,7 +16,10 @@ from typing import Any
 
 from composenet.compose.modelbuild import Ctx, required_deps
 from composenet.compose.names import check_names
+from composenet.compose.ports import parse_allow
+from composenet.compose.values import ValueProblem
 from composenet.core import ipam, overlay
+from composenet.core.desired.ports import ALLOW_OPT
 from composenet.core.model import Network, Port, Service
 
 # One DNS label: letters, digits, '-' and '_' (Docker's resolver serves names with '_'), not
@@ -76,6 +79,13 @@ def _check_driver_opts(ctx: Ctx, key: str, net: Network) -> None:
                     hint="1 to 15 bytes, without '/', ':' or spaces")
         elif name in overlay.OPTIONS:
             _check_vxlan_opt(ctx, net, path, name, v)
+    for where, pairs in (("driver_opts", net.driver_opts), ("labels", net.labels)):
+        for name, value in pairs:
+            if name == ALLOW_OPT:
+                try:
+                    parse_allow(value or "")
+                except ValueProblem as e:
+                    ctx.err(("networks", key, where, name), e.message, e.hint)
     if net.driver == "overlay" and net.opt(overlay.PEERS) is not None:
         v4 = [c for c in net.ipam if ipam.explicit(c.subnet) and ipaddress.ip_network(str(c.subnet)).version == 4]
         if not v4 or not net.enable_ipv4:

@@ -86,6 +86,7 @@ class PortMap:
     targets: tuple[str, ...]  # container addresses (one family)
     target_port: int
     family: int = 4
+    allow: tuple[str, ...] = ()  # the only sources that may reach it (CIDRs, any family); empty: all
 
 
 @dataclass
@@ -183,7 +184,7 @@ def build(table: str, nets: list[NetRules], ports: list[PortMap]) -> tuple[str, 
     head, head_idents = _loopback_guard(chains["raw_pre"], nets, ports)
     _published(chains, ports)
     _masquerade(chains["nat_post"], nets)
-    _isolation(chains, nets)
+    _isolation(chains, nets, ports)
     return text(table, "inet", chains, head, head_idents)
 
 
@@ -269,9 +270,30 @@ def _masquerade(nat_post: Chain, nets: list[NetRules]) -> None:
                      f"loopback {n.network}: 127.0.0.1 published ports")
 
 
-def _isolation(chains: dict[str, Chain], nets: list[NetRules]) -> None:
+def _allowlists(fwd: Chain, ports: list[PortMap]) -> None:
+    """Per published port with a source allowlist: after its DNAT, a forwarded packet from any
+    other source is dropped (matched on the conntrack original destination port, so two host
+    ports of one container port keep their own lists). Sources of the other family than the
+    map's have no entry: all of them are dropped. Packets the host itself sends are not
+    forwarded: the host is never filtered (nor is a port on 127.0.0.1)."""
+    for p in sorted(ports, key=_port_order):
+        if not p.allow or is_loopback_publish(p):
+            continue
+        fam = "ip6" if p.family == 6 else "ip"
+        mine = [c for c in p.allow if _ipfam(c.split("/")[0]) == fam]
+        dst = ", ".join(sorted(set(p.targets)))
+        rule = (f"ct status dnat {fam} daddr {{ {dst} }} meta l4proto {p.protocol} th dport {p.target_port} "
+                f"ct original proto-dst {p.host_port}")
+        if p.host_ip is not None:
+            rule += f" ct original {fam} daddr {p.host_ip}"
+        rule += f" {fam} saddr != {{ {', '.join(mine)} }} drop" if mine else " drop"
+        fwd.add(rule, f"allow {describe_port(p).split(' -> ')[0][5:]} from {','.join(mine) or 'no source of this family'}")
+
+
+def _isolation(chains: dict[str, Chain], nets: list[NetRules], ports: list[PortMap] | None = None) -> None:
     """Forwarding between and into networks, and who may ask each network's resolver."""
     fwd = chains["filter_fwd"]
+    _allowlists(fwd, ports or [])
     fwd.add("ct status dnat accept", "published ports (DNAT) pass isolation")
     bridges = sorted(n.bridge for n in nets)
     for n in sorted(nets, key=lambda n: n.bridge):

@@ -38,6 +38,9 @@ class ObservedState:
       name None when no process could be found): a published port they hold is refused;
     - processes: the state of each service process, by container, as its supervisor reports it
       (``{"state", "pid", "exit_code", "restarts", "error", ...}``): for `ps` and messages;
+    - host_firewall: the host firewall found (ufw, firewalld, or an input chain with policy drop),
+      as a short description, "" when none: published ports bypass its input rules (DNAT
+      happens before input), and the exposure table says so (kernel/firewall.py);
     - offline: True when built by ``--offline`` (empty kernel, no host routes).
     """
 
@@ -51,6 +54,7 @@ class ObservedState:
     connections: list[dict[str, Any]] = field(default_factory=list)
     host_ports: list[dict[str, Any]] = field(default_factory=list)
     processes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    host_firewall: str = ""
     offline: bool = False
     # key -> digest of what the last successful apply wrote (diff.digest); labels drift only.
     applied: dict[str, str] = field(default_factory=dict)
@@ -70,6 +74,7 @@ class ObservedState:
             **({"connections": list(self.connections)} if self.connections else {}),
             **({"host_ports": list(self.host_ports)} if self.host_ports else {}),
             **({"processes": dict(sorted(self.processes.items()))} if self.processes else {}),
+            **({"host_firewall": self.host_firewall} if self.host_firewall else {}),
             "applied": dict(sorted(self.applied.items())),
         }
 
@@ -90,6 +95,7 @@ class ObservedState:
             connections=list(d.get("connections", [])),
             host_ports=list(d.get("host_ports", [])),
             processes=dict(d.get("processes", {})),
+            host_firewall=str(d.get("host_firewall", "")),
             applied=dict(d.get("applied", {})),
         )
         for rd in d.get("resources", ()):

@@ -6,11 +6,22 @@ with real traffic: reachable and blocked pairs are both asserted, and every test
 from __future__ import annotations
 
 import ipaddress
+import socket
 import sys
 import uuid
 from pathlib import Path
 
-from tests.integration.sandbox import Sandbox, tcp, wait_for
+from composenet.compose.project import LOCALHOST_ONLY_ENV as LOCAL_ENV
+from tests.integration.sandbox import (
+    DNS_ADDR,
+    HOST_ADDR,
+    OUTSIDE_ADDR,
+    WEB_ADDR,
+    Sandbox,
+    in_netns,
+    tcp,
+    wait_for,
+)
 from tests.integration.stacks import ECHO
 
 
@@ -81,3 +92,133 @@ def test_a_subnet_that_cannot_carry_hosts_is_refused_before_the_kernel(sandbox: 
     assert "Traceback" not in r.stderr
     assert sb.namespaces(p) == []
     sb.assert_clean(p)
+
+
+# ---- published ports: source allowlists, the host firewall, localhost-only ----------------
+
+def tcp_from(ns: str, src: str, addr: str, port: int, timeout: float = 1.0) -> str | None:
+    """Like sandbox.tcp, from source address ``src`` (one of the namespace's own addresses)."""
+
+    def go() -> str | None:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        try:
+            s.bind((src, 0))
+            s.connect((addr, port))
+            data = s.recv(4096)
+            return data.decode().strip() if data else None
+        except OSError:
+            return None
+        finally:
+            s.close()
+
+    return in_netns(ns, go)
+
+
+ALLOW = """
+services:
+  web:
+    command: "@PY@ @ECHO@ --tcp 80"
+    ports:
+      - target: 80
+        published: 8080
+        x-composenet-allow: [198.51.100.10/32]
+      - "8081:80"
+  api:
+    command: "@PY@ @ECHO@ --tcp 90"
+    x-composenet-allow: ["198.51.100.53"]
+    ports: ["9000:90"]
+  pub:
+    command: "@PY@ @ECHO@ --tcp 95"
+    networks: [edge]
+    ports: ["9500:95"]
+networks:
+  edge:
+    driver_opts:
+      com.composenet.publish.allow: "203.0.113.254/32"
+"""
+
+FIREWALL = """table inet fw@TAG@ {
+  chain input {
+    type filter hook input priority 0; policy drop;
+    iifname "lo" accept
+    ct state established,related accept
+  }
+}
+"""
+
+
+def test_allowlists_drop_other_sources_and_the_plan_names_the_host_firewall(sandbox: Sandbox, tmp_path: Path) -> None:
+    sb, p = sandbox, project()
+    compose = write(tmp_path, ALLOW)
+    # A host firewall in the sandbox host namespace: input policy drop (what ufw/firewalld set up).
+    fw = tmp_path / "fw.nft"
+    fw.write_text(FIREWALL.replace("@TAG@", sb.tag))
+    sb.run_in(sb.host, "nft", "-f", str(fw))
+    r = sb.plan(compose, p)
+    assert r.returncode == 2, r.stdout + r.stderr
+    exposure = r.stdout.split("Exposure:")[1].split("\n\n")[0]
+    note = f"the host firewall (table inet fw{sb.tag}, chain input: input policy drop) does not filter it"
+    assert exposure.count(note) == 4, exposure
+    assert "*:8080/tcp" in exposure and "from 198.51.100.10/32 only (port's allowlist)" in exposure, exposure
+    assert "from 198.51.100.53/32 only (service's allowlist)" in exposure, exposure
+    assert f"from 203.0.113.254/32 only (network {p}_edge's allowlist)" in exposure, exposure
+
+    sb.up(compose, p)
+    web, api, pub = f"{p}-web-1", f"{p}-api-1", f"{p}-pub-1"
+    wait_for(web, "127.0.0.1", 80)
+    wait_for(api, "127.0.0.1", 90)
+    wait_for(pub, "127.0.0.1", 95)
+    # A program of the host itself is behind the firewall: blocked from outside.
+    sb.spawn_in(sb.host, sys.executable, str(ECHO), "--bind", HOST_ADDR, "--tcp", "7000")
+    wait_for(sb.host, HOST_ADDR, 7000)
+    assert tcp_from(sb.outside, OUTSIDE_ADDR, HOST_ADDR, 7000, 0.5) is None
+
+    a, b, c = WEB_ADDR, DNS_ADDR, OUTSIDE_ADDR  # three outside source addresses
+    # Reachable: the allowed source (the client's address is preserved), and every source on the
+    # port without an allowlist, although the host firewall drops input: published ports bypass it.
+    got = tcp_from(sb.outside, a, HOST_ADDR, 8080)
+    assert got is not None and got.split()[0] == a, got
+    for src in (a, b, c):
+        got = tcp_from(sb.outside, src, HOST_ADDR, 8081)
+        assert got is not None and got.split()[0] == src, (src, got)
+    assert (tcp_from(sb.outside, b, HOST_ADDR, 9000) or "").split()[:1] == [b]
+    assert (tcp_from(sb.outside, c, HOST_ADDR, 9500) or "").split()[:1] == [c]
+    # Blocked: every other source of each allowlist.
+    for src, port in ((b, 8080), (c, 8080), (a, 9000), (c, 9000), (a, 9500), (b, 9500)):
+        assert tcp_from(sb.outside, src, HOST_ADDR, port, 0.5) is None, (src, port)
+    # The host itself is never filtered (its packets are not forwarded).
+    assert tcp(sb.host, HOST_ADDR, 8080) is not None
+
+    sb.run_in(sb.host, "nft", "delete", "table", "inet", f"fw{sb.tag}")
+    sb.down(p, compose)
+    sb.assert_clean(p)
+
+
+LOCAL = """
+services:
+  web:
+    command: "@PY@ @ECHO@ --tcp 80"
+    ports: ["8081:80", "@HOST@:8082:80"]
+"""
+
+
+def test_publish_localhost_only(sandbox: Sandbox, tmp_path: Path) -> None:
+    sb, p = sandbox, project()
+    compose = write(tmp_path, LOCAL.replace("@HOST@", HOST_ADDR))
+    for how in ("flag", "env"):
+        extra, env = (("--publish-localhost-only",), None) if how == "flag" else ((), {LOCAL_ENV: "1"})
+        r = sb.composenet("-f", str(compose), "-p", p, "plan", *extra, check=False, env=env, cwd=str(tmp_path))
+        assert "127.0.0.1:8081/tcp" in r.stdout and "host loopback only, by --publish-localhost-only" in r.stdout, r.stdout
+        assert f"{HOST_ADDR}:8082/tcp" in r.stdout, r.stdout  # an explicit host_ip is kept
+        sb.up(compose, p, *extra, env=env)
+        web = f"{p}-web-1"
+        wait_for(web, "127.0.0.1", 80)
+        # Reachable: from the host on 127.0.0.1; the explicit host_ip from outside.
+        assert wait_for(sb.host, "127.0.0.1", 8081)
+        assert (tcp(sb.outside, HOST_ADDR, 8082) or "").split()[:1] == [OUTSIDE_ADDR]
+        # Blocked: 8081 from outside (it is not published there), and from the host's own address.
+        assert tcp(sb.outside, HOST_ADDR, 8081, 0.5) is None
+        assert tcp(sb.host, HOST_ADDR, 8081, 0.5) is None
+        sb.down(p, compose)
+        sb.assert_clean(p)

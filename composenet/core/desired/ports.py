@@ -32,6 +32,9 @@ from composenet.errors import InputError, Problem
 EPHEMERAL_FIRST, EPHEMERAL_LAST = 32768, 60999  # Linux's default ip_local_port_range, as Docker
 
 
+ALLOW_OPT = "com.composenet.publish.allow"  # a network's source allowlist (driver_opts or labels)
+
+
 class _Request(NamedTuple):
     """One port to publish: ``host_ip`` None is every address (of family ``fam_only`` when not 0)."""
 
@@ -40,6 +43,9 @@ class _Request(NamedTuple):
     host_ip: str | None
     eps: list[Endpoint]  # the endpoint of each replica it is published from
     fam_only: int
+    allow: tuple[str, ...] = ()  # the only sources that may reach it (empty: every source)
+    allow_from: str = ""  # where the allowlist is written (port, service, network NAME)
+    localhost_only: bool = False  # 127.0.0.1 because of --publish-localhost-only
 
 
 def publish_ports(project: Project, nets: dict[str, NetPlan], containers: list[Container], observed: ObservedState,
@@ -65,7 +71,7 @@ def publish_ports(project: Project, nets: dict[str, NetPlan], containers: list[C
                 continue
         claimed.add((req.port.protocol, host_port, req.host_ip or "*"))
         maps += _port_maps(req, host_port)
-        exposure.append(_exposure_row(req, host_port))
+        exposure.append(_exposure_row(req, host_port, observed.host_firewall))
     return maps, exposure
 
 
@@ -92,8 +98,10 @@ def _requests(project: Project, nets: dict[str, NetPlan], containers: list[Conta
                      "bridge composenet manages; its ports are not published")
             continue
         for port in svc.ports:
-            host_ip, fam_only = _host_address(port, eps[0])
-            req = _Request(svc, port, host_ip, eps, fam_only)
+            host_ip, fam_only = _host_address(port, eps[0], project.publish_localhost_only)
+            allow, allow_from = _allowlist(svc, port, eps[0])
+            req = _Request(svc, port, host_ip, eps, fam_only, allow, allow_from,
+                           project.publish_localhost_only and port.host_ip is None)
             (fixed if _is_fixed(port) else floating).append(req)
     return fixed, floating
 
@@ -110,9 +118,40 @@ def _published_endpoints(replicas: list[Container]) -> list[Endpoint]:
     return eps
 
 
-def _host_address(port: Port, ep: Endpoint) -> tuple[str | None, int]:
-    """(host address or None for every one, the only family of "every address" or 0 for both)."""
+def allow_option(text: str | None) -> tuple[str, ...]:
+    """A network's ``com.composenet.publish.allow`` (comma-separated CIDRs; the validator
+    located any invalid one) as canonical CIDRs."""
+    out: list[str] = []
+    for item in (text or "").split(","):
+        try:
+            out.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+        except ValueError:
+            continue
+    return tuple(dict.fromkeys(out))
+
+
+def _allowlist(svc: Service, port: Port, ep: Endpoint) -> tuple[tuple[str, ...], str]:
+    """(the sources allowed to reach ``port``, where that is written): the port's own
+    ``x-composenet-allow``, else the service's, else the publishing network's
+    ``com.composenet.publish.allow`` (driver_opts, else labels); ((), "") for every source."""
+    if port.allow is not None:
+        return port.allow, "port"
+    if svc.publish_allow is not None:
+        return svc.publish_allow, "service"
+    net = ep.network.net
+    text = net.opt(ALLOW_OPT) or dict(net.labels).get(ALLOW_OPT)
+    if text:
+        return allow_option(text), f"network {net.name}"
+    return (), ""
+
+
+def _host_address(port: Port, ep: Endpoint, localhost_only: bool = False) -> tuple[str | None, int]:
+    """(host address or None for every one, the only family of "every address" or 0 for both).
+    ``localhost_only`` (--publish-localhost-only): a port without its own host_ip is published
+    on 127.0.0.1, whatever the network's host_binding_ipv4."""
     host_ip = port.host_ip
+    if host_ip is None and localhost_only:
+        return "127.0.0.1", 0
     if host_ip is None:
         default_ip = ep.network.net.opt("com.docker.network.bridge.host_binding_ipv4")
         if default_ip and default_ip not in ("0.0.0.0",):
@@ -236,7 +275,7 @@ def held_specs(maps: list[PortMap]) -> tuple[str, ...]:
     return held_order(out)
 
 
-def fixed_port_maps(containers: list[Container]) -> list[PortMap]:
+def fixed_port_maps(containers: list[Container], localhost_only: bool = False) -> list[PortMap]:
     """The DNAT maps of the ports with a fixed host port (those need no observed state to place),
     as publish_ports makes them."""
     maps: list[PortMap] = []
@@ -249,8 +288,10 @@ def fixed_port_maps(containers: list[Container]) -> list[PortMap]:
             continue
         for port in svc.ports:
             if _is_fixed(port):
-                host_ip, fam_only = _host_address(port, eps[0])
-                maps += _port_maps(_Request(svc, port, host_ip, eps, fam_only), int(port.published or 0))
+                host_ip, fam_only = _host_address(port, eps[0], localhost_only)
+                allow, where = _allowlist(svc, port, eps[0])
+                maps += _port_maps(_Request(svc, port, host_ip, eps, fam_only, allow, where),
+                                   int(port.published or 0))
         _ = svc_name
     return maps
 
@@ -265,19 +306,35 @@ def _port_maps(req: _Request, host_port: int) -> list[PortMap]:
     for fam in fams:
         targets = tuple(t for t in ((e.ipv4 if fam == 4 else e.ipv6) for e in req.eps) if t)
         if targets:
-            maps.append(PortMap(req.svc.name, req.host_ip, host_port, req.port.protocol, targets, req.port.target, fam))
+            maps.append(PortMap(req.svc.name, req.host_ip, host_port, req.port.protocol, targets, req.port.target, fam,
+                                req.allow))
     return maps
 
 
-def _exposure_row(req: _Request, host_port: int) -> dict[str, Any]:
+def _exposure_row(req: _Request, host_port: int, firewall: str = "") -> dict[str, Any]:
+    """One row of the exposure table: ``scope`` says in words who can reach the port: which
+    host address, which sources (the allowlist and where it is written), and, when the host
+    has a firewall, that its input rules do not apply (DNAT happens before input)."""
     host_ip = req.host_ip
-    scope = "host loopback only" if host_ip and ipaddress.ip_address(host_ip).is_loopback else (
-        f"address {host_ip} only" if host_ip else "every host address, from anywhere")
-    return {
+    loopback = bool(host_ip) and ipaddress.ip_address(str(host_ip)).is_loopback
+    if loopback:
+        scope = "host loopback only" + (", by --publish-localhost-only" if req.localhost_only else "")
+    else:
+        if req.allow:
+            who = f"from {', '.join(req.allow)} only ({req.allow_from}'s allowlist)"
+            scope = f"address {host_ip}, {who}" if host_ip else f"every host address, {who}"
+        else:
+            scope = f"address {host_ip} only" if host_ip else "every host address, from anywhere"
+        if firewall:
+            scope += f"; the host firewall ({firewall}) does not filter it: published ports are DNATed before its input rules"
+    row: dict[str, Any] = {
         "service": req.svc.name, "host_ip": host_ip or "*", "host_port": host_port, "protocol": req.port.protocol,
         "target_port": req.port.target, "network": req.eps[0].network.net.name,
         "targets": [e.ipv4 or e.ipv6 for e in req.eps], "scope": scope,
     }
+    if req.allow:
+        row["allow"] = list(req.allow)
+    return row
 
 
 def _same_addresses(a: str | None, b: str | None) -> bool:
