@@ -19,6 +19,7 @@ from composenet.compose.names import check_names
 from composenet.compose.ports import parse_allow
 from composenet.compose.values import ValueProblem
 from composenet.core import ipam, overlay
+from composenet.core.desired.networks import GATEWAY_MODE_OPTS, GATEWAY_MODES
 from composenet.core.desired.ports import ALLOW_OPT
 from composenet.core.model import Network, Port, Service
 
@@ -79,6 +80,10 @@ def _check_driver_opts(ctx: Ctx, key: str, net: Network) -> None:
                     hint="1 to 15 bytes, without '/', ':' or spaces")
         elif name in overlay.OPTIONS:
             _check_vxlan_opt(ctx, net, path, name, v)
+        elif name in GATEWAY_MODE_OPTS.values() and v.lower() not in GATEWAY_MODES:
+            ctx.err(path, f"unknown gateway mode {value!r}", hint="use " + ", ".join(GATEWAY_MODES))
+        elif name in GATEWAY_MODE_OPTS.values() and net.driver not in ("bridge", "overlay"):
+            ctx.err(path, f"a gateway mode needs driver: bridge (the network's driver is {net.driver})")
     for where, pairs in (("driver_opts", net.driver_opts), ("labels", net.labels)):
         for name, value in pairs:
             if name == ALLOW_OPT:

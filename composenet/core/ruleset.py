@@ -73,6 +73,11 @@ class NetRules:
     internal: bool = False
     masquerade: bool = True
     resolver: bool = True
+    mode4: str = "nat"  # gateway mode per family: nat | nat-unprotected | routed | isolated
+    mode6: str = "nat"
+
+    def mode(self, fam: str) -> str:
+        return self.mode6 if fam == "ip6" else self.mode4
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,10 @@ class PortMap:
     target_port: int
     family: int = 4
     allow: tuple[str, ...] = ()  # the only sources that may reach it (CIDRs, any family); empty: all
+    # Gateway mode routed: no DNAT; the target port is opened at the container's own address on
+    # ``bridge`` (filter_fwd), and no host port is held.
+    routed: bool = False
+    bridge: str = ""
 
 
 @dataclass
@@ -206,7 +215,7 @@ def _loopback_guard(raw_pre: Chain, nets: list[NetRules], ports: list[PortMap]) 
         raw_pre.add(f"iifname {quote(n.bridge)} ip daddr 127.0.0.0/8 counter drop",
                     f"loopback guard {n.network}: no 127.0.0.0/8 destination from {n.bridge}")
     guarded = sorted({(p.protocol, p.host_port) for p in ports
-                      if p.family == 4 and (p.host_ip is None or is_loopback_publish(p))}, key=lambda x: (x[1], x[0]))
+                      if p.family == 4 and not p.routed and (p.host_ip is None or is_loopback_publish(p))}, key=lambda x: (x[1], x[0]))
     if not guarded:
         return [], []
     raw_pre.add(f'iifname != "lo" ip daddr 127.0.0.0/8 meta l4proto . th dport @{LOOPBACK_PORTS} counter drop',
@@ -219,8 +228,8 @@ def _loopback_guard(raw_pre: Chain, nets: list[NetRules], ports: list[PortMap]) 
 def _published(chains: dict[str, Chain], ports: list[PortMap]) -> None:
     """The jumps to ``published`` (every path) and ``published_lo`` (the host's own packets
     only), and one DNAT rule per published port."""
-    remote = [p for p in ports if not is_loopback_publish(p)]
-    local = [p for p in ports if is_loopback_publish(p)]
+    remote = [p for p in ports if not is_loopback_publish(p) and not p.routed]
+    local = [p for p in ports if is_loopback_publish(p) and not p.routed]
     if remote:
         chains["nat_pre"].add("fib daddr type local jump published", "published ports, arriving for a local address")
         chains["nat_out"].add("fib daddr type local jump published", "published ports, from the host itself")
@@ -256,7 +265,7 @@ def _masquerade(nat_post: Chain, nets: list[NetRules]) -> None:
         br = quote(n.bridge)
         for cidr in n.subnets:
             fam = _ipfam(cidr.split("/")[0])
-            if n.masquerade and not n.internal:
+            if n.masquerade and not n.internal and n.mode(fam) in ("nat", "nat-unprotected"):
                 nat_post.add(f"{fam} saddr {cidr} oifname != {br} masquerade",
                              f"masquerade {n.network} {cidr} egress")
         for cidr in n.subnets:
@@ -277,7 +286,7 @@ def _allowlists(fwd: Chain, ports: list[PortMap]) -> None:
     map's have no entry: all of them are dropped. Packets the host itself sends are not
     forwarded: the host is never filtered (nor is a port on 127.0.0.1)."""
     for p in sorted(ports, key=_port_order):
-        if not p.allow or is_loopback_publish(p):
+        if not p.allow or is_loopback_publish(p) or p.routed:
             continue
         fam = "ip6" if p.family == 6 else "ip"
         mine = [c for c in p.allow if _ipfam(c.split("/")[0]) == fam]
@@ -307,14 +316,41 @@ def _isolation(chains: dict[str, Chain], nets: list[NetRules], ports: list[PortM
                     f"isolate {n.network} from the project's other networks")
         fwd.add(f'iifname {br} oifname "cnb-*" oifname != {br} drop',
                 f"isolate {n.network} from other composenet networks")
-        fwd.add(f"oifname {br} iifname != {br} ct state new drop",
-                f"{n.network}: no new connections from outside but published ports")
+        _inbound(fwd, n, [p for p in ports or () if p.routed and p.bridge == n.bridge])
         if n.resolver:
             for gw in n.gateways:
                 fam = _ipfam(gw)
                 chains["filter_in"].add(
                     f'{fam} daddr {gw} meta l4proto {{ tcp, udp }} th dport 53 iifname != {{ {br}, "lo" }} drop',
                     f"resolver {n.network} {gw}: only its own network")
+
+
+def _inbound(fwd: Chain, n: NetRules, routed: list[PortMap]) -> None:
+    """New connections into network ``n`` from outside it: routed ports accepted at the
+    container's own address (from their allowlist's sources only, when they have one), then
+    none for the families in nat, routed or isolated mode; nat-unprotected lets every one in."""
+    br = quote(n.bridge)
+    for p in sorted(routed, key=_port_order):
+        fam = "ip6" if p.family == 6 else "ip"
+        mine = [c for c in p.allow if _ipfam(c.split("/")[0]) == fam]
+        if p.allow and not mine:
+            continue  # no source of this family may reach it: the drop below does
+        src = f" {fam} saddr {{ {', '.join(mine)} }}" if mine else ""
+        dst = ", ".join(sorted(set(p.targets)))
+        fwd.add(f"oifname {br} iifname != {br}{src} {fam} daddr {{ {dst} }} meta l4proto {p.protocol} "
+                f"th dport {p.target_port} ct state new accept",
+                f"routed {p.service} {','.join(sorted(set(p.targets)))} {p.target_port}/{p.protocol}: published, no NAT")
+    fams = {_ipfam(c.split("/")[0]) for c in n.subnets}
+    open4 = n.mode4 == "nat-unprotected" or "ip" not in fams
+    open6 = n.mode6 == "nat-unprotected" or "ip6" not in fams
+    if open4 and open6:
+        return
+    if "ip" not in fams or "ip6" not in fams:
+        open4 = open6 = False  # one family only: the plain rule (as before gateway modes)
+    only = " meta nfproto ipv6" if open4 else " meta nfproto ipv4" if open6 else ""
+    fwd.add(f"oifname {br} iifname != {br}{only} ct state new drop",
+            f"{n.network}: no new connections from outside but published ports"
+            + (" (ipv6)" if open4 else " (ipv4)" if open6 else ""))
 
 
 def text(table: str, family: str, chains: dict[str, Chain], head: list[str] | None = None,

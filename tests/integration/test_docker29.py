@@ -18,6 +18,7 @@ from tests.integration.sandbox import (
     OUTSIDE_ADDR,
     WEB_ADDR,
     Sandbox,
+    dns,
     in_netns,
     tcp,
     wait_for,
@@ -222,3 +223,91 @@ def test_publish_localhost_only(sandbox: Sandbox, tmp_path: Path) -> None:
         assert tcp(sb.host, HOST_ADDR, 8081, 0.5) is None
         sb.down(p, compose)
         sb.assert_clean(p)
+
+
+# ---- bridge gateway modes: nat, nat-unprotected, routed, isolated -------------------------
+
+MODES = """
+services:
+  r:
+    command: "@PY@ @ECHO@ --tcp 80 --tcp 81"
+    networks: [routed]
+    ports: ["8080:80"]
+  u:
+    command: "@PY@ @ECHO@ --tcp 80 --tcp 81"
+    networks: [unprot]
+    ports: ["8090:80"]
+  n:
+    command: "@PY@ @ECHO@ --tcp 80 --tcp 81"
+    networks: [natnet]
+    ports: ["8070:80"]
+  i1:
+    command: "@PY@ @ECHO@ --tcp 80"
+    networks: [iso]
+  i2:
+    command: "@PY@ @ECHO@ --tcp 80"
+    networks: [iso]
+networks:
+  routed:
+    driver_opts: {com.docker.network.bridge.gateway_mode_ipv4: routed}
+    ipam: {config: [{subnet: 10.91.1.0/24}]}
+  unprot:
+    driver_opts: {com.docker.network.bridge.gateway_mode_ipv4: nat-unprotected}
+    ipam: {config: [{subnet: 10.91.2.0/24}]}
+  natnet:
+    ipam: {config: [{subnet: 10.91.3.0/24}]}
+  iso:
+    driver_opts: {com.docker.network.bridge.gateway_mode_ipv4: isolated}
+    ipam: {config: [{subnet: 10.91.4.0/24}]}
+"""
+
+
+def test_gateway_modes(sandbox: Sandbox, tmp_path: Path) -> None:
+    sb, p = sandbox, project()
+    compose = write(tmp_path, MODES)
+    r = sb.plan(compose, p)
+    exposure = r.stdout.split("Exposure:")[1].split("\n\n")[0]
+    assert "no host port, from anywhere; IPv4 routed (no NAT): reachable directly at 10.91.1.2:80" in exposure, exposure
+    assert "IPv4 nat-unprotected: every port of 10.91.2.2 is reachable directly" in exposure, exposure
+    sb.up(compose, p)
+    rr, uu, nn, i1, i2 = (f"{p}-{s}-1" for s in ("r", "u", "n", "i1", "i2"))
+    r_ip, u_ip, n_ip, i1_ip, i2_ip = (sb.ipv4(x) for x in (rr, uu, nn, i1, i2))
+    for ns in (rr, uu, nn, i1, i2):
+        wait_for(ns, "127.0.0.1", 80)
+    sb.start_outside_web()
+    # The outside routes the containers' subnets through the host, as a LAN router would.
+    sb.ip(sb.outside, f"route add 10.91.0.0/16 via {HOST_ADDR}")
+
+    # routed: the published port at the container's own address, the client's address kept;
+    # no other port, no host port; egress not masqueraded.
+    assert (tcp(sb.outside, r_ip, 80) or "").split()[:1] == [OUTSIDE_ADDR]
+    assert tcp(sb.outside, r_ip, 81, 0.5) is None
+    assert tcp(sb.outside, HOST_ADDR, 8080, 0.5) is None
+    assert (tcp(rr, WEB_ADDR, 80) or "").split()[:1] == [r_ip]
+    # nat-unprotected: the mapping, and every port directly; egress masqueraded.
+    assert (tcp(sb.outside, HOST_ADDR, 8090) or "").split()[:1] == [OUTSIDE_ADDR]
+    assert (tcp(sb.outside, u_ip, 81) or "").split()[:1] == [OUTSIDE_ADDR]
+    assert (tcp(uu, WEB_ADDR, 80) or "").split()[:1] == [HOST_ADDR]
+    # nat (the default): the mapping only, never the container's address directly.
+    assert (tcp(sb.outside, HOST_ADDR, 8070) or "").split()[:1] == [OUTSIDE_ADDR]
+    assert tcp(sb.outside, n_ip, 80, 0.5) is None
+    assert tcp(sb.outside, n_ip, 81, 0.5) is None
+    assert (tcp(nn, WEB_ADDR, 80) or "").split()[:1] == [HOST_ADDR]
+    # Networks stay apart whatever their mode.
+    assert tcp(rr, u_ip, 81, 0.5) is None
+    assert tcp(uu, r_ip, 80, 0.5) is None
+    # isolated: no address on the bridge, no default route; the containers reach each other
+    # (and resolve each other's names on 127.0.0.11 in their namespace), nothing else.
+    assert not any(addr.startswith("10.91.4.") for addr, _ in sb.addrs(sb.host).values())
+    assert "default" not in sb.ip(i1, "route show")
+    assert wait_for(i1, i2_ip, 80)
+    assert dns(i1, "127.0.0.11", "i2") == ("NOERROR", [i2_ip])
+    assert tcp(i1, WEB_ADDR, 80, 0.5) is None
+    assert tcp(sb.host, i2_ip, 80, 0.5) is None
+    assert tcp(sb.outside, i1_ip, 80, 0.5) is None
+    assert tcp(i1, r_ip, 80, 0.5) is None
+
+    r = sb.plan(compose, p)
+    assert r.returncode == 0, r.stdout + r.stderr
+    sb.down(p, compose)
+    sb.assert_clean(p)

@@ -146,3 +146,43 @@ def test_firewall_detection() -> None:
     # composenet's own tables are never the host's firewall.
     assert describe(chains({"family": "inet", "table": "composenet-guard", "name": "input", "hook": "input",
                             "policy": "drop"})) == ""
+
+
+@pytest.mark.parametrize("driver,value,want", [
+    ("bridge", "natt", 'compose.yaml:6:64: networks.n.driver_opts["com.docker.network.bridge.gateway_mode_ipv4"]: '
+     "unknown gateway mode 'natt' (hint: use nat, nat-unprotected, routed, isolated)"),
+    ("macvlan", "routed", "a gateway mode needs driver: bridge (the network's driver is macvlan)"),
+])
+def test_an_invalid_gateway_mode_is_a_located_error(tmp_path: Path, driver: str, value: str, want: str) -> None:
+    got = errors(tmp_path, f"""
+services:
+  web: {{networks: [n]}}
+networks:
+  n:
+    driver: {driver}
+    driver_opts: {{com.docker.network.bridge.gateway_mode_ipv4: {value}}}
+""")
+    assert want in got, got
+
+
+def test_isolated_networks_have_no_gateway_and_resolve_in_the_namespace(tmp_path: Path) -> None:
+    project = load_text(tmp_path, """
+name: iso
+services:
+  a: {image: x, networks: [iso]}
+  b: {image: x, networks: [iso, plain]}
+networks:
+  iso:
+    driver_opts: {com.docker.network.bridge.gateway_mode_ipv4: isolated}
+  plain: {}
+""")
+    planned = make_plan(project, project.name, ObservedState(offline=True), Upstreams(("192.0.2.53",)))
+    rows = {r["key"]: r for r in planned.plan.networks}
+    assert rows["iso"]["gateway"] is None and rows["iso"]["gateway_modes"] == {"ipv4": "isolated", "ipv6": "nat"}
+    keys = set(planned.desired.resources)
+    assert not any(k.startswith("address:-:") and rows["iso"]["bridge"] in k for k in keys), sorted(keys)
+    routes = sorted(k for k in keys if k.startswith("route:"))
+    assert len(routes) == 1 and "iso-b-1" in routes[0], routes  # b's through plain; a has none
+    resolv = {r.ns: r.content for r in planned.desired.resources.values() if getattr(r, "name", "") == "resolv.conf"}
+    assert resolv["iso-a-1"].startswith("nameserver 127.0.0.11\n"), resolv
+    assert not resolv["iso-b-1"].startswith("nameserver 127.0.0.11"), resolv

@@ -40,6 +40,20 @@ class NetPlan:
     pool6: ipam.Pool | None = None
     mtu: int = 1500
     vxlan: overlay.VxlanOpts | None = None  # driver overlay with peers: the bridge's VXLAN port
+    # Docker 28's gateway modes, per family (com.docker.network.bridge.gateway_mode_ipv4/_ipv6):
+    # nat (published ports DNATed, egress masqueraded), nat-unprotected (the same, and every
+    # port of the containers reachable directly), routed (no NAT: published ports reachable at
+    # the container's own address), isolated (no address on the bridge: containers reach only
+    # each other; gateway4/gateway6 are then None, the pool still reserves the gateway).
+    mode4: str = "nat"
+    mode6: str = "nat"
+
+    def mode(self, family: int) -> str:
+        return self.mode4 if family == 4 else self.mode6
+
+
+GATEWAY_MODES = ("nat", "nat-unprotected", "routed", "isolated")
+GATEWAY_MODE_OPTS = {4: "com.docker.network.bridge.gateway_mode_ipv4", 6: "com.docker.network.bridge.gateway_mode_ipv6"}
 
 
 def plan_networks(project: Project, observed: ObservedState, warnings: list[str]) -> dict[str, NetPlan]:
@@ -102,7 +116,19 @@ def _managed_network(n: Network, project: str, observed: ObservedState, member_s
         for pool in (np.pool4, np.pool6):
             if pool is not None:
                 pool.claim(used)  # an endpoint of another project (external user) holds it
+    if kind == "bridge":
+        np.mode4, np.mode6 = (_gateway_mode(n, fam) for fam in (4, 6))
+        if np.mode4 == "isolated":
+            np.gateway4 = None  # no address on the bridge, no default route, no resolver listener
+        if np.mode6 == "isolated":
+            np.gateway6 = None
     return np
+
+
+def _gateway_mode(n: Network, family: int) -> str:
+    """The network's gateway mode for ``family`` (the validator refused unknown values)."""
+    v = (n.opt(GATEWAY_MODE_OPTS[family]) or "nat").strip().lower()
+    return v if v in GATEWAY_MODES else "nat"
 
 
 def _refuse_overlap(n: Network, ic: IpamConfig, project: str, observed: ObservedState) -> None:
@@ -299,6 +325,7 @@ def network_rows(nets: dict[str, NetPlan]) -> list[dict[str, Any]]:
             "subnet": str(np.subnet4) if np.subnet4 else None, "gateway": np.gateway4,
             "subnet6": str(np.subnet6) if np.subnet6 else None, "gateway6": np.gateway6,
             "internal": np.net.internal, "mtu": np.mtu,
+            **({"gateway_modes": {"ipv4": np.mode4, "ipv6": np.mode6}} if (np.mode4, np.mode6) != ("nat", "nat") else {}),
             **({"vxlan": {"vni": np.vxlan.vni, "port": np.vxlan.port, "local": np.vxlan.local,
                           "peers": list(np.vxlan.peers)}} if np.vxlan is not None else {}),
         })

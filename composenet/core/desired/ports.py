@@ -95,7 +95,8 @@ def _requests(project: Project, nets: dict[str, NetPlan], containers: list[Conta
             if not all(nets[a.network].net.internal for a in svc.networks if a.network in nets):
                 # Only-internal is the validator's located warning; this is the other case.
                 warn(warnings, svc.ports[0].pos or svc.pos, f"services.{svc.name}.ports", "none of its networks is a "
-                     "bridge composenet manages; its ports are not published")
+                     "bridge composenet manages and the host can reach (gateway mode isolated, macvlan, none); "
+                     "its ports are not published")
             continue
         for port in svc.ports:
             host_ip, fam_only = _host_address(port, eps[0], project.publish_localhost_only)
@@ -112,7 +113,7 @@ def _published_endpoints(replicas: list[Container]) -> list[Endpoint]:
     eps = []
     for c in replicas:
         cand = [e for e in c.endpoints if not e.network.net.internal and e.network.kind in ("bridge", "external")
-                and e.network.bridge]
+                and e.network.bridge and not _isolated(e.network)]
         if cand:
             eps.append(sorted(cand, key=lambda e: (-e.gw_priority, e.index))[0])
     return eps
@@ -143,6 +144,11 @@ def _allowlist(svc: Service, port: Port, ep: Endpoint) -> tuple[tuple[str, ...],
     if text:
         return allow_option(text), f"network {net.name}"
     return (), ""
+
+
+def _isolated(np: NetPlan) -> bool:
+    """Every family of the network in gateway mode isolated: nothing outside reaches it."""
+    return all(np.mode(v) == "isolated" for v, sub in ((4, np.subnet4), (6, np.subnet6)) if sub is not None)
 
 
 def _host_address(port: Port, ep: Endpoint, localhost_only: bool = False) -> tuple[str | None, int]:
@@ -270,7 +276,7 @@ def held_specs(maps: list[PortMap]) -> tuple[str, ...]:
     and address (0.0.0.0 and :: for every address; SCTP ports are not held)."""
     out = set()
     for m in maps:
-        if m.protocol in ("tcp", "udp"):
+        if m.protocol in ("tcp", "udp") and not m.routed:
             out.add(f"{m.protocol}/{m.host_ip or ('0.0.0.0' if m.family == 4 else '::')}/{m.host_port}")
     return held_order(out)
 
@@ -305,9 +311,10 @@ def _port_maps(req: _Request, host_port: int) -> list[PortMap]:
     maps = []
     for fam in fams:
         targets = tuple(t for t in ((e.ipv4 if fam == 4 else e.ipv6) for e in req.eps) if t)
-        if targets:
+        mode = req.eps[0].network.mode(fam)
+        if targets and mode != "isolated":
             maps.append(PortMap(req.svc.name, req.host_ip, host_port, req.port.protocol, targets, req.port.target, fam,
-                                req.allow))
+                                req.allow, routed=mode == "routed", bridge=req.eps[0].network.bridge))
     return maps
 
 
@@ -327,6 +334,10 @@ def _exposure_row(req: _Request, host_port: int, firewall: str = "") -> dict[str
             scope = f"address {host_ip} only" if host_ip else "every host address, from anywhere"
         if firewall:
             scope += f"; the host firewall ({firewall}) does not filter it: published ports are DNATed before its input rules"
+    if _all_routed(req):
+        who = f"from {', '.join(req.allow)} only ({req.allow_from}'s allowlist)" if req.allow else "from anywhere"
+        scope = f"no host port, {who}"
+    scope += _mode_note(req)
     row: dict[str, Any] = {
         "service": req.svc.name, "host_ip": host_ip or "*", "host_port": host_port, "protocol": req.port.protocol,
         "target_port": req.port.target, "network": req.eps[0].network.net.name,
@@ -335,6 +346,33 @@ def _exposure_row(req: _Request, host_port: int, firewall: str = "") -> dict[str
     if req.allow:
         row["allow"] = list(req.allow)
     return row
+
+
+def _all_routed(req: _Request) -> bool:
+    """Every family the port is published on is in gateway mode routed: no host port at all."""
+    np = req.eps[0].network
+    fams = [f for f, sub in ((4, np.subnet4), (6, np.subnet6)) if sub is not None and np.mode(f) != "isolated"]
+    return bool(fams) and all(np.mode(f) == "routed" for f in fams)
+
+
+def _mode_note(req: _Request) -> str:
+    """What the publishing network's gateway modes make of the port, in words ("" for nat)."""
+    np = req.eps[0].network
+    notes = []
+    for fam, sub in ((4, np.subnet4), (6, np.subnet6)):
+        mode = np.mode(fam)
+        targets = [t for t in ((e.ipv4 if fam == 4 else e.ipv6) for e in req.eps) if t]
+        if sub is None or not targets or mode == "nat":
+            continue
+        at = ", ".join(f"[{t}]:{req.port.target}" if fam == 6 else f"{t}:{req.port.target}" for t in targets)
+        if mode == "routed":
+            notes.append(f"IPv{fam} routed (no NAT): reachable directly at {at} from hosts with a route to {sub}")
+        elif mode == "nat-unprotected":
+            notes.append(f"IPv{fam} nat-unprotected: every port of {', '.join(targets)} is reachable directly from "
+                         f"hosts with a route to {sub}, not only this one")
+        elif mode == "isolated":
+            notes.append(f"IPv{fam} isolated: not published over IPv{fam}")
+    return "".join(f"; {n}" for n in notes)
 
 
 def _same_addresses(a: str | None, b: str | None) -> bool:

@@ -143,8 +143,11 @@ def _add_endpoint(d: DesiredState, project: str, c: Container, ep: Endpoint) -> 
 
 def _add_default_routes(d: DesiredState, c: Container) -> None:
     """Default route: highest gw_priority; ties go to a non-internal network, then eth order."""
-    gw = sorted(c.endpoints, key=lambda e: (-e.gw_priority, e.network.net.internal, e.index))[0]
-    if gw.network.gateway4 and gw.ipv4:
+    # An isolated network (gateway mode) has no gateway: the route goes through another one.
+    v4eps = [e for e in c.endpoints if e.ipv4 and e.network.gateway4]
+    if v4eps:
+        gw = sorted(v4eps, key=lambda e: (-e.gw_priority, e.network.net.internal, e.index))[0]
+        assert gw.network.gateway4 is not None
         d.add(Route(c.name, "0.0.0.0/0", gw.network.gateway4, gw.ifname))
     v6eps = [e for e in c.endpoints if e.ipv6 and e.network.gateway6]
     if v6eps:
@@ -162,8 +165,10 @@ def add_ruleset(d: DesiredState, project: str, bridges: list[NetPlan], resolver_
     for np in bridges:
         subnets = tuple(str(s) for s in (np.subnet4, np.subnet6) if s is not None)
         masq = opt_bool(np.net.opt("com.docker.network.bridge.enable_ip_masquerade"), True)
+        # Every family isolated (gateway mode): nothing enters or leaves, as on an internal network.
+        isolated = all(np.mode(v) == "isolated" for v, sub in ((4, np.subnet4), (6, np.subnet6)) if sub is not None)
         net_rules.append(NetRules(np.net.name, np.bridge, subnets, tuple(x for x in (np.gateway4,) if x),
-                                  np.net.internal, masq, np in resolver_nets))
+                                  np.net.internal or isolated, masq, np in resolver_nets, np.mode4, np.mode6))
     if net_rules or port_maps:
         text, idents = build(nft_table_name(project), net_rules, port_maps)
         d.add(NftTable("inet", nft_table_name(project), idents, text))
