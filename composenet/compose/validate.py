@@ -135,6 +135,7 @@ def _check_networks(ctx: Ctx, networks: Mapping[str, Network]) -> None:
         if net.external:
             continue
         _check_driver_opts(ctx, key, net)
+        _check_families(ctx, key, net)
         for i, c in enumerate(net.ipam):
             path = ("networks", key, "ipam", "config", i)
             if not c.subnet:
@@ -163,6 +164,22 @@ def _check_networks(ctx: Ctx, networks: Mapping[str, Network]) -> None:
                     ctx.err(path + ("subnet",), f"subnet {sub} overlaps {other} ({where})",
                             hint="give each network its own address range")
             seen.append((sub, key, i))
+
+
+def _check_families(ctx: Ctx, key: str, net: Network) -> None:
+    """``enable_ipv4: false`` (Docker 28, IPv6-only networks): IPv6 must be on, and no IPv4
+    subnet may be given."""
+    if net.enable_ipv4 or net.driver in ("none", "host"):
+        return
+    v6 = net.enable_ipv6 or (net.opt("com.docker.network.enable_ipv6") or "").lower() in ("1", "true") or any(
+        c.subnet and ":" in c.subnet for c in net.ipam)
+    if not v6:
+        ctx.err(("networks", key, "enable_ipv4"), "a network with enable_ipv4: false needs IPv6",
+                hint="add enable_ipv6: true (an IPv6-only network), or remove enable_ipv4: false")
+    for i, c in enumerate(net.ipam):
+        if c.subnet and ":" not in c.subnet:
+            ctx.err(("networks", key, "ipam", "config", i, "subnet"), f"IPv4 subnet {c.subnet} on a network with "
+                    "enable_ipv4: false", hint="remove the IPv4 block, or remove enable_ipv4: false")
 
 
 _NO_HOSTS: tuple[tuple[str, str], ...] = (

@@ -6,6 +6,7 @@ with real traffic: reachable and blocked pairs are both asserted, and every test
 from __future__ import annotations
 
 import ipaddress
+import json
 import socket
 import sys
 import uuid
@@ -23,7 +24,9 @@ from tests.integration.sandbox import (
     tcp,
     wait_for,
 )
-from tests.integration.stacks import ECHO
+from tests.integration.stacks import ECHO, HERE
+
+ECHO6 = HERE / "echo_dual.py"
 
 
 def project() -> str:
@@ -32,7 +35,7 @@ def project() -> str:
 
 def write(tmp: Path, text: str) -> Path:
     path = tmp / "compose.yaml"
-    path.write_text(text.replace("@PY@", sys.executable).replace("@ECHO@", str(ECHO)))
+    path.write_text(text.replace("@PY@", sys.executable).replace("@ECHO@", str(ECHO)).replace("@ECHO6@", str(ECHO6)))
     return path
 
 
@@ -307,6 +310,70 @@ def test_gateway_modes(sandbox: Sandbox, tmp_path: Path) -> None:
     assert tcp(sb.outside, i1_ip, 80, 0.5) is None
     assert tcp(i1, r_ip, 80, 0.5) is None
 
+    r = sb.plan(compose, p)
+    assert r.returncode == 0, r.stdout + r.stderr
+    sb.down(p, compose)
+    sb.assert_clean(p)
+
+
+# ---- enable_ipv4: false (IPv6-only) and AAAA for multi-homed services ---------------------
+
+SIX = """
+services:
+  a:
+    command: "@PY@ @ECHO6@ --tcp 80"
+    networks: [six]
+  b:
+    command: "@PY@ @ECHO6@ --tcp 80"
+    networks: [four, dual, six]
+  c:
+    command: "@PY@ @ECHO6@ --tcp 80"
+    networks: [four, dual]
+networks:
+  four:
+    ipam: {config: [{subnet: 10.92.1.0/24}]}
+  dual:
+    enable_ipv6: true
+    ipam: {config: [{subnet: 10.92.2.0/24}, {subnet: "fd00:92:2::/64"}]}
+  six:
+    enable_ipv4: false
+    enable_ipv6: true
+    ipam: {config: [{subnet: "fd00:92:6::/64"}]}
+"""
+
+
+def test_ipv6_only_networks_and_aaaa_for_multi_homed_services(sandbox: Sandbox, tmp_path: Path) -> None:
+    sb, p = sandbox, project()
+    compose = write(tmp_path, SIX)
+    sb.up(compose, p)
+    a, b, c = f"{p}-a-1", f"{p}-b-1", f"{p}-c-1"
+    # a is IPv6-only: no IPv4 address, no IPv4 route; the six bridge has no IPv4 address.
+    assert sb.addrs(a) == {}
+    assert sb.ip(a, "-4 route show").strip() == ""
+    assert "default via fd00:92:6::1" in sb.ip(a, "-6 route show")
+    six_bridge = next(link["ifname"] for link in json.loads(sb.ip(sb.host, "-j -6 addr show") or "[]")
+                      if any(x.get("local") == "fd00:92:6::1" for x in link.get("addr_info", [])))
+    assert sb.ip(sb.host, f"-4 addr show dev {six_bridge}").strip() == ""
+    a6 = "fd00:92:6::2" if "fd00:92:6::2/64" in sb.ip(a, "-6 addr show") else None
+    assert a6 is not None, sb.ip(a, "-6 addr show")
+    gw4 = sb.gateway_for(sb.ipv4(b, "eth0"))
+    # Names: a has AAAA only; c's AAAA comes from the dual-stack network although b's first
+    # network (four) is IPv4-only (it used to be NOERROR with no records).
+    assert dns(b, gw4, "a", "A") == ("NOERROR", [])
+    assert dns(b, gw4, "a", "AAAA") == ("NOERROR", [a6])
+    assert dns(b, gw4, "c", "A") == ("NOERROR", ["10.92.1.3"])
+    assert dns(b, gw4, "c", "AAAA") == ("NOERROR", ["fd00:92:2::3"])
+    # a asks the resolver inside its namespace (it has no IPv4 gateway to ask).
+    assert dns(a, "127.0.0.11", "b", "AAAA") == ("NOERROR", ["fd00:92:6::3"])
+    assert dns(a, "127.0.0.11", "b", "A") == ("NOERROR", [])
+    assert dns(a, "127.0.0.11", "c") == ("NXDOMAIN", [])
+    # Traffic: over IPv6 on six and dual; not over IPv4 from a, not between a and c.
+    assert (tcp(b, a6, 80) or "").split()[:1] == ["fd00:92:6::3"]
+    assert (tcp(a, "fd00:92:6::3", 80) or "").split()[:1] == [a6]
+    assert (tcp(b, "fd00:92:2::3", 80) or "").split()[:1] == ["fd00:92:2::2"]
+    assert tcp(a, "10.92.1.2", 80, 0.5) is None
+    assert tcp(a, "fd00:92:2::3", 80, 0.5) is None
+    assert tcp(c, a6, 80, 0.5) is None
     r = sb.plan(compose, p)
     assert r.returncode == 0, r.stdout + r.stderr
     sb.down(p, compose)

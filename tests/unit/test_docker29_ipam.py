@@ -135,3 +135,19 @@ def test_size_request_recognition() -> None:
     assert ipam.size_request("10.0.0.0/24") is None
     assert ipam.size_request(None) is None
     assert ipam.explicit("10.0.0.0/24") and not ipam.explicit("0.0.0.0/24") and not ipam.explicit(None)
+
+
+def test_enable_ipv4_false_needs_ipv6_and_no_ipv4_subnet(tmp_path: Path) -> None:
+    got = errors(tmp_path, """
+services:
+  web: {networks: [a, b]}
+networks:
+  a: {enable_ipv4: false}
+  b:
+    enable_ipv4: false
+    enable_ipv6: true
+    ipam: {config: [{subnet: 10.1.0.0/24}, {subnet: "fd00::/64"}]}
+""")
+    assert "compose.yaml:4:20: networks.a.enable_ipv4: a network with enable_ipv4: false needs IPv6" in got, got
+    assert "compose.yaml:8:30: networks.b.ipam.config[0].subnet: IPv4 subnet 10.1.0.0/24 on a network with " \
+        "enable_ipv4: false" in got, got
