@@ -19,6 +19,7 @@ from composenet.compose.names import check_names
 from composenet.compose.ports import parse_allow
 from composenet.compose.values import ValueProblem
 from composenet.core import ipam, overlay
+from composenet.core.desired.common import ENDPOINT_SYSCTLS, endpoint_sysctls
 from composenet.core.desired.networks import GATEWAY_MODE_OPTS, GATEWAY_MODES
 from composenet.core.desired.ports import ALLOW_OPT
 from composenet.core.model import Network, Port, Service
@@ -378,6 +379,13 @@ def _check_addresses(ctx: Ctx, services: Mapping[str, Service], networks: Mappin
     used: dict[tuple[str, str], str] = {}
     for name, svc in sorted(services.items()):
         for att in svc.networks:
+            opts = dict(att.driver_opts)
+            if ENDPOINT_SYSCTLS in opts:
+                try:
+                    endpoint_sysctls(opts[ENDPOINT_SYSCTLS])
+                except ValueError as e:
+                    ctx.err(("services", name, "networks", att.network, "driver_opts", ENDPOINT_SYSCTLS), str(e),
+                            hint="e.g. net.ipv4.conf.IFNAME.forwarding=1,net.ipv6.conf.IFNAME.accept_ra=2")
             net = networks.get(att.network)
             if net is None or net.external:
                 continue

@@ -24,7 +24,7 @@ from composenet.kernel.context import Context
 from composenet.kernel.namespaces import read_records
 from composenet.kernel.normalise import is_link_local, label_parts, on_loopback, owned_route
 from composenet.kernel.rtnl import DYING_LINK_TIMEOUT, ipr, nl
-from composenet.kernel.sysctls import observe_sysctls
+from composenet.kernel.sysctls import observe_endpoint_sysctls, observe_sysctls
 from composenet.linux import netns
 from composenet.linux.netlink import (
     FLOOD_MAC,
@@ -68,6 +68,7 @@ def observe_kernel(ctx: Context, observed: ObservedState) -> None:
     for ns in owned_ns:
         _observe_in_namespace(ctx, observed, ns, ns_links[ns], by_index)
     observe_sysctls(observed, [b.name for b in bridges])
+    observe_endpoint_sysctls(ctx, observed, owned_ns)
     _real_labels(observed, "", adopted, by_index)
     for ns, real in in_ns.items():
         _real_labels(observed, ns, real, {lk.index: lk for lk in ns_links[ns]})

@@ -18,7 +18,7 @@ import ipaddress
 
 from composenet.core import ipam
 from composenet.core.antispoof import PortPin, build_bridge
-from composenet.core.desired.common import opt_bool
+from composenet.core.desired.common import ENDPOINT_SYSCTLS, endpoint_sysctls, opt_bool
 from composenet.core.desired.containers import Container, Endpoint
 from composenet.core.desired.networks import NetPlan
 from composenet.core.resources import (
@@ -139,6 +139,10 @@ def _add_endpoint(d: DesiredState, project: str, c: Container, ep: Endpoint) -> 
         d.add(Address(c.name, ep.ifname, f"{ep.ipv4}/{np.subnet4.prefixlen}"))
     if ep.ipv6 and np.subnet6 is not None:
         d.add(Address(c.name, ep.ifname, f"{ep.ipv6}/{np.subnet6.prefixlen}"))
+    att = next((a for a in c.service.networks if a.network == np.net.key), None)
+    opts = dict(att.driver_opts) if att is not None else {}
+    for name, value in endpoint_sysctls(opts.get(ENDPOINT_SYSCTLS), ep.ifname):
+        d.add(Sysctl(c.name, name, value, ep.ifname))  # in the namespace, on the endpoint's link
 
 
 def _add_default_routes(d: DesiredState, c: Container) -> None:
