@@ -20,7 +20,7 @@ from composenet.compose.ports import parse_allow
 from composenet.compose.values import ValueProblem
 from composenet.core import ipam, overlay
 from composenet.core.desired.common import ENDPOINT_SYSCTLS, endpoint_sysctls
-from composenet.core.desired.networks import GATEWAY_MODE_OPTS, GATEWAY_MODES
+from composenet.core.desired.networks import GATEWAY_MODE_OPTS, GATEWAY_MODES, TRUSTED_OPT
 from composenet.core.desired.ports import ALLOW_OPT
 from composenet.core.model import Network, Port, Service
 
@@ -76,6 +76,10 @@ def _check_driver_opts(ctx: Ctx, key: str, net: Network) -> None:
             ctx.err(path, f"MTU {value!r} is not a number from 68 to 65535")
         elif name == "com.docker.network.bridge.host_binding_ipv4" and not _is_ip(v):
             ctx.err(path, f"{value!r} is not an IP address", hint="e.g. 127.0.0.1 or 0.0.0.0")
+        elif name == TRUSTED_OPT and not all(_ifname_ok(x) for x in v.split(":")):
+            bad = next(x for x in v.split(":") if not _ifname_ok(x))
+            ctx.err(path, f"{bad!r} is not a valid interface name",
+                    hint="host interface names separated by ':', e.g. eth0:wg0")
         elif name in _IFNAME_OPTS and not _ifname_ok(v):
             ctx.err(path, f"{value!r} is not a valid interface name",
                     hint="1 to 15 bytes, without '/', ':' or spaces")

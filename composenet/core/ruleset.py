@@ -75,6 +75,7 @@ class NetRules:
     resolver: bool = True
     mode4: str = "nat"  # gateway mode per family: nat | nat-unprotected | routed | isolated
     mode6: str = "nat"
+    trusted: tuple[str, ...] = ()  # host interfaces whose packets may reach the containers directly
 
     def mode(self, fam: str) -> str:
         return self.mode6 if fam == "ip6" else self.mode4
@@ -340,6 +341,9 @@ def _inbound(fwd: Chain, n: NetRules, routed: list[PortMap]) -> None:
         fwd.add(f"oifname {br} iifname != {br}{src} {fam} daddr {{ {dst} }} meta l4proto {p.protocol} "
                 f"th dport {p.target_port} ct state new accept",
                 f"routed {p.service} {','.join(sorted(set(p.targets)))} {p.target_port}/{p.protocol}: published, no NAT")
+    if n.trusted and not n.internal:
+        fwd.add(f"oifname {br} iifname {{ {', '.join(quote(i) for i in n.trusted)} }} accept",
+                f"{n.network}: trusted host interfaces {':'.join(n.trusted)} reach the containers directly")
     fams = {_ipfam(c.split("/")[0]) for c in n.subnets}
     open4 = n.mode4 == "nat-unprotected" or "ip" not in fams
     open6 = n.mode6 == "nat-unprotected" or "ip6" not in fams

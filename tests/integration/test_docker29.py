@@ -438,3 +438,53 @@ def test_endpoint_sysctls_are_applied_in_the_namespace_and_observed_back(sandbox
     assert sb.plan(compose, p).returncode == 0
     sb.down(p, compose)
     sb.assert_clean(p)
+
+
+# ---- trusted host interfaces -----------------------------------------------------------------
+
+TRUSTED = """
+services:
+  t:
+    command: "@PY@ @ECHO@ --tcp 81"
+    networks: [trusting]
+  n:
+    command: "@PY@ @ECHO@ --tcp 81"
+    networks: [plain]
+networks:
+  trusting:
+    driver_opts: {com.docker.network.bridge.trusted_host_interfaces: "up0:nosuch0"}
+    ipam: {config: [{subnet: 10.95.1.0/24}]}
+  plain:
+    ipam: {config: [{subnet: 10.95.2.0/24}]}
+"""
+
+
+def test_trusted_host_interfaces(sandbox: Sandbox, tmp_path: Path) -> None:
+    sb, p = sandbox, project()
+    compose = write(tmp_path, TRUSTED)
+    sb.up(compose, p)
+    t, n = f"{p}-t-1", f"{p}-n-1"
+    t_ip, n_ip = sb.ipv4(t), sb.ipv4(n)
+    wait_for(t, "127.0.0.1", 81)
+    wait_for(n, "127.0.0.1", 81)
+    # A second link between the outside and the host, which the network does not trust.
+    sb.ip(sb.host, "link add tv0 type veth peer name tv1")
+    sb.ip(sb.host, f"link set tv1 netns {sb.outside}")
+    sb.ip(sb.host, "addr add 192.0.2.1/30 dev tv0")
+    sb.ip(sb.host, "link set tv0 up")
+    sb.ip(sb.outside, "addr add 192.0.2.2/30 dev tv1")
+    sb.ip(sb.outside, "link set tv1 up")
+    sb.ip(sb.outside, f"route add 10.95.0.0/16 via {HOST_ADDR}")
+    # Through the trusted uplink: t's unpublished port, directly; not n's (its network trusts nothing).
+    assert (tcp(sb.outside, t_ip, 81) or "").split()[:1] == [OUTSIDE_ADDR]
+    assert tcp(sb.outside, n_ip, 81, 0.5) is None
+    # Through the untrusted link (which works: a host program answers over it): blocked.
+    sb.spawn_in(sb.host, sys.executable, str(ECHO), "--bind", "192.0.2.1", "--tcp", "7001")
+    assert wait_for(sb.outside, "192.0.2.1", 7001).split()[0] == "192.0.2.2"
+    sb.ip(sb.outside, "route replace 10.95.0.0/16 via 192.0.2.1 dev tv1")
+    assert tcp(sb.outside, t_ip, 81, 0.5) is None
+    # Containers of other networks are not trusted either.
+    assert tcp(n, t_ip, 81, 0.5) is None
+    sb.ip(sb.host, "link del tv0")
+    sb.down(p, compose)
+    sb.assert_clean(p)

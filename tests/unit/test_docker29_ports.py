@@ -186,3 +186,22 @@ networks:
     resolv = {r.ns: r.content for r in planned.desired.resources.values() if getattr(r, "name", "") == "resolv.conf"}
     assert resolv["iso-a-1"].startswith("nameserver 127.0.0.11\n"), resolv
     assert not resolv["iso-b-1"].startswith("nameserver 127.0.0.11"), resolv
+
+
+def test_trusted_host_interfaces(tmp_path: Path) -> None:
+    text = """
+name: tr
+services:
+  web:
+    image: x
+    networks: [lan]
+    ports: ["8080:80"]
+networks:
+  lan:
+    driver_opts: {com.docker.network.bridge.trusted_host_interfaces: "eth1:wg0"}
+"""
+    rows = _exposure(tmp_path, text)
+    assert "every port of 172.17.0.2 is reachable directly from host interfaces eth1, wg0 (trusted_host_interfaces)" \
+        in rows["web *:8080"]["scope"], rows
+    got = errors(tmp_path, text.replace("eth1:wg0", "eth1:bad/name"))
+    assert "'bad/name' is not a valid interface name" in got, got

@@ -53,6 +53,13 @@ class NetPlan:
 
 
 GATEWAY_MODES = ("nat", "nat-unprotected", "routed", "isolated")
+# Host interfaces whose packets may reach the network's containers directly by address (Docker 28).
+TRUSTED_OPT = "com.docker.network.bridge.trusted_host_interfaces"
+
+
+def trusted_interfaces(n: Network) -> tuple[str, ...]:
+    """The network's trusted host interfaces (colon-separated), in the file's order."""
+    return tuple(dict.fromkeys(x.strip() for x in (n.opt(TRUSTED_OPT) or "").split(":") if x.strip()))
 GATEWAY_MODE_OPTS = {4: "com.docker.network.bridge.gateway_mode_ipv4", 6: "com.docker.network.bridge.gateway_mode_ipv6"}
 
 

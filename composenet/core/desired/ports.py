@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 from composenet.core.desired.common import warn
 from composenet.core.desired.containers import Container, Endpoint, by_service
-from composenet.core.desired.networks import NetPlan
+from composenet.core.desired.networks import NetPlan, trusted_interfaces
 from composenet.core.model import Port, Project, Service
 from composenet.core.resources import NftTable
 from composenet.core.resources.services import held_order
@@ -372,6 +372,11 @@ def _mode_note(req: _Request) -> str:
                          f"hosts with a route to {sub}, not only this one")
         elif mode == "isolated":
             notes.append(f"IPv{fam} isolated: not published over IPv{fam}")
+    trusted = trusted_interfaces(np.net)
+    if trusted and not np.net.internal:
+        notes.append(f"every port of {', '.join(t for e in req.eps for t in (e.ipv4, e.ipv6) if t)} is reachable "
+                     f"directly from host interface{'s' if len(trusted) > 1 else ''} {', '.join(trusted)} "
+                     "(trusted_host_interfaces)")
     return "".join(f"; {n}" for n in notes)
 
 

@@ -20,7 +20,7 @@ from composenet.core import ipam
 from composenet.core.antispoof import PortPin, build_bridge
 from composenet.core.desired.common import ENDPOINT_SYSCTLS, endpoint_sysctls, opt_bool
 from composenet.core.desired.containers import Container, Endpoint
-from composenet.core.desired.networks import NetPlan
+from composenet.core.desired.networks import NetPlan, trusted_interfaces
 from composenet.core.resources import (
     LABEL_PREFIX,
     VXLAN_LABEL_SUFFIX,
@@ -172,7 +172,8 @@ def add_ruleset(d: DesiredState, project: str, bridges: list[NetPlan], resolver_
         # Every family isolated (gateway mode): nothing enters or leaves, as on an internal network.
         isolated = all(np.mode(v) == "isolated" for v, sub in ((4, np.subnet4), (6, np.subnet6)) if sub is not None)
         net_rules.append(NetRules(np.net.name, np.bridge, subnets, tuple(x for x in (np.gateway4,) if x),
-                                  np.net.internal or isolated, masq, np in resolver_nets, np.mode4, np.mode6))
+                                  np.net.internal or isolated, masq, np in resolver_nets, np.mode4, np.mode6,
+                                  trusted_interfaces(np.net)))
     if net_rules or port_maps:
         text, idents = build(nft_table_name(project), net_rules, port_maps)
         d.add(NftTable("inet", nft_table_name(project), idents, text))
