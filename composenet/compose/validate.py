@@ -20,7 +20,13 @@ from composenet.compose.ports import parse_allow
 from composenet.compose.values import ValueProblem
 from composenet.core import ipam, overlay
 from composenet.core.desired.common import ENDPOINT_SYSCTLS, endpoint_sysctls
-from composenet.core.desired.networks import GATEWAY_MODE_OPTS, GATEWAY_MODES, TRUSTED_OPT
+from composenet.core.desired.networks import (
+    GATEWAY_MODE_OPTS,
+    GATEWAY_MODES,
+    IPVLAN_FLAGS,
+    IPVLAN_MODES,
+    TRUSTED_OPT,
+)
 from composenet.core.desired.ports import ALLOW_OPT
 from composenet.core.model import Network, Port, Service
 
@@ -76,6 +82,10 @@ def _check_driver_opts(ctx: Ctx, key: str, net: Network) -> None:
             ctx.err(path, f"MTU {value!r} is not a number from 68 to 65535")
         elif name == "com.docker.network.bridge.host_binding_ipv4" and not _is_ip(v):
             ctx.err(path, f"{value!r} is not an IP address", hint="e.g. 127.0.0.1 or 0.0.0.0")
+        elif name == "ipvlan_mode" and net.driver == "ipvlan" and v.lower() not in IPVLAN_MODES:
+            ctx.err(path, f"unknown ipvlan mode {value!r}", hint="use " + ", ".join(IPVLAN_MODES))
+        elif name == "ipvlan_flag" and net.driver == "ipvlan" and v.lower() not in IPVLAN_FLAGS:
+            ctx.err(path, f"unknown ipvlan flag {value!r}", hint="use " + ", ".join(IPVLAN_FLAGS))
         elif name == TRUSTED_OPT and not all(_ifname_ok(x) for x in v.split(":")):
             bad = next(x for x in v.split(":") if not _ifname_ok(x))
             ctx.err(path, f"{bad!r} is not a valid interface name",

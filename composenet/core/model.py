@@ -44,7 +44,7 @@ class Network:
 
     key: str  # compose key, e.g. "frontend", "default"
     name: str  # platform name: `name:` or "<project>_<key>" (CS-NAME-07/08)
-    driver: str = "bridge"  # bridge | host | none | macvlan | overlay
+    driver: str = "bridge"  # bridge | host | none | macvlan | ipvlan | overlay
     driver_opts: tuple[tuple[str, str], ...] = ()  # sorted; values as strings
     internal: bool = False
     attachable: bool = False
@@ -56,6 +56,7 @@ class Network:
     ipam_options: tuple[tuple[str, str], ...] = ()
     labels: tuple[tuple[str, str], ...] = ()  # sorted
     pos: Pos | None = None
+    driver_pos: Pos | None = field(default=None, compare=False)  # where `driver:` is written
 
     def opt(self, name: str, default: str | None = None) -> str | None:
         for k, v in self.driver_opts:

@@ -41,6 +41,8 @@ class ObservedState:
     - host_firewall: the host firewall found (ufw, firewalld, or an input chain with policy drop),
       as a short description, "" when none: published ports bypass its input rules (DNAT
       happens before input), and the exposure table says so (kernel/firewall.py);
+    - ipvlan_missing: why this kernel cannot make ipvlan links (kernel/ipvlan.py), "" when it can
+      or nobody looked (offline): a plan with an ipvlan network is then refused at its driver;
     - offline: True when built by ``--offline`` (empty kernel, no host routes).
     """
 
@@ -55,6 +57,7 @@ class ObservedState:
     host_ports: list[dict[str, Any]] = field(default_factory=list)
     processes: dict[str, dict[str, Any]] = field(default_factory=dict)
     host_firewall: str = ""
+    ipvlan_missing: str = ""
     offline: bool = False
     # key -> digest of what the last successful apply wrote (diff.digest); labels drift only.
     applied: dict[str, str] = field(default_factory=dict)
@@ -75,6 +78,7 @@ class ObservedState:
             **({"host_ports": list(self.host_ports)} if self.host_ports else {}),
             **({"processes": dict(sorted(self.processes.items()))} if self.processes else {}),
             **({"host_firewall": self.host_firewall} if self.host_firewall else {}),
+            **({"ipvlan_missing": self.ipvlan_missing} if self.ipvlan_missing else {}),
             "applied": dict(sorted(self.applied.items())),
         }
 
@@ -96,6 +100,7 @@ class ObservedState:
             host_ports=list(d.get("host_ports", [])),
             processes=dict(d.get("processes", {})),
             host_firewall=str(d.get("host_firewall", "")),
+            ipvlan_missing=str(d.get("ipvlan_missing", "")),
             applied=dict(d.get("applied", {})),
         )
         for rd in d.get("resources", ()):

@@ -91,8 +91,8 @@ def add_dns(d: DesiredState, project: str, containers: list[Container], resolver
 
 
 def _netns_listeners(containers: list[Container], resolver_nets: list[NetPlan]) -> list[dict[str, Any]]:
-    """A container on one of the project's macvlan networks cannot reach the bridge gateways (a
-    macvlan link never talks to its parent's host), nor can one whose bridges have no IPv4
+    """A container on one of the project's macvlan or ipvlan networks cannot reach the bridge
+    gateways (such a link never talks to its parent's host), nor can one whose bridges have no IPv4
     gateway (gateway mode isolated, IPv6-only) and that is on no resolver network: the resolver
     listens inside its namespace on 127.0.0.11, as Docker's embedded DNS, and answers it with
     that container's view."""
@@ -100,7 +100,8 @@ def _netns_listeners(containers: list[Container], resolver_nets: list[NetPlan]) 
     for c in containers:
         if not c.own_ns or c.service.network_mode == "none":
             continue
-        mv = next((ep for ep in c.endpoints if ep.network.kind == "macvlan" and not ep.network.net.external), None)
+        mv = next((ep for ep in c.endpoints if ep.network.kind in ("macvlan", "ipvlan")
+                   and not ep.network.net.external), None)
         if mv is None and not any(ep.network in resolver_nets for ep in c.endpoints):
             mv = next((ep for ep in c.endpoints if ep.network.kind == "bridge" and not ep.network.gateway4), None)
         if mv is not None:

@@ -30,7 +30,7 @@ class NetPlan:
     """A managed network after IPAM."""
 
     net: Network
-    kind: str  # bridge | macvlan | none | host | external
+    kind: str  # bridge | macvlan | ipvlan | none | host | external
     bridge: str = ""
     subnet4: ipaddress.IPv4Network | None = None
     gateway4: str | None = None
@@ -53,6 +53,8 @@ class NetPlan:
 
 
 GATEWAY_MODES = ("nat", "nat-unprotected", "routed", "isolated")
+IPVLAN_MODES = ("l2", "l3", "l3s")
+IPVLAN_FLAGS = ("bridge", "private", "vepa")
 # Host interfaces whose packets may reach the network's containers directly by address (Docker 28).
 TRUSTED_OPT = "com.docker.network.bridge.trusted_host_interfaces"
 
@@ -90,7 +92,7 @@ def _taken_subnets(project: Project, observed: ObservedState, member_subnets: di
     for n in project.networks:
         br = n.opt("com.docker.network.bridge.name") or bridge_ifname(project.name, n.name)
         held = [str(ipaddress.ip_interface(a).network) for a in _observed_bridge_addrs(observed, br)]
-        if not held and not n.external and n.driver not in ("none", "host", "macvlan"):
+        if not held and not n.external and n.driver not in ("none", "host", "macvlan", "ipvlan"):
             held = member_subnets.get(n.name, [])
         taken += held
     return taken
@@ -99,7 +101,15 @@ def _taken_subnets(project: Project, observed: ObservedState, member_subnets: di
 def _managed_network(n: Network, project: str, observed: ObservedState, member_subnets: dict[str, list[str]],
                      taken: list[str], avoid: list[str], warnings: list[str]) -> NetPlan:
     """A bridge (or macvlan) network this project creates; its IPv4 subnet joins ``taken``."""
-    kind = "macvlan" if n.driver == "macvlan" else "bridge"
+    kind = n.driver if n.driver in ("macvlan", "ipvlan") else "bridge"
+    if kind == "ipvlan" and observed.ipvlan_missing:
+        pos = n.driver_pos or n.pos
+        raise InputError([Problem(
+            f"driver ipvlan: {observed.ipvlan_missing}",
+            file=pos.file if pos else None, line=pos.line if pos else None, col=pos.col if pos else None,
+            path=f"networks.{n.key}.driver",
+            hint="use a kernel built with CONFIG_IPVLAN (or with the ipvlan module), or driver: macvlan, "
+                 "which gives each container its own MAC address on the same parent")])
     vx = overlay.vxlan_opts(n, observed.host_addresses)
     if n.driver == "overlay" and vx is None:
         warn(warnings, n.pos, f"networks.{n.key}.driver", "driver overlay is built as a local bridge (single host)")
@@ -123,6 +133,8 @@ def _managed_network(n: Network, project: str, observed: ObservedState, member_s
         for pool in (np.pool4, np.pool6):
             if pool is not None:
                 pool.claim(used)  # an endpoint of another project (external user) holds it
+    if kind == "ipvlan" and (n.opt("ipvlan_mode") or "l2").strip().lower() in ("l3", "l3s"):
+        np.gateway4 = np.gateway6 = None  # l3: the default route is the device itself (Docker 29)
     if kind == "bridge":
         np.mode4, np.mode6 = (_gateway_mode(n, fam) for fam in (4, 6))
         if np.mode4 == "isolated":
@@ -310,7 +322,7 @@ def connected_network(name: str, project: Project, nets: dict[str, NetPlan], obs
     """The network a `network connect` record names: one of the project's (by name), else another
     composenet network, planned as external (kept in ``nets`` under ``@NAME``). Gone: a warning."""
     for np in nets.values():
-        if np.net.name == name and (np.kind in ("bridge", "macvlan") or (np.kind == "external" and np.bridge)):
+        if np.net.name == name and (np.kind in ("bridge", "macvlan", "ipvlan") or (np.kind == "external" and np.bridge)):
             return np
     key = "@" + name
     if key not in nets:

@@ -27,6 +27,7 @@ from composenet.core.resources import (
     Address,
     Bridge,
     ForwardingGuard,
+    Ipvlan,
     Macvlan,
     Netns,
     NftTable,
@@ -131,6 +132,9 @@ def _add_endpoint(d: DesiredState, project: str, c: Container, ep: Endpoint) -> 
         icc = opt_bool(np.net.opt("com.docker.network.bridge.enable_icc"), True)
         d.add(Veth(veth_ifname(project, c.name, np.net.name), label, c.name, ep.ifname, np.bridge, np.mtu, ep.mac,
                    hairpin=True, isolated=not icc))
+    elif np.kind == "ipvlan":
+        mode, flag = ipvlan_mode(np)
+        d.add(Ipvlan(c.name, ep.ifname, label, np.net.opt("parent") or "eth0", mode, flag, np.mtu))
     else:
         parent = np.net.opt("parent") or "eth0"
         mode = np.net.opt("macvlan_mode") or "bridge"
@@ -148,16 +152,27 @@ def _add_endpoint(d: DesiredState, project: str, c: Container, ep: Endpoint) -> 
 def _add_default_routes(d: DesiredState, c: Container) -> None:
     """Default route: highest gw_priority; ties go to a non-internal network, then eth order."""
     # An isolated network (gateway mode) has no gateway: the route goes through another one.
-    v4eps = [e for e in c.endpoints if e.ipv4 and e.network.gateway4]
+    # An ipvlan network in mode l3/l3s routes through the device itself (no gateway, Docker 29).
+    v4eps = [e for e in c.endpoints if e.ipv4 and (e.network.gateway4 or _device_routed(e.network))]
     if v4eps:
         gw = sorted(v4eps, key=lambda e: (-e.gw_priority, e.network.net.internal, e.index))[0]
-        assert gw.network.gateway4 is not None
-        d.add(Route(c.name, "0.0.0.0/0", gw.network.gateway4, gw.ifname))
-    v6eps = [e for e in c.endpoints if e.ipv6 and e.network.gateway6]
+        d.add(Route(c.name, "0.0.0.0/0", None if _device_routed(gw.network) else gw.network.gateway4, gw.ifname))
+    v6eps = [e for e in c.endpoints if e.ipv6 and (e.network.gateway6 or _device_routed(e.network))]
     if v6eps:
         gw6 = sorted(v6eps, key=lambda e: (-e.gw_priority, e.network.net.internal, e.index))[0]
         # The kernel gives IPv6 routes metric 1024 when none is set; say so, so a re-read matches.
-        d.add(Route(c.name, "::/0", gw6.network.gateway6, gw6.ifname, 1024))
+        d.add(Route(c.name, "::/0", None if _device_routed(gw6.network) else gw6.network.gateway6, gw6.ifname, 1024))
+
+
+def ipvlan_mode(np: NetPlan) -> tuple[str, str]:
+    """(mode, flag) of an ipvlan network: ``ipvlan_mode`` l2 (default) | l3 | l3s, ``ipvlan_flag``
+    bridge (default) | private | vepa (the validator refused other values)."""
+    return ((np.net.opt("ipvlan_mode") or "l2").strip().lower(), (np.net.opt("ipvlan_flag") or "bridge").strip().lower())
+
+
+def _device_routed(np: NetPlan) -> bool:
+    """An ipvlan network in l3 or l3s: the default route is the device, without a gateway."""
+    return np.kind == "ipvlan" and ipvlan_mode(np)[0] in ("l3", "l3s")
 
 
 
