@@ -345,6 +345,8 @@ def _exposure_row(req: _Request, host_port: int, firewall: str = "") -> dict[str
     }
     if req.allow:
         row["allow"] = list(req.allow)
+    if _all_routed(req):
+        row["routed"] = True  # no host port: `check` does not probe one
     return row
 
 
