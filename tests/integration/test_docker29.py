@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from composenet.compose.project import LOCALHOST_ONLY_ENV as LOCAL_ENV
+from tests.integration.checkrun import check
 from tests.integration.sandbox import (
     DNS_ADDR,
     HOST_ADDR,
@@ -311,6 +312,8 @@ def test_gateway_modes(sandbox: Sandbox, tmp_path: Path) -> None:
     assert tcp(sb.host, i2_ip, 80, 0.5) is None
     assert tcp(sb.outside, i1_ip, 80, 0.5) is None
     assert tcp(i1, r_ip, 80, 0.5) is None
+    r = check(sb, compose, p)
+    assert r.returncode == 0, r.stdout + r.stderr
 
     r = sb.plan(compose, p)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -376,6 +379,9 @@ def test_ipv6_only_networks_and_aaaa_for_multi_homed_services(sandbox: Sandbox, 
     assert tcp(a, "10.92.1.2", 80, 0.5) is None
     assert tcp(a, "fd00:92:2::3", 80, 0.5) is None
     assert tcp(c, a6, 80, 0.5) is None
+    # `check` derives the same names and reachability on its own, and finds them so.
+    r = check(sb, compose, p)
+    assert r.returncode == 0, r.stdout + r.stderr
     r = sb.plan(compose, p)
     assert r.returncode == 0, r.stdout + r.stderr
     sb.down(p, compose)
