@@ -95,7 +95,7 @@ def _requests(project: Project, nets: dict[str, NetPlan], containers: list[Conta
             if not all(nets[a.network].net.internal for a in svc.networks if a.network in nets):
                 # Only-internal is the validator's located warning; this is the other case.
                 warn(warnings, svc.ports[0].pos or svc.pos, f"services.{svc.name}.ports", "none of its networks is a "
-                     "bridge composenet manages and the host can reach (gateway mode isolated, macvlan, none); "
+                     "bridge composenet manages and the host can reach (gateway mode isolated, macvlan, ipvlan, none); "
                      "its ports are not published")
             continue
         for port in svc.ports:
