@@ -41,6 +41,13 @@ What the rules do, and why:
   network from elsewhere unless DNATed (unpublished ports stay closed even when a route exists).
 - filter_in: a network's resolver (its gateway, port 53) answers only its own network and the
   host itself: never an open resolver.
+- Source allowlists (``x-composenet-allow``, ``com.composenet.publish.allow``): filter_fwd drops
+  a DNATed packet to a port with an allowlist from any other source, before the DNAT accept;
+  the host's own packets are not forwarded, so the host is never filtered.
+- Gateway modes (Docker 28, per family): routed publishes without DNAT (filter_fwd accepts the
+  target port at the container's address; no masquerade); nat-unprotected drops no new
+  connection into the network; isolated networks are internal here (no address on the bridge:
+  desired/networks.py). Trusted host interfaces: packets arriving on them enter directly.
 
 br_netfilter may be loaded or not (``bridge-nf-call-iptables`` is per namespace): every rule must
 hold both when bridged frames skip the inet hooks and when they traverse them (then forward
@@ -347,10 +354,10 @@ def _inbound(fwd: Chain, n: NetRules, routed: list[PortMap]) -> None:
     fams = {_ipfam(c.split("/")[0]) for c in n.subnets}
     open4 = n.mode4 == "nat-unprotected" or "ip" not in fams
     open6 = n.mode6 == "nat-unprotected" or "ip6" not in fams
-    if open4 and open6:
+    if open4 and open6 and fams:
         return
     if "ip" not in fams or "ip6" not in fams:
-        open4 = open6 = False  # one family only: the plain rule (as before gateway modes)
+        open4 = open6 = False  # one family only (or none): the plain rule (as before gateway modes)
     only = " meta nfproto ipv6" if open4 else " meta nfproto ipv4" if open6 else ""
     fwd.add(f"oifname {br} iifname != {br}{only} ct state new drop",
             f"{n.network}: no new connections from outside but published ports"

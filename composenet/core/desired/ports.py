@@ -10,6 +10,13 @@ ports are placed before ranges, so a range never takes a port the file names.
 A fixed host port that a program of the host holds (ObservedState.host_ports) is refused, located
 at the port; ranges and ephemeral ports skip such ports.
 
+Also (issue 14): each port's source allowlist (the port's ``x-composenet-allow``, else the
+service's, else the network's ``com.composenet.publish.allow``); ``--publish-localhost-only``
+(Project.publish_localhost_only: 127.0.0.1 for ports without their own host_ip); what the
+network's gateway modes make of a port (routed: no host port, no DNAT; isolated: not
+published); and the exposure table's words for all of it, with the host firewall the observed
+state names (its input rules never see published ports).
+
 Must not: write rules (core/ruleset.py does, from the PortMaps) or check the file (the validator
 reported ports with network_mode, and clashes inside the file).
 """
