@@ -73,6 +73,10 @@ def plan(
     ] = None,
     out: Annotated[str | None, typer.Option("--out", help="Also save the plan as JSON, for `up --plan FILE`.")] = None,
     show_ruleset: Annotated[bool, typer.Option("--show-ruleset", help="Append the nftables ruleset `up` would load.")] = False,
+    publish_localhost_only: Annotated[bool, typer.Option(
+        "--publish-localhost-only",
+        help="Publish every port without its own host_ip on 127.0.0.1 only (also COMPOSENET_PUBLISH_LOCALHOST_ONLY=1).",
+    )] = False,
 ) -> None:
     """Show what `up` would change in this kernel, without changing anything (a dry run).
 
@@ -83,7 +87,7 @@ def plan(
     from composenet.core.state import ObservedState, ObservedStateError  # deferred: the pipeline
     from composenet.pipeline import check_ruleset, make_plan  # deferred: the pipeline
 
-    project = session().load()
+    project = session().load(publish_localhost_only)
     note = ignored_note(project.ignored)
     if note:
         echo_err(note)
@@ -144,6 +148,10 @@ def up(
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Print every step as it runs.")] = False,
     timings: Annotated[bool, typer.Option("--timings", help="Print the time of each phase: load, observe, plan, "
                                                             "apply (by kind), verify.")] = False,
+    publish_localhost_only: Annotated[bool, typer.Option(
+        "--publish-localhost-only",
+        help="Publish every port without its own host_ip on 127.0.0.1 only (also COMPOSENET_PUBLISH_LOCALHOST_ONLY=1).",
+    )] = False,
 ) -> None:
     """Build the stack in the kernel: namespaces, bridges, veths, addresses, routes, nftables,
     DNS resolvers, then start the service commands. Running it again changes only what differs.
@@ -159,7 +167,7 @@ def up(
     from composenet.pipeline import run_apply  # deferred: the pipeline
 
     t0 = time.monotonic()
-    project = session().load()
+    project = session().load(publish_localhost_only)
     load = time.monotonic() - t0
     note = ignored_note(project.ignored)
     if note and not quiet:

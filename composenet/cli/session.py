@@ -5,6 +5,7 @@ by the methods that need them."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -38,9 +39,10 @@ class Session:
 
         return settings_from(*self.cluster_opts)
 
-    def load(self) -> Project:
+    def load(self, publish_localhost_only: bool = False) -> Project:
         """The project of the compose files (-f, COMPOSE_FILE or the default lookup). Documents
-        that passed the schema in an earlier run are not validated again (cli.schemacache)."""
+        that passed the schema in an earlier run are not validated again (cli.schemacache).
+        ``publish_localhost_only``: `up`/`plan --publish-localhost-only` (docker hook)."""
         from composenet.compose.project import SchemaCache, load_project  # deferred: the loader (yaml)
 
         where = run_dir()
@@ -48,6 +50,8 @@ class Session:
         cache = SchemaCache(known=frozenset(known))
         project = load_project(self.opts, cache)
         store_keys(where, known, cache.passed)
+        if publish_localhost_only:
+            project = dataclasses.replace(project, publish_localhost_only=True)
         return project
 
     def context(self, project_name: str) -> Context:

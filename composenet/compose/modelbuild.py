@@ -14,12 +14,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from composenet.compose.interpolate import parse_dotenv
 from composenet.compose.merge import networks_map
-from composenet.compose.ports import check_expose, parse_port, port_doc
+from composenet.compose.ports import ALLOW_KEY, check_expose, parse_allow, parse_port, port_doc
 from composenet.compose.values import (
     ValueProblem,
     as_bool,
@@ -43,7 +43,7 @@ from composenet.compose.ytree import Path, YList, YMap, fmt_path, locate, plain,
 from composenet.core.model import Attachment, IpamConfig, Network, Port, Pos, Service
 from composenet.errors import Problem
 
-DRIVERS = ("bridge", "host", "none", "macvlan", "overlay")
+DRIVERS = ("bridge", "host", "none", "macvlan", "ipvlan", "overlay")
 
 
 @dataclass
@@ -101,7 +101,7 @@ def build_network(ctx: Ctx, key: str, body: Any, project: str) -> tuple[Network 
     driver = f.get("driver", as_str, "bridge")
     if driver not in DRIVERS:
         ctx.err(f.path + ("driver",), f"driver {driver!r} is not available",
-                hint="composenet provides bridge, host, none, macvlan and overlay", rule="CS-NET-08")
+                hint="composenet provides bridge, host, none, macvlan, ipvlan and overlay", rule="CS-NET-08")
         f.ok = False
     driver_opts = tuple(sorted((str(k), as_str(v)) for k, v in (f.body.get("driver_opts") or {}).items()))
     internal = f.get("internal", as_bool, False)
@@ -116,7 +116,7 @@ def build_network(ctx: Ctx, key: str, body: Any, project: str) -> tuple[Network 
     net = Network(key=key, name=net_name, driver=driver, driver_opts=driver_opts, internal=internal,
                   attachable=attachable, enable_ipv4=enable_ipv4, enable_ipv6=enable_ipv6, external=external,
                   ipam_driver=ipam_driver, ipam=tuple(configs), ipam_options=ipam_options, labels=labels,
-                  pos=ctx.pos(f.path))
+                  pos=ctx.pos(f.path), driver_pos=ctx.pos(f.path + ("driver",)) if "driver" in f.body else None)
     return (net if f.ok else None), _network_doc(net, f.body, ipam_raw, cfg_docs)
 
 
@@ -333,11 +333,22 @@ class _ServiceBuilder(_Fields):
         for i, item in enumerate(self.body.get("ports") or []):
             ppath = self.path + ("ports", i)
             try:
-                ports.extend(parse_port(item, self.ctx.pos(ppath)))
+                parsed = parse_port(item, self.ctx.pos(ppath))
             except ValueProblem as e:
                 self.ctx.err(ppath, e.message, e.hint, e.rule)
                 self.ok = False
+                continue
+            if isinstance(item, dict) and item.get(ALLOW_KEY) is not None:
+                try:
+                    allow = parse_allow(item[ALLOW_KEY])
+                except ValueProblem as e:
+                    self.ctx.err(ppath + (ALLOW_KEY,), e.message, e.hint, e.rule)
+                    self.ok = False
+                else:
+                    parsed = [replace(p, allow=allow) for p in parsed]
+            ports.extend(parsed)
         self.kw["ports"] = dedupe(ports)
+        self.kw["publish_allow"] = self.get(ALLOW_KEY, parse_allow)
         if "ports" in self.body:
             self.doc["ports"] = [port_doc(p) for p in self.kw["ports"]]
 

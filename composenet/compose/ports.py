@@ -9,6 +9,7 @@ check clashes between services (validate.py does).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
 
@@ -16,6 +17,7 @@ from composenet.compose.values import ValueProblem, as_str, canonical_ip
 from composenet.core.model import Port, Pos
 
 PROTOCOLS = ("tcp", "udp", "sctp")
+ALLOW_KEY = "x-composenet-allow"  # on a port's long syntax, or on a service (all its ports)
 # Why a port cannot be published on [::1] (composenet has no userland proxy; see core/ruleset.py).
 IPV6_LOOPBACK_REASON = (
     "a port cannot be published on [::1]: the kernel drops a packet to or from ::1 on any interface "
@@ -121,6 +123,32 @@ def parse_port(item: Any, pos: Pos | None = None) -> list[Port]:
     return parse_port_short(item, pos)
 
 
+def parse_allow(value: Any) -> tuple[str, ...]:
+    """A source allowlist (``x-composenet-allow``, ``com.composenet.publish.allow``): a list of
+    CIDRs or addresses, or one comma-separated string; canonical CIDRs, in the file's order."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise ValueProblem(f"expected a list of CIDRs, not {value!r}", hint="e.g. [192.0.2.0/24, 2001:db8::/32]")
+    out: list[str] = []
+    for item in items:
+        text = as_str(item).strip()
+        try:
+            net = ipaddress.ip_network(text, strict=True)
+        except ValueError:
+            try:
+                fixed = ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise ValueProblem(f"{text!r} is not a CIDR or an IP address",
+                                   hint="e.g. 192.0.2.0/24, 198.51.100.7 or 2001:db8::/32") from None
+            raise ValueProblem(f"{text!r}: host bits are set", hint=f"did you mean {fixed}?") from None
+        if str(net) not in out:
+            out.append(str(net))
+    if not out:
+        raise ValueProblem("an empty allowlist would refuse every source",
+                           hint="list the sources that may connect, or publish on host_ip 127.0.0.1 for the host alone")
+    return tuple(out)
+
+
 def port_identity(item: Any) -> Any:
     """Merge key of a ports entry (CS-MERGE-05: ip, target, published, protocol)."""
     try:
@@ -141,6 +169,8 @@ def port_doc(p: Port) -> dict[str, Any]:
         d["app_protocol"] = p.app_protocol
     if p.name is not None:
         d["name"] = p.name
+    if p.allow is not None:
+        d[ALLOW_KEY] = list(p.allow)
     return d
 
 

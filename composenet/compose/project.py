@@ -58,6 +58,9 @@ def normalize_project_name(name: str) -> str:
     return out
 
 
+LOCALHOST_ONLY_ENV = "COMPOSENET_PUBLISH_LOCALHOST_ONLY"  # 1: `up --publish-localhost-only` by default
+
+
 @dataclass
 class SchemaCache:
     """Schema verdicts remembered by the caller, keyed by ``schema.validation_key``.
@@ -527,6 +530,7 @@ class _Loader:
             networks=tuple(networks[k] for k in sorted(networks)),
             services=tuple(services[k] for k in sorted(services)),
             ignored=tuple(sorted(ignored)), warnings=tuple(dict.fromkeys(warnings)), document=document,
+            publish_localhost_only=self.environ.get(LOCALHOST_ONLY_ENV, "").strip().lower() in ("1", "true", "yes"),
         )
 
     def ignored(self, doc: YMap, enabled: Mapping[str, Any]) -> list[str]:

@@ -16,7 +16,18 @@ from typing import Any
 
 from composenet.compose.modelbuild import Ctx, required_deps
 from composenet.compose.names import check_names
-from composenet.core import overlay
+from composenet.compose.ports import parse_allow
+from composenet.compose.values import ValueProblem
+from composenet.core import ipam, overlay
+from composenet.core.desired.common import ENDPOINT_SYSCTLS, endpoint_sysctls
+from composenet.core.desired.networks import (
+    GATEWAY_MODE_OPTS,
+    GATEWAY_MODES,
+    IPVLAN_FLAGS,
+    IPVLAN_MODES,
+    TRUSTED_OPT,
+)
+from composenet.core.desired.ports import ALLOW_OPT
 from composenet.core.model import Network, Port, Service
 
 # One DNS label: letters, digits, '-' and '_' (Docker's resolver serves names with '_'), not
@@ -35,7 +46,7 @@ def dns_name_ok(name: str, strict: bool = False) -> bool:
 
 
 def _subnets(net: Network) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    return [ipaddress.ip_network(c.subnet) for c in net.ipam if c.subnet]
+    return [ipaddress.ip_network(c.subnet) for c in net.ipam if c.subnet and ipam.explicit(c.subnet)]
 
 
 def check(ctx: Ctx, services: Mapping[str, Service], bodies: Mapping[str, Any], networks: Mapping[str, Network],
@@ -71,13 +82,32 @@ def _check_driver_opts(ctx: Ctx, key: str, net: Network) -> None:
             ctx.err(path, f"MTU {value!r} is not a number from 68 to 65535")
         elif name == "com.docker.network.bridge.host_binding_ipv4" and not _is_ip(v):
             ctx.err(path, f"{value!r} is not an IP address", hint="e.g. 127.0.0.1 or 0.0.0.0")
+        elif name == "ipvlan_mode" and net.driver == "ipvlan" and v.lower() not in IPVLAN_MODES:
+            ctx.err(path, f"unknown ipvlan mode {value!r}", hint="use " + ", ".join(IPVLAN_MODES))
+        elif name == "ipvlan_flag" and net.driver == "ipvlan" and v.lower() not in IPVLAN_FLAGS:
+            ctx.err(path, f"unknown ipvlan flag {value!r}", hint="use " + ", ".join(IPVLAN_FLAGS))
+        elif name == TRUSTED_OPT and not all(_ifname_ok(x) for x in v.split(":")):
+            bad = next(x for x in v.split(":") if not _ifname_ok(x))
+            ctx.err(path, f"{bad!r} is not a valid interface name",
+                    hint="host interface names separated by ':', e.g. eth0:wg0")
         elif name in _IFNAME_OPTS and not _ifname_ok(v):
             ctx.err(path, f"{value!r} is not a valid interface name",
                     hint="1 to 15 bytes, without '/', ':' or spaces")
         elif name in overlay.OPTIONS:
             _check_vxlan_opt(ctx, net, path, name, v)
+        elif name in GATEWAY_MODE_OPTS.values() and v.lower() not in GATEWAY_MODES:
+            ctx.err(path, f"unknown gateway mode {value!r}", hint="use " + ", ".join(GATEWAY_MODES))
+        elif name in GATEWAY_MODE_OPTS.values() and net.driver not in ("bridge", "overlay"):
+            ctx.err(path, f"a gateway mode needs driver: bridge (the network's driver is {net.driver})")
+    for where, pairs in (("driver_opts", net.driver_opts), ("labels", net.labels)):
+        for name, value in pairs:
+            if name == ALLOW_OPT:
+                try:
+                    parse_allow(value or "")
+                except ValueProblem as e:
+                    ctx.err(("networks", key, where, name), e.message, e.hint)
     if net.driver == "overlay" and net.opt(overlay.PEERS) is not None:
-        v4 = [c for c in net.ipam if c.subnet and ipaddress.ip_network(c.subnet).version == 4]
+        v4 = [c for c in net.ipam if ipam.explicit(c.subnet) and ipaddress.ip_network(str(c.subnet)).version == 4]
         if not v4 or not net.enable_ipv4:
             ctx.err(("networks", key, "driver_opts", overlay.PEERS),
                     "an overlay network with VXLAN peers needs an explicit IPv4 subnet (ipam.config[].subnet)",
@@ -120,6 +150,7 @@ def _check_networks(ctx: Ctx, networks: Mapping[str, Network]) -> None:
         if net.external:
             continue
         _check_driver_opts(ctx, key, net)
+        _check_families(ctx, key, net)
         for i, c in enumerate(net.ipam):
             path = ("networks", key, "ipam", "config", i)
             if not c.subnet:
@@ -127,6 +158,8 @@ def _check_networks(ctx: Ctx, networks: Mapping[str, Network]) -> None:
                     ctx.err(path, "gateway and ip_range need a subnet in the same block", rule="CS-NET-17")
                 continue
             sub = ipaddress.ip_network(c.subnet)
+            if not _carries_hosts(ctx, path, c, sub):
+                continue
             if c.gateway:
                 gw = ipaddress.ip_address(c.gateway)
                 if gw.version != sub.version or gw not in sub:
@@ -146,6 +179,63 @@ def _check_networks(ctx: Ctx, networks: Mapping[str, Network]) -> None:
                     ctx.err(path + ("subnet",), f"subnet {sub} overlaps {other} ({where})",
                             hint="give each network its own address range")
             seen.append((sub, key, i))
+
+
+def _check_families(ctx: Ctx, key: str, net: Network) -> None:
+    """``enable_ipv4: false`` (Docker 28, IPv6-only networks): IPv6 must be on, and no IPv4
+    subnet may be given."""
+    if net.enable_ipv4 or net.driver in ("none", "host"):
+        return
+    v6 = net.enable_ipv6 or (net.opt("com.docker.network.enable_ipv6") or "").lower() in ("1", "true") or any(
+        c.subnet and ":" in c.subnet for c in net.ipam)
+    if not v6:
+        ctx.err(("networks", key, "enable_ipv4"), "a network with enable_ipv4: false needs IPv6",
+                hint="add enable_ipv6: true (an IPv6-only network), or remove enable_ipv4: false")
+    for i, c in enumerate(net.ipam):
+        if c.subnet and ":" not in c.subnet:
+            ctx.err(("networks", key, "ipam", "config", i, "subnet"), f"IPv4 subnet {c.subnet} on a network with "
+                    "enable_ipv4: false", hint="remove the IPv4 block, or remove enable_ipv4: false")
+
+
+_NO_HOSTS: tuple[tuple[str, str], ...] = (
+    ("0.0.0.0/8", "is 'this network' (0.0.0.0/8)"), ("127.0.0.0/8", "is loopback (127.0.0.0/8)"),
+    ("224.0.0.0/4", "is multicast (224.0.0.0/4)"), ("240.0.0.0/4", "is reserved (240.0.0.0/4)"),
+    ("::1/128", "is loopback (::1)"), ("ff00::/8", "is multicast (ff00::/8)"))
+
+
+def _carries_hosts(ctx: Ctx, path: tuple[Any, ...], c: Any, sub: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    """False (after an error) when the subnet cannot carry a bridge network's hosts, or is a
+    size request (``0.0.0.0/24``: Docker 29's "a /24 from the default pools") with fields that
+    need a literal subnet. A size request itself is fine."""
+    size = ipam.size_request(str(sub))
+    if size is not None:
+        for k in ("gateway", "ip_range"):
+            if getattr(c, k):
+                ctx.err(path + (k,), f"{k} needs a literal subnet: {sub} asks for any /{size} from the default pools",
+                        hint=f"write the subnet itself (e.g. 10.1.0.0/{size}) to choose the {k}", rule="CS-NET-17")
+        for host, _ in c.aux_addresses:
+            ctx.err(path + ("aux_addresses", host), f"aux addresses need a literal subnet: {sub} asks for any "
+                    f"/{size} from the default pools", rule="CS-NET-17")
+        return False
+    lo, hi = ipam.SIZE4 if sub.version == 4 else ipam.SIZE6
+    zero = "0.0.0.0" if sub.version == 4 else "::"
+    if int(sub.network_address) == 0:
+        ctx.err(path + ("subnet",), f"subnet {sub} cannot carry hosts: a size request from the default pools "
+                f"is {zero}/{lo} to {zero}/{hi}", hint=f"e.g. {zero}/{24 if sub.version == 4 else 64} for any "
+                f"/{24 if sub.version == 4 else 64} from the default pools, or a literal subnet", rule="CS-NET-17")
+        return False
+    for cidr, why in _NO_HOSTS:
+        special = ipaddress.ip_network(cidr)
+        if special.version == sub.version and sub.subnet_of(special):  # type: ignore[arg-type]
+            ctx.err(path + ("subnet",), f"subnet {sub} cannot carry hosts: it {why}",
+                    hint="use a private range such as 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16", rule="CS-NET-17")
+            return False
+    if sub.num_addresses <= 2 and not c.gateway:
+        ctx.err(path + ("subnet",), f"subnet {sub} has no room for a gateway and a host",
+                hint=f"use a /{sub.max_prefixlen - 2} or larger, or give the gateway (the subnet's one address "
+                     "for it) explicitly", rule="CS-NET-17")
+        return False
+    return True
 
 
 def _check_services(ctx: Ctx, services: Mapping[str, Service], bodies: Mapping[str, Any],
@@ -303,6 +393,13 @@ def _check_addresses(ctx: Ctx, services: Mapping[str, Service], networks: Mappin
     used: dict[tuple[str, str], str] = {}
     for name, svc in sorted(services.items()):
         for att in svc.networks:
+            opts = dict(att.driver_opts)
+            if ENDPOINT_SYSCTLS in opts:
+                try:
+                    endpoint_sysctls(opts[ENDPOINT_SYSCTLS])
+                except ValueError as e:
+                    ctx.err(("services", name, "networks", att.network, "driver_opts", ENDPOINT_SYSCTLS), str(e),
+                            hint="e.g. net.ipv4.conf.IFNAME.forwarding=1,net.ipv6.conf.IFNAME.accept_ra=2")
             net = networks.get(att.network)
             if net is None or net.external:
                 continue

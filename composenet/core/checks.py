@@ -9,7 +9,7 @@ listens on, a host address, the upstream servers):
 - every container and every other container it shares a network with: each of the target's
   names in scope (service, container name, hostname, aliases and ``<name>.<network>``) resolves
   to the addresses Docker's rules give (a plain name answers from the asker's first network
-  that has it; a link alias wins); a TCP or UDP connect to each port the target listens on
+  that has it, per record type; a link alias wins); a TCP or UDP connect to each port the target listens on
   (its non-loopback listeners, plus ``expose`` and the targets of ``ports``) succeeds; on a
   network with ``enable_icc`` off, the connect is blocked;
 - every pair that shares no network: a connect to each of the target's addresses is blocked
@@ -283,10 +283,12 @@ class _Names:
                 found = self._link(nets, service)
                 if found is not None:
                     return found
-        for net in nets:
-            found = self._on(net, name)
-            if found is not None:
-                return found
+        hits = [found for net in nets if (found := self._on(net, name)) is not None]
+        if hits:
+            # Per record type, the first of the asker's networks where the name has an address
+            # of that family (an IPv4-only first network does not hide a dual-stack one's AAAA).
+            return _Answer(hits[0].network, hits[0].holders, next((h.v4 for h in hits if h.v4), ()),
+                           next((h.v6 for h in hits if h.v6), ()))
         for net in nets:
             if name.endswith("." + net.lower()):
                 found = self._on(net, name[: -len(net) - 1])
@@ -306,13 +308,14 @@ class _Names:
         for b in self.registered:
             if b.service != service:
                 continue
-            shared = next((ep for net in nets for ep in b.endpoints if ep.network == net), None)
-            if shared is not None:
-                hits.append((b, shared))
+            shared = [ep for net in nets for ep in b.endpoints if ep.network == net]
+            if shared:
+                hits.append((b, next((ep.ipv4 for ep in shared if ep.ipv4), None),
+                             next((ep.ipv6 for ep in shared if ep.ipv6), None)))
         if not hits:
             return None
-        return _Answer(None, tuple(b.name for b, _ep in hits), tuple(sorted({ep.ipv4 for _b, ep in hits if ep.ipv4})),
-                       tuple(sorted({ep.ipv6 for _b, ep in hits if ep.ipv6})))
+        return _Answer(None, tuple(b.name for b, _a4, _a6 in hits), tuple(sorted({a4 for _b, a4, _a6 in hits if a4})),
+                       tuple(sorted({a6 for _b, _a4, a6 in hits if a6})))
 
 
 def scope_reason(asker: str, asker_nets: list[str], target: str, target_nets: list[str]) -> str:
@@ -440,6 +443,8 @@ def _published(desired: DesiredState, labels: dict[str, str], facts: Facts) -> l
     by_addr = {e["ipv4"]: c for c in desired.containers for e in c["endpoints"] if e.get("ipv4")}
     out = []
     for row in desired.exposure:
+        if row.get("routed"):
+            continue  # gateway mode routed: no host port (reached at the container's own address)
         host_ip, port, proto = row["host_ip"], row["host_port"], row["protocol"]
         if (host_ip != "*" and ":" in host_ip) or proto not in ("tcp", "udp"):
             continue  # IPv6 host addresses and SCTP are not probed

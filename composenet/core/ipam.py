@@ -43,23 +43,60 @@ def _nets(cidrs: Iterable[str]) -> list[Net]:
     return out
 
 
-def allocate_subnet(taken: Iterable[str], avoid: Iterable[str]) -> IPv4Network:
-    """First default pool that overlaps nothing in ``taken`` (this run's subnets) or ``avoid``
-    (host routes and addresses, other projects' subnets)."""
-    blocked = _nets(taken) + _nets(avoid)
+# A size request (Docker 29): ``0.0.0.0/N`` or ``::/N`` asks for "a /N from the default pools".
+SIZE4 = (16, 30)  # a /16 is the largest default pool; a /30 is the smallest with a gateway and a host
+SIZE6 = (48, 124)  # inside the network's own unique-local /48
+
+
+def size_request(subnet: str | None) -> int | None:
+    """The prefix length ``subnet`` asks for when it is a size request (its address is all
+    zeros: ``0.0.0.0/24``, ``::/64``), else None. Only lengths in SIZE4/SIZE6 are requests:
+    validation rejects the others (0.0.0.0/8 cannot carry hosts)."""
+    if not subnet:
+        return None
+    try:
+        net = ipaddress.ip_network(subnet, strict=False)
+    except ValueError:
+        return None
+    if int(net.network_address) != 0:
+        return None
+    lo, hi = SIZE4 if net.version == 4 else SIZE6
+    return net.prefixlen if lo <= net.prefixlen <= hi else None
+
+
+def explicit(subnet: str | None) -> bool:
+    """True for a literal subnet (given and not a size request)."""
+    return bool(subnet) and size_request(subnet) is None
+
+
+def allocate_subnet(taken: Iterable[str], avoid: Iterable[str], prefixlen: int | None = None) -> IPv4Network:
+    """First default pool (or, with ``prefixlen``, first /prefixlen inside one, in address
+    order) that overlaps nothing in ``taken`` (this run's subnets) or ``avoid`` (host routes and
+    addresses, other projects' subnets)."""
+    blocked = [b for b in _nets(taken) + _nets(avoid) if b.version == 4 and b.prefixlen > 0]
     for pool in default_pools():
-        if not any(pool.overlaps(b) for b in blocked if b.version == 4 and b.prefixlen > 0):
-            return pool
+        if prefixlen is None or prefixlen == pool.prefixlen:
+            if not any(pool.overlaps(b) for b in blocked):
+                return pool
+            continue
+        if prefixlen < pool.prefixlen:
+            continue  # a /18 does not fit in a /20 pool
+        near = [b for b in blocked if pool.overlaps(b)]
+        for cand in pool.subnets(new_prefix=prefixlen):  # bounded: at most 2**14 per pool
+            if not any(cand.overlaps(b) for b in near):
+                return cand
+    what = "subnet" if prefixlen is None else f"/{prefixlen}"
     raise PlanError(
-        "no free subnet left in the default pools (172.17-31.0.0/16, 192.168.0.0/16 in /20s)",
+        f"no free {what} left in the default pools (172.17-31.0.0/16, 192.168.0.0/16 in /20s)",
         hint="give the network an explicit ipam.config subnet",
     )
 
 
-def ula_subnet(project: str, network: str) -> IPv6Network:
-    """A deterministic unique-local /64 for an IPv6 network without an explicit subnet."""
+def ula_subnet(project: str, network: str, prefixlen: int = 64) -> IPv6Network:
+    """A deterministic unique-local /64 (or the first /``prefixlen`` of the network's own /48,
+    for a size request ``::/N``) for an IPv6 network without an explicit subnet."""
     h = short_hash(project, network, n=10)
-    return IPv6Network(f"fd{h[0:2]}:{h[2:6]}:{h[6:10]}::/64")
+    return IPv6Network(f"fd{h[0:2]}:{h[2:6]}:{h[6:10]}::/{prefixlen}")
 
 
 class Pool:

@@ -44,7 +44,7 @@ class Network:
 
     key: str  # compose key, e.g. "frontend", "default"
     name: str  # platform name: `name:` or "<project>_<key>" (CS-NAME-07/08)
-    driver: str = "bridge"  # bridge | host | none | macvlan | overlay
+    driver: str = "bridge"  # bridge | host | none | macvlan | ipvlan | overlay
     driver_opts: tuple[tuple[str, str], ...] = ()  # sorted; values as strings
     internal: bool = False
     attachable: bool = False
@@ -56,6 +56,7 @@ class Network:
     ipam_options: tuple[tuple[str, str], ...] = ()
     labels: tuple[tuple[str, str], ...] = ()  # sorted
     pos: Pos | None = None
+    driver_pos: Pos | None = field(default=None, compare=False)  # where `driver:` is written
 
     def opt(self, name: str, default: str | None = None) -> str | None:
         for k, v in self.driver_opts:
@@ -97,6 +98,9 @@ class Port:
     app_protocol: str | None = None
     name: str | None = None
     pos: Pos | None = None
+    # ``x-composenet-allow``: the only sources (canonical CIDRs) that may reach this port; None
+    # when the port does not say (then the service's, then the network's list applies).
+    allow: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,7 @@ class Service:
     privileged: bool = False
     depends_on: tuple[str, ...] = ()  # services, including implicit ones (links, service:X)
     pos: Pos | None = None
+    publish_allow: tuple[str, ...] | None = None  # the service's ``x-composenet-allow`` (all its ports)
 
     @property
     def argv(self) -> tuple[str, ...] | None:
@@ -152,6 +157,9 @@ class Project:
     warnings: tuple[str, ...] = ()  # non-fatal findings, "FILE:LINE:COL: path: message"
     # The normalised document (what `composenet config` prints), JSON-compatible.
     document: dict = field(default_factory=dict, compare=False, hash=False)
+    # `up --publish-localhost-only` / COMPOSENET_PUBLISH_LOCALHOST_ONLY=1: every port without an
+    # explicit host_ip is published on 127.0.0.1 only.
+    publish_localhost_only: bool = False
 
     def network(self, key: str) -> Network:
         for n in self.networks:

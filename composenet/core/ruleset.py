@@ -41,6 +41,13 @@ What the rules do, and why:
   network from elsewhere unless DNATed (unpublished ports stay closed even when a route exists).
 - filter_in: a network's resolver (its gateway, port 53) answers only its own network and the
   host itself: never an open resolver.
+- Source allowlists (``x-composenet-allow``, ``com.composenet.publish.allow``): filter_fwd drops
+  a DNATed packet to a port with an allowlist from any other source, before the DNAT accept;
+  the host's own packets are not forwarded, so the host is never filtered.
+- Gateway modes (Docker 28, per family): routed publishes without DNAT (filter_fwd accepts the
+  target port at the container's address; no masquerade); nat-unprotected drops no new
+  connection into the network; isolated networks are internal here (no address on the bridge:
+  desired/networks.py). Trusted host interfaces: packets arriving on them enter directly.
 
 br_netfilter may be loaded or not (``bridge-nf-call-iptables`` is per namespace): every rule must
 hold both when bridged frames skip the inet hooks and when they traverse them (then forward
@@ -74,7 +81,13 @@ class NetRules:
     internal: bool = False
     masquerade: bool = True
     resolver: bool = True
+    mode4: str = "nat"  # gateway mode per family: nat | nat-unprotected | routed | isolated
+    mode6: str = "nat"
+    trusted: tuple[str, ...] = ()  # host interfaces whose packets may reach the containers directly
     cluster_port: int | None = None  # a cluster network's VXLAN port (core.overlay.vtep_ruleset)
+
+    def mode(self, fam: str) -> str:
+        return self.mode6 if fam == "ip6" else self.mode4
 
 
 @dataclass(frozen=True)
@@ -88,6 +101,11 @@ class PortMap:
     targets: tuple[str, ...]  # container addresses (one family)
     target_port: int
     family: int = 4
+    allow: tuple[str, ...] = ()  # the only sources that may reach it (CIDRs, any family); empty: all
+    # Gateway mode routed: no DNAT; the target port is opened at the container's own address on
+    # ``bridge`` (filter_fwd), and no host port is held.
+    routed: bool = False
+    bridge: str = ""
 
 
 @dataclass
@@ -189,7 +207,7 @@ def build(table: str, nets: list[NetRules], ports: list[PortMap]) -> tuple[str, 
         chains["filter_in"].add(rule, comment)
     _published(chains, ports)
     _masquerade(chains["nat_post"], nets)
-    _isolation(chains, nets)
+    _isolation(chains, nets, ports)
     return text(table, "inet", chains, head, head_idents)
 
 
@@ -211,7 +229,7 @@ def _loopback_guard(raw_pre: Chain, nets: list[NetRules], ports: list[PortMap]) 
         raw_pre.add(f"iifname {quote(n.bridge)} ip daddr 127.0.0.0/8 counter drop",
                     f"loopback guard {n.network}: no 127.0.0.0/8 destination from {n.bridge}")
     guarded = sorted({(p.protocol, p.host_port) for p in ports
-                      if p.family == 4 and (p.host_ip is None or is_loopback_publish(p))}, key=lambda x: (x[1], x[0]))
+                      if p.family == 4 and not p.routed and (p.host_ip is None or is_loopback_publish(p))}, key=lambda x: (x[1], x[0]))
     if not guarded:
         return [], []
     raw_pre.add(f'iifname != "lo" ip daddr 127.0.0.0/8 meta l4proto . th dport @{LOOPBACK_PORTS} counter drop',
@@ -224,8 +242,8 @@ def _loopback_guard(raw_pre: Chain, nets: list[NetRules], ports: list[PortMap]) 
 def _published(chains: dict[str, Chain], ports: list[PortMap]) -> None:
     """The jumps to ``published`` (every path) and ``published_lo`` (the host's own packets
     only), and one DNAT rule per published port."""
-    remote = [p for p in ports if not is_loopback_publish(p)]
-    local = [p for p in ports if is_loopback_publish(p)]
+    remote = [p for p in ports if not is_loopback_publish(p) and not p.routed]
+    local = [p for p in ports if is_loopback_publish(p) and not p.routed]
     if remote:
         chains["nat_pre"].add("fib daddr type local jump published", "published ports, arriving for a local address")
         chains["nat_out"].add("fib daddr type local jump published", "published ports, from the host itself")
@@ -261,7 +279,7 @@ def _masquerade(nat_post: Chain, nets: list[NetRules]) -> None:
         br = quote(n.bridge)
         for cidr in n.subnets:
             fam = _ipfam(cidr.split("/")[0])
-            if n.masquerade and not n.internal:
+            if n.masquerade and not n.internal and n.mode(fam) in ("nat", "nat-unprotected"):
                 nat_post.add(f"{fam} saddr {cidr} oifname != {br} masquerade",
                              f"masquerade {n.network} {cidr} egress")
         for cidr in n.subnets:
@@ -275,9 +293,30 @@ def _masquerade(nat_post: Chain, nets: list[NetRules]) -> None:
                      f"loopback {n.network}: 127.0.0.1 published ports")
 
 
-def _isolation(chains: dict[str, Chain], nets: list[NetRules]) -> None:
+def _allowlists(fwd: Chain, ports: list[PortMap]) -> None:
+    """Per published port with a source allowlist: after its DNAT, a forwarded packet from any
+    other source is dropped (matched on the conntrack original destination port, so two host
+    ports of one container port keep their own lists). Sources of the other family than the
+    map's have no entry: all of them are dropped. Packets the host itself sends are not
+    forwarded: the host is never filtered (nor is a port on 127.0.0.1)."""
+    for p in sorted(ports, key=_port_order):
+        if not p.allow or is_loopback_publish(p) or p.routed:
+            continue
+        fam = "ip6" if p.family == 6 else "ip"
+        mine = [c for c in p.allow if _ipfam(c.split("/")[0]) == fam]
+        dst = ", ".join(sorted(set(p.targets)))
+        rule = (f"ct status dnat {fam} daddr {{ {dst} }} meta l4proto {p.protocol} th dport {p.target_port} "
+                f"ct original proto-dst {p.host_port}")
+        if p.host_ip is not None:
+            rule += f" ct original {fam} daddr {p.host_ip}"
+        rule += f" {fam} saddr != {{ {', '.join(mine)} }} drop" if mine else " drop"
+        fwd.add(rule, f"allow {describe_port(p).split(' -> ')[0][5:]} from {','.join(mine) or 'no source of this family'}")
+
+
+def _isolation(chains: dict[str, Chain], nets: list[NetRules], ports: list[PortMap] | None = None) -> None:
     """Forwarding between and into networks, and who may ask each network's resolver."""
     fwd = chains["filter_fwd"]
+    _allowlists(fwd, ports or [])
     fwd.add("ct status dnat accept", "published ports (DNAT) pass isolation")
     bridges = sorted(n.bridge for n in nets)
     for n in sorted(nets, key=lambda n: n.bridge):
@@ -291,14 +330,44 @@ def _isolation(chains: dict[str, Chain], nets: list[NetRules]) -> None:
                     f"isolate {n.network} from the project's other networks")
         fwd.add(f'iifname {br} oifname "cnb-*" oifname != {br} drop',
                 f"isolate {n.network} from other composenet networks")
-        fwd.add(f"oifname {br} iifname != {br} ct state new drop",
-                f"{n.network}: no new connections from outside but published ports")
+        _inbound(fwd, n, [p for p in ports or () if p.routed and p.bridge == n.bridge])
         if n.resolver:
             for gw in n.gateways:
                 fam = _ipfam(gw)
                 chains["filter_in"].add(
                     f'{fam} daddr {gw} meta l4proto {{ tcp, udp }} th dport 53 iifname != {{ {br}, "lo" }} drop',
                     f"resolver {n.network} {gw}: only its own network")
+
+
+def _inbound(fwd: Chain, n: NetRules, routed: list[PortMap]) -> None:
+    """New connections into network ``n`` from outside it: routed ports accepted at the
+    container's own address (from their allowlist's sources only, when they have one), then
+    none for the families in nat, routed or isolated mode; nat-unprotected lets every one in."""
+    br = quote(n.bridge)
+    for p in sorted(routed, key=_port_order):
+        fam = "ip6" if p.family == 6 else "ip"
+        mine = [c for c in p.allow if _ipfam(c.split("/")[0]) == fam]
+        if p.allow and not mine:
+            continue  # no source of this family may reach it: the drop below does
+        src = f" {fam} saddr {{ {', '.join(mine)} }}" if mine else ""
+        dst = ", ".join(sorted(set(p.targets)))
+        fwd.add(f"oifname {br} iifname != {br}{src} {fam} daddr {{ {dst} }} meta l4proto {p.protocol} "
+                f"th dport {p.target_port} ct state new accept",
+                f"routed {p.service} {','.join(sorted(set(p.targets)))} {p.target_port}/{p.protocol}: published, no NAT")
+    if n.trusted and not n.internal:
+        fwd.add(f"oifname {br} iifname {{ {', '.join(quote(i) for i in n.trusted)} }} accept",
+                f"{n.network}: trusted host interfaces {':'.join(n.trusted)} reach the containers directly")
+    fams = {_ipfam(c.split("/")[0]) for c in n.subnets}
+    open4 = n.mode4 == "nat-unprotected" or "ip" not in fams
+    open6 = n.mode6 == "nat-unprotected" or "ip6" not in fams
+    if open4 and open6 and fams:
+        return
+    if "ip" not in fams or "ip6" not in fams:
+        open4 = open6 = False  # one family only (or none): the plain rule (as before gateway modes)
+    only = " meta nfproto ipv6" if open4 else " meta nfproto ipv4" if open6 else ""
+    fwd.add(f"oifname {br} iifname != {br}{only} ct state new drop",
+            f"{n.network}: no new connections from outside but published ports"
+            + (" (ipv6)" if open4 else " (ipv4)" if open6 else ""))
 
 
 def text(table: str, family: str, chains: dict[str, Chain], head: list[str] | None = None,

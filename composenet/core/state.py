@@ -38,6 +38,11 @@ class ObservedState:
       name None when no process could be found): a published port they hold is refused;
     - processes: the state of each service process, by container, as its supervisor reports it
       (``{"state", "pid", "exit_code", "restarts", "error", ...}``): for `ps` and messages;
+    - host_firewall: the host firewall found (ufw, firewalld, or an input chain with policy drop),
+      as a short description, "" when none: published ports bypass its input rules (DNAT
+      happens before input), and the exposure table says so (kernel/firewall.py);
+    - ipvlan_missing: why this kernel cannot make ipvlan links (kernel/ipvlan.py), "" when it can
+      or nobody looked (offline): a plan with an ipvlan network is then refused at its driver;
     - offline: True when built by ``--offline`` (empty kernel, no host routes);
     - cluster: with a cluster store, what it holds that the plan needs (composenet.kernel.cluster
       fills it, core.desired.cluster reads it): ``{"node", "vtep", "networks" {name: record},
@@ -55,6 +60,8 @@ class ObservedState:
     connections: list[dict[str, Any]] = field(default_factory=list)
     host_ports: list[dict[str, Any]] = field(default_factory=list)
     processes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    host_firewall: str = ""
+    ipvlan_missing: str = ""
     offline: bool = False
     cluster: dict[str, Any] = field(default_factory=dict)
     # key -> digest of what the last successful apply wrote (diff.digest); labels drift only.
@@ -76,6 +83,8 @@ class ObservedState:
             **({"host_ports": list(self.host_ports)} if self.host_ports else {}),
             **({"processes": dict(sorted(self.processes.items()))} if self.processes else {}),
             **({"cluster": self.cluster} if self.cluster else {}),
+            **({"host_firewall": self.host_firewall} if self.host_firewall else {}),
+            **({"ipvlan_missing": self.ipvlan_missing} if self.ipvlan_missing else {}),
             "applied": dict(sorted(self.applied.items())),
         }
 
@@ -97,6 +106,8 @@ class ObservedState:
             host_ports=list(d.get("host_ports", [])),
             processes=dict(d.get("processes", {})),
             cluster=dict(d.get("cluster", {})),
+            host_firewall=str(d.get("host_firewall", "")),
+            ipvlan_missing=str(d.get("ipvlan_missing", "")),
             applied=dict(d.get("applied", {})),
         )
         for rd in d.get("resources", ()):

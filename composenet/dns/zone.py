@@ -16,7 +16,10 @@ Decisions (documented choices):
   almost at once, long enough for a burst of lookups from one client to hit its cache.
 * Flags of local answers: QR, RA, and RD copied from the query; AA off (Docker's QR,RD,RA).
 * A name with records on several of the asker's networks answers from the first of the asker's
-  networks (endpoint order) that has it, as Docker does (``web`` seen from web is its eth0 IP).
+  networks (endpoint order) that has it, as Docker does (``web`` seen from web is its eth0 IP);
+  per record type: AAAA from the first of them where the name has an IPv6 address (moby's
+  resolver skips a network whose record lacks the type), so an IPv4-only first network does
+  not hide the IPv6 address of a dual-stack one.
 * Several records (scaled service, shared alias): all of them, in an order picked at random per
   query among precomputed permutations (all of them for up to 5 records, 120 random ones above).
 * Known name, other type (AAAA on IPv4-only, MX, TXT, ...): NOERROR with no answers. ``ANY``
@@ -252,8 +255,16 @@ class _Builder:
                         rev = self.wire(_reverse(a)) if a else None
                         if rev and target_name and rev not in ptr:
                             ptr[rev] = target_name
-            for wire, addrs in on_net.items():
-                plain.setdefault(wire, addrs)
+            for wire, (v4, v6) in on_net.items():
+                have = plain.setdefault(wire, ([], []))
+                # Per family, the first of the asker's networks with an address of that family
+                # (moby's resolver walks them in order and skips a network whose record lacks
+                # the asked type): an IPv4-only first network does not hide the AAAA of a
+                # dual-stack one behind it.
+                if not have[0] and v4:
+                    have[0].extend(v4)
+                if not have[1] and v6:
+                    have[1].extend(v6)
         return plain, qualified, ptr
 
     def _links(self, networks: tuple[str, ...], links: tuple[tuple[str, str], ...]) -> Records:
@@ -269,14 +280,14 @@ class _Builder:
             for c in self.registered:
                 if c.service != service:
                     continue
-                for net in networks:  # the target's address on the first network it shares
-                    shared = next((e for e in c.endpoints if e.network == net), None)
-                    if shared is not None:
-                        if shared.ipv4:
-                            link_v4.append(shared.ipv4)
-                        if shared.ipv6:
-                            link_v6.append(shared.ipv6)
-                        break
+                # Per family, the target's address on the first network it shares that has one.
+                eps = [e for net in networks for e in c.endpoints if e.network == net]
+                a4 = next((e.ipv4 for e in eps if e.ipv4), None)
+                a6 = next((e.ipv6 for e in eps if e.ipv6), None)
+                if a4:
+                    link_v4.append(a4)
+                if a6:
+                    link_v6.append(a6)
             if link_v4 or link_v6:
                 out[alias_wire] = (link_v4, link_v6)
         return out

@@ -4,7 +4,7 @@ observe reads them. Tests of the executor build registries of fake handlers inst
 
 from __future__ import annotations
 
-from composenet.kernel import failpoints, files, guard, links, netinfo, nft, processes, resolver
+from composenet.kernel import failpoints, files, guard, ipvlan, links, netinfo, nft, processes, resolver
 from composenet.kernel.context import Handlers
 
 
@@ -14,6 +14,6 @@ def default_handlers() -> Handlers:
     records, the supervisor and the service processes; then the host facts. (With a failpoint
     armed by a crash test, each is wrapped to count its steps.)"""
     return Handlers(failpoints.wrap([
-        links.KernelHandler(), nft.NftHandler(), guard.GuardHandler(), files.FilesHandler(),
+        links.KernelHandler(), ipvlan.IpvlanHandler(), nft.NftHandler(), guard.GuardHandler(), files.FilesHandler(),
         resolver.ResolverHandler(), resolver.PeersHandler(), processes.SupervisorHandler(),
         processes.ProcessHandler(), netinfo.HostFacts()]))

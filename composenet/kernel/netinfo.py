@@ -25,7 +25,7 @@ from composenet.core.resources import LABEL_PREFIX, Resource
 from composenet.core.state import ObservedState
 from composenet.dns.peers import host_netns
 from composenet.dns.running import resolver_pid
-from composenet.kernel import intents
+from composenet.kernel import firewall, intents, ipvlan
 from composenet.kernel.context import Context, HandlerBase
 from composenet.kernel.namespaces import recorded_namespaces
 from composenet.kernel.normalise import is_link_local, label_parts, on_loopback
@@ -390,6 +390,8 @@ class HostFacts(HandlerBase):
     def observe(self, ctx: Context, observed: ObservedState) -> None:
         host_facts(ctx, observed)
         observed.host_ports = host_ports(ctx)
+        observed.host_firewall = firewall.host_firewall()  # docker hook: issue 14
+        observed.ipvlan_missing = ipvlan.missing_reason()  # docker hook: issue 14
         macvlans = {k: v for k, v in standalone_specs(ctx.run_dir).items()
                     if v.get("driver") == "macvlan" and k not in observed.networks}
         observed.networks.update(macvlan_networks(ctx, macvlans))

@@ -245,6 +245,19 @@ def list_table(family: str, name: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def list_chains() -> dict[str, Any] | None:
+    """``nft -j list chains`` (every table's chains, with hook and policy); None when nft
+    cannot list them. Read-only (kernel/firewall.py)."""
+    r = _nft(["-j", "list", "chains"], "list chains", json_io=True)
+    if r.returncode != 0:
+        return None
+    try:
+        data = json.loads(r.stdout)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def restorable_text(family: str, name: str) -> str:
     """Like ``restorable``, from nft's text listing (``-s``: no counter values), for a table
     whose JSON listing cannot be loaded back: nft 1.0.6 writes a ``typeof`` set of raw bits (the

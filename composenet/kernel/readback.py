@@ -17,14 +17,25 @@ import socket
 import struct
 import time
 
-from composenet.core.resources import VXLAN_LABEL_SUFFIX, Address, Bridge, Macvlan, Netns, Route, Veth, Vxlan
+from composenet.core.resources import (
+    VXLAN_LABEL_SUFFIX,
+    Address,
+    Bridge,
+    Ipvlan,
+    Macvlan,
+    Netns,
+    Route,
+    Veth,
+    Vxlan,
+)
 from composenet.core.state import ObservedState
 from composenet.kernel import intents
 from composenet.kernel.context import Context
+from composenet.kernel.ipvlan import IFLA_IPVLAN_FLAGS, IFLA_IPVLAN_MODE, IPVLAN_FLAGS, IPVLAN_MODES
 from composenet.kernel.namespaces import read_records
 from composenet.kernel.normalise import is_link_local, label_parts, on_loopback, owned_route
 from composenet.kernel.rtnl import DYING_LINK_TIMEOUT, ipr, nl
-from composenet.kernel.sysctls import observe_sysctls
+from composenet.kernel.sysctls import observe_endpoint_sysctls, observe_sysctls
 from composenet.linux import netns
 from composenet.linux.netlink import (
     FLOOD_MAC,
@@ -70,6 +81,7 @@ def observe_kernel(ctx: Context, observed: ObservedState) -> None:
     for ns in owned_ns:
         _observe_in_namespace(ctx, observed, ns, ns_links[ns], by_index)
     observe_sysctls(observed, [b.name for b in bridges])
+    observe_endpoint_sysctls(ctx, observed, owned_ns)
     _real_labels(observed, "", adopted, by_index)
     for ns, real in in_ns.items():
         _real_labels(observed, ns, real, {lk.index: lk for lk in ns_links[ns]})
@@ -187,6 +199,16 @@ def _observe_bridge_addresses(observed: ObservedState, host: NL, bridges: list[L
                 observed.add(Address("", b.name, a.cidr))
 
 
+def _ipvlan(ns: str, lk: Link, by_index: dict[int, Link]) -> Ipvlan:
+    """An ipvlan link of namespace ``ns`` as a resource (mode and flag by name)."""
+    parent = by_index.get(lk.link) if lk.link_netnsid is not None else None
+    mode = struct.unpack("H", lk.data[IFLA_IPVLAN_MODE][:2])[0] if IFLA_IPVLAN_MODE in lk.data else 0
+    flag = struct.unpack("H", lk.data[IFLA_IPVLAN_FLAGS][:2])[0] if IFLA_IPVLAN_FLAGS in lk.data else 0
+    return Ipvlan(ns, lk.name, lk.alias, parent.name if parent else "",
+                  next((k for k, v in IPVLAN_MODES.items() if v == mode), str(mode)),
+                  next((k for k, v in IPVLAN_FLAGS.items() if v == flag), str(flag)), lk.mtu)
+
+
 def _observe_in_namespace(ctx: Context, observed: ObservedState, ns: str, links: list[Link],
                           by_index: dict[int, Link]) -> None:
     """Add what the project owns inside namespace ``ns`` (``links``: its links): labelled
@@ -200,6 +222,8 @@ def _observe_in_namespace(ctx: Context, observed: ObservedState, ns: str, links:
             mode = struct.unpack("I", lk.data[IFLA_MACVLAN_MODE][:4])[0] if IFLA_MACVLAN_MODE in lk.data else 0
             mode_name = next((k for k, v in MACVLAN_MODES.items() if v == mode), str(mode))
             observed.add(Macvlan(ns, lk.name, lk.alias, parent.name if parent else "", mode_name, lk.mtu, lk.mac))
+        elif lk.kind == "ipvlan":
+            observed.add(_ipvlan(ns, lk, by_index))
     for a in n.addrs():
         lk2 = ours.get(a.index)
         if lk2 is None or on_loopback(lk2) or not a.address or is_link_local(a.cidr):

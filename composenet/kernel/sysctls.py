@@ -3,19 +3,28 @@ here) and reading back the ones composenet sets, under /proc/sys.
 
 Owns: the /proc/sys path of a sysctl name (interface names may contain dots) and the list of
 sysctls observe reads: forwarding on the host, and route_localnet, accept_ra and accept_dad of
-each of the project's bridges. Must not: revert a sysctl (they are ensured, never reverted:
-other software may rely on them) or read one composenet does not set.
+each of the project's bridges, and the per-endpoint ones (``com.docker.network.endpoint.sysctls``)
+inside the project's namespaces, which it finds in its record of them (ENDPOINT_RECORD, in the
+project's run directory: written when one is set, gone with the directory after ``down``).
+Must not: revert a sysctl (they are ensured, never reverted: other software may rely on them;
+an endpoint's go with its namespace) or read one composenet does not set.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import threading
 
 from composenet.core.resources import Sysctl
 from composenet.core.state import ObservedState
 from composenet.kernel.context import Context
 from composenet.kernel.rtnl import fail
 from composenet.linux import netns
+from composenet.linux.fileio import atomic_write, read_json
+
+ENDPOINT_RECORD = "endpoint-sysctls.json"  # {namespace: {sysctl name: interface}}
+_record_lock = threading.Lock()  # one read-modify-write of the record at a time
 
 # Host-wide sysctls composenet sets (observed in the namespace it runs in).
 HOST_SYSCTLS = ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding")
@@ -30,6 +39,8 @@ def sysctl_path(name: str, ifname: str | None) -> str:
 
 
 def create_sysctl(ctx: Context, r: Sysctl) -> None:
+    if r.ns:
+        _record(ctx, r)  # first: observe must find it even if the write below fails
     path = sysctl_path(r.name, r.ifname)
     try:
         # /proc/sys/net follows the namespace of the thread that opens the file.
@@ -68,3 +79,37 @@ def _observe_sysctl(observed: ObservedState, ns: str, name: str, ifname: str | N
     except OSError:
         return
     observed.add(Sysctl(ns, name, value, ifname))
+
+
+def _record_path(ctx: Context) -> str:
+    return os.path.join(ctx.project_dir, ENDPOINT_RECORD)
+
+
+def _record(ctx: Context, r: Sysctl) -> None:
+    """Remember that sysctl ``r`` is set in namespace ``r.ns`` (observe reads it back)."""
+    with _record_lock:
+        _record_locked(ctx, r)
+
+
+def _record_locked(ctx: Context, r: Sysctl) -> None:
+    data = read_json(_record_path(ctx)) or {}
+    mine = data.setdefault(r.ns, {})
+    if isinstance(mine, dict) and mine.get(r.name) == r.ifname:
+        return
+    if not isinstance(mine, dict):
+        data[r.ns] = mine = {}
+    mine[r.name] = r.ifname
+    atomic_write(_record_path(ctx), json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+def observe_endpoint_sysctls(ctx: Context, observed: ObservedState, owned_ns: list[str]) -> None:
+    """Add the per-endpoint sysctls the record lists, as they are now, in each of ``owned_ns``
+    (namespaces gone are skipped: their sysctls went with them)."""
+    data = read_json(_record_path(ctx)) or {}
+    for ns in owned_ns:
+        names = data.get(ns)
+        if not isinstance(names, dict) or not names:
+            continue
+        with netns.entered(ns):
+            for name, ifname in sorted(names.items()):
+                _observe_sysctl(observed, ns, str(name), str(ifname) if ifname else None)

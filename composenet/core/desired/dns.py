@@ -76,7 +76,7 @@ def add_dns(d: DesiredState, project: str, containers: list[Container], resolver
         {"network": np.net.name, "address": np.gateway4, "port": 53, "internal": np.net.internal}
         for np in sorted(resolver_nets, key=lambda n: n.net.name)
     ]
-    ns_listeners = _netns_listeners(containers)
+    ns_listeners = _netns_listeners(containers, resolver_nets)
     in_ns = {li["container"] for li in ns_listeners}
     for c in containers:
         if not c.own_ns:
@@ -90,18 +90,23 @@ def add_dns(d: DesiredState, project: str, containers: list[Container], resolver
         d.add(records)
 
 
-def _netns_listeners(containers: list[Container]) -> list[dict[str, Any]]:
-    """A container on one of the project's macvlan networks cannot reach the bridge gateways (a
-    macvlan link never talks to its parent's host): the resolver listens inside its namespace
-    on 127.0.0.11, as Docker's embedded DNS, and answers it with that container's view."""
-    return [
-        {"netns": c.ns, "container": c.name, "network": mv.network.net.name}
-        for c in containers
-        if c.own_ns and c.service.network_mode != "none"
-        for mv in [next((ep for ep in c.endpoints if ep.network.kind == "macvlan" and not ep.network.net.external),
-                        None)]
-        if mv is not None
-    ]
+def _netns_listeners(containers: list[Container], resolver_nets: list[NetPlan]) -> list[dict[str, Any]]:
+    """A container on one of the project's macvlan or ipvlan networks cannot reach the bridge
+    gateways (such a link never talks to its parent's host), nor can one whose bridges have no IPv4
+    gateway (gateway mode isolated, IPv6-only) and that is on no resolver network: the resolver
+    listens inside its namespace on 127.0.0.11, as Docker's embedded DNS, and answers it with
+    that container's view."""
+    out = []
+    for c in containers:
+        if not c.own_ns or c.service.network_mode == "none":
+            continue
+        mv = next((ep for ep in c.endpoints if ep.network.kind in ("macvlan", "ipvlan")
+                   and not ep.network.net.external), None)
+        if mv is None and not any(ep.network in resolver_nets for ep in c.endpoints):
+            mv = next((ep for ep in c.endpoints if ep.network.kind == "bridge" and not ep.network.gateway4), None)
+        if mv is not None:
+            out.append({"netns": c.ns, "container": c.name, "network": mv.network.net.name})
+    return out
 
 
 def _resolv_conf(c: Container, resolver_nets: list[NetPlan], in_ns: bool, upstreams: Upstreams) -> str:

@@ -31,7 +31,7 @@ class NetPlan:
     """A managed network after IPAM."""
 
     net: Network
-    kind: str  # bridge | macvlan | none | host | external
+    kind: str  # bridge | macvlan | ipvlan | none | host | external
     bridge: str = ""
     subnet4: ipaddress.IPv4Network | None = None
     gateway4: str | None = None
@@ -41,6 +41,29 @@ class NetPlan:
     pool6: ipam.Pool | None = None
     mtu: int = 1500
     vxlan: overlay.VxlanOpts | None = None  # driver overlay with peers: the bridge's VXLAN port
+    # Docker 28's gateway modes, per family (com.docker.network.bridge.gateway_mode_ipv4/_ipv6):
+    # nat (published ports DNATed, egress masqueraded), nat-unprotected (the same, and every
+    # port of the containers reachable directly), routed (no NAT: published ports reachable at
+    # the container's own address), isolated (no address on the bridge: containers reach only
+    # each other; gateway4/gateway6 are then None, the pool still reserves the gateway).
+    mode4: str = "nat"
+    mode6: str = "nat"
+
+    def mode(self, family: int) -> str:
+        return self.mode4 if family == 4 else self.mode6
+
+
+GATEWAY_MODES = ("nat", "nat-unprotected", "routed", "isolated")
+IPVLAN_MODES = ("l2", "l3", "l3s")
+IPVLAN_FLAGS = ("bridge", "private", "vepa")
+# Host interfaces whose packets may reach the network's containers directly by address (Docker 28).
+TRUSTED_OPT = "com.docker.network.bridge.trusted_host_interfaces"
+
+
+def trusted_interfaces(n: Network) -> tuple[str, ...]:
+    """The network's trusted host interfaces (colon-separated), in the file's order."""
+    return tuple(dict.fromkeys(x.strip() for x in (n.opt(TRUSTED_OPT) or "").split(":") if x.strip()))
+GATEWAY_MODE_OPTS = {4: "com.docker.network.bridge.gateway_mode_ipv4", 6: "com.docker.network.bridge.gateway_mode_ipv6"}
 
 
 def plan_networks(project: Project, observed: ObservedState, warnings: list[str]) -> dict[str, NetPlan]:
@@ -68,11 +91,11 @@ def _taken_subnets(project: Project, observed: ObservedState, member_subnets: di
     project's existing bridges already hold, so that adding a network never steals the subnet of
     one that exists. A network whose bridge is gone (deleted by hand) keeps the subnet its
     containers' addresses still imply: taken too."""
-    taken = [ic.subnet for n in project.networks for ic in n.ipam if ic.subnet]
+    taken = [ic.subnet for n in project.networks for ic in n.ipam if ic.subnet and ipam.explicit(ic.subnet)]
     for n in project.networks:
         br = n.opt("com.docker.network.bridge.name") or bridge_ifname(project.name, n.name)
         held = [str(ipaddress.ip_interface(a).network) for a in _observed_bridge_addrs(observed, br)]
-        if not held and not n.external and n.driver not in ("none", "host", "macvlan"):
+        if not held and not n.external and n.driver not in ("none", "host", "macvlan", "ipvlan"):
             held = member_subnets.get(n.name, [])
         taken += held
     return taken
@@ -80,9 +103,17 @@ def _taken_subnets(project: Project, observed: ObservedState, member_subnets: di
 
 def _managed_network(n: Network, project: str, observed: ObservedState, member_subnets: dict[str, list[str]],
                      taken: list[str], avoid: list[str], warnings: list[str], cl: ClusterNet | None = None) -> NetPlan:
-    """A bridge (or macvlan) network this project creates; its IPv4 subnet joins ``taken``.
+    """A bridge (or macvlan, ipvlan) network this project creates; its IPv4 subnet joins ``taken``.
     ``cl``: a cluster network's record (core.desired.cluster): its subnet, gateway and VNI."""
-    kind = "macvlan" if n.driver == "macvlan" else "bridge"
+    kind = n.driver if n.driver in ("macvlan", "ipvlan") else "bridge"
+    if kind == "ipvlan" and observed.ipvlan_missing:
+        pos = n.driver_pos or n.pos
+        raise InputError([Problem(
+            f"driver ipvlan: {observed.ipvlan_missing}",
+            file=pos.file if pos else None, line=pos.line if pos else None, col=pos.col if pos else None,
+            path=f"networks.{n.key}.driver",
+            hint="use a kernel built with CONFIG_IPVLAN (or with the ipvlan module), or driver: macvlan, "
+                 "which gives each container its own MAC address on the same parent")])
     vx = cl.vxlan if cl is not None else overlay.vxlan_opts(n, observed.host_addresses)
     if n.driver == "overlay" and vx is None:
         warn(warnings, n.pos, f"networks.{n.key}.driver", "driver overlay is built as a local bridge (single host)")
@@ -95,7 +126,7 @@ def _managed_network(n: Network, project: str, observed: ObservedState, member_s
     prev6 = [a for a in prev if ipaddress.ip_interface(a).version == 6]
     if kind == "bridge":
         for ic in n.ipam:
-            if ic.subnet:
+            if ipam.explicit(ic.subnet):
                 _refuse_overlap(n, ic, project, observed)
     if n.enable_ipv4:
         np.subnet4, np.gateway4, np.pool4 = cl.ipv4(n) if cl is not None else _ipv4(v4, prev4, taken, avoid)
@@ -106,7 +137,21 @@ def _managed_network(n: Network, project: str, observed: ObservedState, member_s
         for pool in (np.pool4, np.pool6):
             if pool is not None:
                 pool.claim(used)  # an endpoint of another project (external user) holds it
+    if kind == "ipvlan" and (n.opt("ipvlan_mode") or "l2").strip().lower() in ("l3", "l3s"):
+        np.gateway4 = np.gateway6 = None  # l3: the default route is the device itself (Docker 29)
+    if kind == "bridge":
+        np.mode4, np.mode6 = (_gateway_mode(n, fam) for fam in (4, 6))
+        if np.mode4 == "isolated":
+            np.gateway4 = None  # no address on the bridge, no default route, no resolver listener
+        if np.mode6 == "isolated":
+            np.gateway6 = None
     return np
+
+
+def _gateway_mode(n: Network, family: int) -> str:
+    """The network's gateway mode for ``family`` (the validator refused unknown values)."""
+    v = (n.opt(GATEWAY_MODE_OPTS[family]) or "nat").strip().lower()
+    return v if v in GATEWAY_MODES else "nat"
 
 
 def _refuse_overlap(n: Network, ic: IpamConfig, project: str, observed: ObservedState) -> None:
@@ -183,7 +228,17 @@ def _previous_gateways(observed: ObservedState, bridge: str, name: str,
 
 def _ipv4(ic: IpamConfig | None, prev4: list[str], taken: list[str],
           avoid: list[str]) -> tuple[ipaddress.IPv4Network, str, ipam.Pool]:
-    """(subnet, gateway, pool): the file's (``ic``), else the previous one, else a free default pool."""
+    """(subnet, gateway, pool): the file's (``ic``), else the previous one, else a free default
+    pool. A size request (``0.0.0.0/24``) keeps a previous subnet of that size, else takes the
+    first free /N of the default pools; its ip_range/gateway were refused by validation."""
+    size = ipam.size_request(ic.subnet) if ic is not None else None
+    if size is not None:
+        prev = [p for p in prev4 if ipaddress.IPv4Interface(p).network.prefixlen == size]
+        if prev:
+            iface = ipaddress.IPv4Interface(prev[0])
+            return iface.network, str(iface.ip), ipam.Pool(iface.network, str(iface.ip))
+        subnet = ipam.allocate_subnet(taken, avoid, size)
+        return subnet, ipam.first_host(subnet), ipam.Pool(subnet, ipam.first_host(subnet))
     if ic is not None:
         subnet = ipaddress.IPv4Network(ic.subnet, strict=False)
         gateway = ic.gateway or ipam.first_host(subnet)
@@ -200,7 +255,14 @@ def _ipv4(ic: IpamConfig | None, prev4: list[str], taken: list[str],
 def _ipv6(ic: IpamConfig | None, project: str, name: str,
           prev6: list[str]) -> tuple[ipaddress.IPv6Network, str, ipam.Pool]:
     """(subnet, gateway, pool): the file's (``ic``), else the previous one, else the network's own
-    unique-local /64."""
+    unique-local /64 (a size request ``::/N``: the first /N of the network's unique-local /48)."""
+    size = ipam.size_request(ic.subnet) if ic is not None else None
+    if size is not None:
+        prev = [p for p in prev6 if ipaddress.IPv6Interface(p).network.prefixlen == size]
+        iface = ipaddress.IPv6Interface(prev[0]) if prev else None
+        subnet = iface.network if iface else ipam.ula_subnet(project, name, size)
+        gateway = str(iface.ip) if iface else ipam.first_host(subnet)
+        return subnet, gateway, ipam.Pool(subnet, gateway)
     if ic is not None:
         subnet = ipaddress.IPv6Network(ic.subnet, strict=False)
         gateway = ic.gateway or ipam.first_host(subnet)
@@ -264,7 +326,7 @@ def connected_network(name: str, project: Project, nets: dict[str, NetPlan], obs
     """The network a `network connect` record names: one of the project's (by name), else another
     composenet network, planned as external (kept in ``nets`` under ``@NAME``). Gone: a warning."""
     for np in nets.values():
-        if np.net.name == name and (np.kind in ("bridge", "macvlan") or (np.kind == "external" and np.bridge)):
+        if np.net.name == name and (np.kind in ("bridge", "macvlan", "ipvlan") or (np.kind == "external" and np.bridge)):
             return np
     key = "@" + name
     if key not in nets:
@@ -286,6 +348,7 @@ def network_rows(nets: dict[str, NetPlan]) -> list[dict[str, Any]]:
             "subnet": str(np.subnet4) if np.subnet4 else None, "gateway": np.gateway4,
             "subnet6": str(np.subnet6) if np.subnet6 else None, "gateway6": np.gateway6,
             "internal": np.net.internal, "mtu": np.mtu,
+            **({"gateway_modes": {"ipv4": np.mode4, "ipv6": np.mode6}} if (np.mode4, np.mode6) != ("nat", "nat") else {}),
             **({"vxlan": {"vni": np.vxlan.vni, "port": np.vxlan.port, "local": np.vxlan.local,
                           "peers": list(np.vxlan.peers), **({"cluster": True} if np.vxlan.cluster else {})}}
                if np.vxlan is not None else {}),

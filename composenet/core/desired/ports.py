@@ -10,6 +10,13 @@ ports are placed before ranges, so a range never takes a port the file names.
 A fixed host port that a program of the host holds (ObservedState.host_ports) is refused, located
 at the port; ranges and ephemeral ports skip such ports.
 
+Also (issue 14): each port's source allowlist (the port's ``x-composenet-allow``, else the
+service's, else the network's ``com.composenet.publish.allow``); ``--publish-localhost-only``
+(Project.publish_localhost_only: 127.0.0.1 for ports without their own host_ip); what the
+network's gateway modes make of a port (routed: no host port, no DNAT; isolated: not
+published); and the exposure table's words for all of it, with the host firewall the observed
+state names (its input rules never see published ports).
+
 Must not: write rules (core/ruleset.py does, from the PortMaps) or check the file (the validator
 reported ports with network_mode, and clashes inside the file).
 """
@@ -21,7 +28,7 @@ from typing import Any, NamedTuple
 
 from composenet.core.desired.common import warn
 from composenet.core.desired.containers import Container, Endpoint, by_service
-from composenet.core.desired.networks import NetPlan
+from composenet.core.desired.networks import NetPlan, trusted_interfaces
 from composenet.core.model import Port, Project, Service
 from composenet.core.resources import NftTable
 from composenet.core.resources.services import held_order
@@ -32,6 +39,9 @@ from composenet.errors import InputError, Problem
 EPHEMERAL_FIRST, EPHEMERAL_LAST = 32768, 60999  # Linux's default ip_local_port_range, as Docker
 
 
+ALLOW_OPT = "com.composenet.publish.allow"  # a network's source allowlist (driver_opts or labels)
+
+
 class _Request(NamedTuple):
     """One port to publish: ``host_ip`` None is every address (of family ``fam_only`` when not 0)."""
 
@@ -40,6 +50,9 @@ class _Request(NamedTuple):
     host_ip: str | None
     eps: list[Endpoint]  # the endpoint of each replica it is published from
     fam_only: int
+    allow: tuple[str, ...] = ()  # the only sources that may reach it (empty: every source)
+    allow_from: str = ""  # where the allowlist is written (port, service, network NAME)
+    localhost_only: bool = False  # 127.0.0.1 because of --publish-localhost-only
 
 
 def publish_ports(project: Project, nets: dict[str, NetPlan], containers: list[Container], observed: ObservedState,
@@ -65,7 +78,7 @@ def publish_ports(project: Project, nets: dict[str, NetPlan], containers: list[C
                 continue
         claimed.add((req.port.protocol, host_port, req.host_ip or "*"))
         maps += _port_maps(req, host_port)
-        exposure.append(_exposure_row(req, host_port))
+        exposure.append(_exposure_row(req, host_port, observed.host_firewall))
     return maps, exposure
 
 
@@ -89,11 +102,14 @@ def _requests(project: Project, nets: dict[str, NetPlan], containers: list[Conta
             if not all(nets[a.network].net.internal for a in svc.networks if a.network in nets):
                 # Only-internal is the validator's located warning; this is the other case.
                 warn(warnings, svc.ports[0].pos or svc.pos, f"services.{svc.name}.ports", "none of its networks is a "
-                     "bridge composenet manages; its ports are not published")
+                     "bridge composenet manages and the host can reach (gateway mode isolated, macvlan, ipvlan, none); "
+                     "its ports are not published")
             continue
         for port in svc.ports:
-            host_ip, fam_only = _host_address(port, eps[0])
-            req = _Request(svc, port, host_ip, eps, fam_only)
+            host_ip, fam_only = _host_address(port, eps[0], project.publish_localhost_only)
+            allow, allow_from = _allowlist(svc, port, eps[0])
+            req = _Request(svc, port, host_ip, eps, fam_only, allow, allow_from,
+                           project.publish_localhost_only and port.host_ip is None)
             (fixed if _is_fixed(port) else floating).append(req)
     return fixed, floating
 
@@ -104,15 +120,51 @@ def _published_endpoints(replicas: list[Container]) -> list[Endpoint]:
     eps = []
     for c in replicas:
         cand = [e for e in c.endpoints if not e.network.net.internal and e.network.kind in ("bridge", "external")
-                and e.network.bridge]
+                and e.network.bridge and not _isolated(e.network)]
         if cand:
             eps.append(sorted(cand, key=lambda e: (-e.gw_priority, e.index))[0])
     return eps
 
 
-def _host_address(port: Port, ep: Endpoint) -> tuple[str | None, int]:
-    """(host address or None for every one, the only family of "every address" or 0 for both)."""
+def allow_option(text: str | None) -> tuple[str, ...]:
+    """A network's ``com.composenet.publish.allow`` (comma-separated CIDRs; the validator
+    located any invalid one) as canonical CIDRs."""
+    out: list[str] = []
+    for item in (text or "").split(","):
+        try:
+            out.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+        except ValueError:
+            continue
+    return tuple(dict.fromkeys(out))
+
+
+def _allowlist(svc: Service, port: Port, ep: Endpoint) -> tuple[tuple[str, ...], str]:
+    """(the sources allowed to reach ``port``, where that is written): the port's own
+    ``x-composenet-allow``, else the service's, else the publishing network's
+    ``com.composenet.publish.allow`` (driver_opts, else labels); ((), "") for every source."""
+    if port.allow is not None:
+        return port.allow, "port"
+    if svc.publish_allow is not None:
+        return svc.publish_allow, "service"
+    net = ep.network.net
+    text = net.opt(ALLOW_OPT) or dict(net.labels).get(ALLOW_OPT)
+    if text:
+        return allow_option(text), f"network {net.name}"
+    return (), ""
+
+
+def _isolated(np: NetPlan) -> bool:
+    """Every family of the network in gateway mode isolated: nothing outside reaches it."""
+    return all(np.mode(v) == "isolated" for v, sub in ((4, np.subnet4), (6, np.subnet6)) if sub is not None)
+
+
+def _host_address(port: Port, ep: Endpoint, localhost_only: bool = False) -> tuple[str | None, int]:
+    """(host address or None for every one, the only family of "every address" or 0 for both).
+    ``localhost_only`` (--publish-localhost-only): a port without its own host_ip is published
+    on 127.0.0.1, whatever the network's host_binding_ipv4."""
     host_ip = port.host_ip
+    if host_ip is None and localhost_only:
+        return "127.0.0.1", 0
     if host_ip is None:
         default_ip = ep.network.net.opt("com.docker.network.bridge.host_binding_ipv4")
         if default_ip and default_ip not in ("0.0.0.0",):
@@ -231,12 +283,12 @@ def held_specs(maps: list[PortMap]) -> tuple[str, ...]:
     and address (0.0.0.0 and :: for every address; SCTP ports are not held)."""
     out = set()
     for m in maps:
-        if m.protocol in ("tcp", "udp"):
+        if m.protocol in ("tcp", "udp") and not m.routed:
             out.add(f"{m.protocol}/{m.host_ip or ('0.0.0.0' if m.family == 4 else '::')}/{m.host_port}")
     return held_order(out)
 
 
-def fixed_port_maps(containers: list[Container]) -> list[PortMap]:
+def fixed_port_maps(containers: list[Container], localhost_only: bool = False) -> list[PortMap]:
     """The DNAT maps of the ports with a fixed host port (those need no observed state to place),
     as publish_ports makes them."""
     maps: list[PortMap] = []
@@ -249,8 +301,10 @@ def fixed_port_maps(containers: list[Container]) -> list[PortMap]:
             continue
         for port in svc.ports:
             if _is_fixed(port):
-                host_ip, fam_only = _host_address(port, eps[0])
-                maps += _port_maps(_Request(svc, port, host_ip, eps, fam_only), int(port.published or 0))
+                host_ip, fam_only = _host_address(port, eps[0], localhost_only)
+                allow, where = _allowlist(svc, port, eps[0])
+                maps += _port_maps(_Request(svc, port, host_ip, eps, fam_only, allow, where),
+                                   int(port.published or 0))
         _ = svc_name
     return maps
 
@@ -264,20 +318,75 @@ def _port_maps(req: _Request, host_port: int) -> list[PortMap]:
     maps = []
     for fam in fams:
         targets = tuple(t for t in ((e.ipv4 if fam == 4 else e.ipv6) for e in req.eps) if t)
-        if targets:
-            maps.append(PortMap(req.svc.name, req.host_ip, host_port, req.port.protocol, targets, req.port.target, fam))
+        mode = req.eps[0].network.mode(fam)
+        if targets and mode != "isolated":
+            maps.append(PortMap(req.svc.name, req.host_ip, host_port, req.port.protocol, targets, req.port.target, fam,
+                                req.allow, routed=mode == "routed", bridge=req.eps[0].network.bridge))
     return maps
 
 
-def _exposure_row(req: _Request, host_port: int) -> dict[str, Any]:
+def _exposure_row(req: _Request, host_port: int, firewall: str = "") -> dict[str, Any]:
+    """One row of the exposure table: ``scope`` says in words who can reach the port: which
+    host address, which sources (the allowlist and where it is written), and, when the host
+    has a firewall, that its input rules do not apply (DNAT happens before input)."""
     host_ip = req.host_ip
-    scope = "host loopback only" if host_ip and ipaddress.ip_address(host_ip).is_loopback else (
-        f"address {host_ip} only" if host_ip else "every host address, from anywhere")
-    return {
+    loopback = bool(host_ip) and ipaddress.ip_address(str(host_ip)).is_loopback
+    if loopback:
+        scope = "host loopback only" + (", by --publish-localhost-only" if req.localhost_only else "")
+    else:
+        if req.allow:
+            who = f"from {', '.join(req.allow)} only ({req.allow_from}'s allowlist)"
+            scope = f"address {host_ip}, {who}" if host_ip else f"every host address, {who}"
+        else:
+            scope = f"address {host_ip} only" if host_ip else "every host address, from anywhere"
+        if firewall:
+            scope += f"; the host firewall ({firewall}) does not filter it: published ports are DNATed before its input rules"
+    if _all_routed(req):
+        who = f"from {', '.join(req.allow)} only ({req.allow_from}'s allowlist)" if req.allow else "from anywhere"
+        scope = f"no host port, {who}"
+    scope += _mode_note(req)
+    row: dict[str, Any] = {
         "service": req.svc.name, "host_ip": host_ip or "*", "host_port": host_port, "protocol": req.port.protocol,
         "target_port": req.port.target, "network": req.eps[0].network.net.name,
         "targets": [e.ipv4 or e.ipv6 for e in req.eps], "scope": scope,
     }
+    if req.allow:
+        row["allow"] = list(req.allow)
+    if _all_routed(req):
+        row["routed"] = True  # no host port: `check` does not probe one
+    return row
+
+
+def _all_routed(req: _Request) -> bool:
+    """Every family the port is published on is in gateway mode routed: no host port at all."""
+    np = req.eps[0].network
+    fams = [f for f, sub in ((4, np.subnet4), (6, np.subnet6)) if sub is not None and np.mode(f) != "isolated"]
+    return bool(fams) and all(np.mode(f) == "routed" for f in fams)
+
+
+def _mode_note(req: _Request) -> str:
+    """What the publishing network's gateway modes make of the port, in words ("" for nat)."""
+    np = req.eps[0].network
+    notes = []
+    for fam, sub in ((4, np.subnet4), (6, np.subnet6)):
+        mode = np.mode(fam)
+        targets = [t for t in ((e.ipv4 if fam == 4 else e.ipv6) for e in req.eps) if t]
+        if sub is None or not targets or mode == "nat":
+            continue
+        at = ", ".join(f"[{t}]:{req.port.target}" if fam == 6 else f"{t}:{req.port.target}" for t in targets)
+        if mode == "routed":
+            notes.append(f"IPv{fam} routed (no NAT): reachable directly at {at} from hosts with a route to {sub}")
+        elif mode == "nat-unprotected":
+            notes.append(f"IPv{fam} nat-unprotected: every port of {', '.join(targets)} is reachable directly from "
+                         f"hosts with a route to {sub}, not only this one")
+        elif mode == "isolated":
+            notes.append(f"IPv{fam} isolated: not published over IPv{fam}")
+    trusted = trusted_interfaces(np.net)
+    if trusted and not np.net.internal:
+        notes.append(f"every port of {', '.join(t for e in req.eps for t in (e.ipv4, e.ipv6) if t)} is reachable "
+                     f"directly from host interface{'s' if len(trusted) > 1 else ''} {', '.join(trusted)} "
+                     "(trusted_host_interfaces)")
+    return "".join(f"; {n}" for n in notes)
 
 
 def _same_addresses(a: str | None, b: str | None) -> bool:

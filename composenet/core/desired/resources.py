@@ -18,15 +18,16 @@ import ipaddress
 
 from composenet.core import ipam
 from composenet.core.antispoof import PortPin, build_bridge
-from composenet.core.desired.common import opt_bool
+from composenet.core.desired.common import ENDPOINT_SYSCTLS, endpoint_sysctls, opt_bool
 from composenet.core.desired.containers import Container, Endpoint
-from composenet.core.desired.networks import NetPlan
+from composenet.core.desired.networks import NetPlan, trusted_interfaces
 from composenet.core.resources import (
     LABEL_PREFIX,
     VXLAN_LABEL_SUFFIX,
     Address,
     Bridge,
     ForwardingGuard,
+    Ipvlan,
     Macvlan,
     Netns,
     NftTable,
@@ -132,6 +133,9 @@ def _add_endpoint(d: DesiredState, project: str, c: Container, ep: Endpoint) -> 
         icc = opt_bool(np.net.opt("com.docker.network.bridge.enable_icc"), True)
         d.add(Veth(veth_ifname(project, c.name, np.net.name), label, c.name, ep.ifname, np.bridge, np.mtu, ep.mac,
                    hairpin=True, isolated=not icc))
+    elif np.kind == "ipvlan":
+        mode, flag = ipvlan_mode(np)
+        d.add(Ipvlan(c.name, ep.ifname, label, np.net.opt("parent") or "eth0", mode, flag, np.mtu))
     else:
         parent = np.net.opt("parent") or "eth0"
         mode = np.net.opt("macvlan_mode") or "bridge"
@@ -140,18 +144,36 @@ def _add_endpoint(d: DesiredState, project: str, c: Container, ep: Endpoint) -> 
         d.add(Address(c.name, ep.ifname, f"{ep.ipv4}/{np.subnet4.prefixlen}"))
     if ep.ipv6 and np.subnet6 is not None:
         d.add(Address(c.name, ep.ifname, f"{ep.ipv6}/{np.subnet6.prefixlen}"))
+    att = next((a for a in c.service.networks if a.network == np.net.key), None)
+    opts = dict(att.driver_opts) if att is not None else {}
+    for name, value in endpoint_sysctls(opts.get(ENDPOINT_SYSCTLS), ep.ifname):
+        d.add(Sysctl(c.name, name, value, ep.ifname))  # in the namespace, on the endpoint's link
 
 
 def _add_default_routes(d: DesiredState, c: Container) -> None:
     """Default route: highest gw_priority; ties go to a non-internal network, then eth order."""
-    gw = sorted(c.endpoints, key=lambda e: (-e.gw_priority, e.network.net.internal, e.index))[0]
-    if gw.network.gateway4 and gw.ipv4:
-        d.add(Route(c.name, "0.0.0.0/0", gw.network.gateway4, gw.ifname))
-    v6eps = [e for e in c.endpoints if e.ipv6 and e.network.gateway6]
+    # An isolated network (gateway mode) has no gateway: the route goes through another one.
+    # An ipvlan network in mode l3/l3s routes through the device itself (no gateway, Docker 29).
+    v4eps = [e for e in c.endpoints if e.ipv4 and (e.network.gateway4 or _device_routed(e.network))]
+    if v4eps:
+        gw = sorted(v4eps, key=lambda e: (-e.gw_priority, e.network.net.internal, e.index))[0]
+        d.add(Route(c.name, "0.0.0.0/0", None if _device_routed(gw.network) else gw.network.gateway4, gw.ifname))
+    v6eps = [e for e in c.endpoints if e.ipv6 and (e.network.gateway6 or _device_routed(e.network))]
     if v6eps:
         gw6 = sorted(v6eps, key=lambda e: (-e.gw_priority, e.network.net.internal, e.index))[0]
         # The kernel gives IPv6 routes metric 1024 when none is set; say so, so a re-read matches.
-        d.add(Route(c.name, "::/0", gw6.network.gateway6, gw6.ifname, 1024))
+        d.add(Route(c.name, "::/0", None if _device_routed(gw6.network) else gw6.network.gateway6, gw6.ifname, 1024))
+
+
+def ipvlan_mode(np: NetPlan) -> tuple[str, str]:
+    """(mode, flag) of an ipvlan network: ``ipvlan_mode`` l2 (default) | l3 | l3s, ``ipvlan_flag``
+    bridge (default) | private | vepa (the validator refused other values)."""
+    return ((np.net.opt("ipvlan_mode") or "l2").strip().lower(), (np.net.opt("ipvlan_flag") or "bridge").strip().lower())
+
+
+def _device_routed(np: NetPlan) -> bool:
+    """An ipvlan network in l3 or l3s: the default route is the device, without a gateway."""
+    return np.kind == "ipvlan" and ipvlan_mode(np)[0] in ("l3", "l3s")
 
 
 
@@ -163,8 +185,11 @@ def add_ruleset(d: DesiredState, project: str, bridges: list[NetPlan], resolver_
     for np in bridges:
         subnets = tuple(str(s) for s in (np.subnet4, np.subnet6) if s is not None)
         masq = opt_bool(np.net.opt("com.docker.network.bridge.enable_ip_masquerade"), True)
+        # Every family isolated (gateway mode): nothing enters or leaves, as on an internal network.
+        isolated = all(np.mode(v) == "isolated" for v, sub in ((4, np.subnet4), (6, np.subnet6)) if sub is not None)
         net_rules.append(NetRules(np.net.name, np.bridge, subnets, tuple(x for x in (np.gateway4,) if x),
-                                  np.net.internal, masq, np in resolver_nets,
+                                  np.net.internal or isolated, masq, np in resolver_nets, np.mode4, np.mode6,
+                                  trusted_interfaces(np.net),
                                   np.vxlan.port if np.vxlan is not None and np.vxlan.cluster else None))
     if net_rules or port_maps:
         text, idents = build(nft_table_name(project), net_rules, port_maps)

@@ -37,7 +37,17 @@ from composenet.core.resources.base import (
     vxlan_ifname,
 )
 from composenet.core.resources.firewall import GUARD_TABLE, ForwardingGuard, NftTable
-from composenet.core.resources.links import Address, Bridge, Macvlan, Netns, Route, Sysctl, Veth, Vxlan
+from composenet.core.resources.links import (
+    Address,
+    Bridge,
+    Ipvlan,
+    Macvlan,
+    Netns,
+    Route,
+    Sysctl,
+    Veth,
+    Vxlan,
+)
 from composenet.core.resources.services import (
     DnsRecords,
     NetnsFile,
@@ -49,15 +59,15 @@ from composenet.core.resources.services import (
 
 __all__ = [
     "LABEL_PREFIX", "ROUTE_PROTO", "VXLAN_LABEL_SUFFIX", "Resource", "bridge_ifname", "nft_table_name", "short_hash",
-    "veth_ifname", "vxlan_ifname", "GUARD_TABLE", "ForwardingGuard", "NftTable", "Address", "Bridge", "Macvlan",
+    "veth_ifname", "vxlan_ifname", "GUARD_TABLE", "ForwardingGuard", "NftTable", "Address", "Bridge", "Ipvlan", "Macvlan",
     "Netns", "Route", "Sysctl", "Veth", "Vxlan", "DnsRecords", "NetnsFile", "Process", "Resolver", "Supervisor",
     "resolver_listeners", "KINDS", "resource_from_json",
 ]
 
 
 KINDS: dict[str, type[Resource]] = {
-    c.kind: c for c in (Sysctl, Netns, Bridge, Vxlan, Veth, Macvlan, Address, Route, ForwardingGuard, NftTable, NetnsFile,
-                         Resolver, DnsRecords, Supervisor, Process)
+    c.kind: c for c in (Sysctl, Netns, Bridge, Vxlan, Veth, Macvlan, Ipvlan, Address, Route, ForwardingGuard, NftTable,
+                         NetnsFile, Resolver, DnsRecords, Supervisor, Process)
 }
 
 

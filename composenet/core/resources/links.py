@@ -194,6 +194,33 @@ class Macvlan(Resource):
 
 
 @dataclass(frozen=True)
+class Ipvlan(Resource):
+    """An ipvlan link on ``parent`` (host namespace), moved into ``ns`` as ``ifname``; ``mode``
+    l2 | l3 | l3s, ``flag`` bridge | private | vepa. It shares the parent's MAC address."""
+
+    kind: ClassVar[str] = "ipvlan"
+    rank: ClassVar[int] = 30
+    ns: str
+    ifname: str
+    label: str
+    parent: str
+    mode: str = "l2"
+    flag: str = "bridge"
+    mtu: int = 1500
+
+    @property
+    def key(self) -> str:
+        return f"link:{self.ns}:{self.ifname}"
+
+    @property
+    def ident(self) -> tuple[str, ...]:
+        return ("ns", "ifname")
+
+    def deps(self) -> tuple[str, ...]:
+        return (f"netns:{self.ns}",)
+
+
+@dataclass(frozen=True)
 class Address(Resource):
     """An address (CIDR) on link ``ifname`` in namespace ``ns``. Link-local IPv6 addresses the
     kernel adds are not resources (normalised away by observe)."""
