@@ -95,7 +95,7 @@ def test_the_host_sentences_follow_what_the_host_does_now(tmp_path: Path):
     assert v4.startswith("IPv4 forwarding (net.ipv4.ip_forward), needed by fw_back, fw_front, is off on this host: "
                          "`up` records the host's value, turns it on and guards it")
     assert "restores the recorded value and removes the guard" in v4
-    assert v6.startswith("IPv6 forwarding (net.ipv6.conf.all.forwarding), needed by fw_back, fw_front, is already on: "
+    assert v6.startswith("IPv6 forwarding (net.ipv6.conf.all.forwarding), needed by fw_front, is already on: "
                          "composenet leaves it as it is.")
     assert "adds no guard and restores nothing" in v6
 

@@ -84,8 +84,8 @@ def add_forwarding(d: DesiredState, project: str, bridges: list[NetPlan], observ
     have = observed.resources.get(guard.key) if observed is not None else None
     if have is not None and have.compared() == guard.compared():
         return
-    names = ", ".join(sorted(np.net.name for np in routed))
     for fam in families:
+        names = ", ".join(sorted(np.net.name for np in routed if (np.subnet4 if fam == "ipv4" else np.subnet6)))
         now = None
         if observed is not None and not observed.offline:
             sysctl = observed.resources.get(f"sysctl:-:{FORWARDING[fam]}")
