@@ -59,6 +59,10 @@ def _protocol(p: Any) -> str:
     return proto
 
 
+PORT_FORMAT = ("write [HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTO], e.g. 8080:80, 127.0.0.1:8080:80/tcp, "
+               "53:53/udp, 9000-9002:9000-9002")
+
+
 def parse_port_short(spec: Any, pos: Pos | None = None) -> list[Port]:
     """``[[IP:](HOST|RANGE):](PORT|RANGE)[/PROTO]`` -> one Port per container port (CS-PORT-01..08)."""
     if isinstance(spec, bool) or not isinstance(spec, (str, int, float)):
@@ -80,6 +84,9 @@ def parse_port_short(spec: Any, pos: Pos | None = None) -> list[Port]:
         ip, host, cont = parts
     else:  # IPv6 host IP, bracketed or not (CS-PORT-07): split on the last two colons
         ip, host, cont = ":".join(parts[:-2]), parts[-2], parts[-1]
+    if ip.strip() and re.fullmatch(r"[0-9]+(-[0-9]+)?", ip.strip()):  # 8080:80:90: three ports, no address
+        raise ValueProblem(f"invalid port {as_str(spec)!r}: {ip.strip()!r} stands where the host address goes",
+                           hint=PORT_FORMAT, rule="CS-PORT-01")
     host_ip = _host_address(ip, "host address") if ip.strip() else None
     c_lo, c_hi = _port_range(cont, "container port")
     if not host.strip():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from composenet.compose.ports import parse_port
+from composenet.compose.ports import parse_port, parse_port_short
 from composenet.compose.values import ValueProblem
 from composenet.core.model import Port
 
@@ -90,3 +90,12 @@ def test_bad_port_names_file_line_and_key(tmp_path: Path):
               - "8080:80/tcpx"
     """)
     assert "compose.yaml:5:9: services.web.ports[1]: unknown protocol 'tcpx'" in text
+
+
+def test_three_ports_name_the_port_format():
+    """Issue 13: `8080:80:90` is three ports, not an address and two ports: the error says which
+    part stands where the address goes and how a port is written."""
+    with pytest.raises(ValueProblem) as e:
+        parse_port_short("8080:80:90")
+    assert "'8080' stands where the host address goes" in str(e.value)
+    assert e.value.hint is not None and "[HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTO]" in e.value.hint
