@@ -17,8 +17,9 @@ from composenet.linux.netlink import IFF_LOOPBACK, Link, Rt
 def is_link_local(cidr: str) -> bool:
     """Rule ipv6-link-local: the fe80::/10 address the kernel adds to every IPv6 link is not a
     resource (composenet never adds one)."""
-    ip = ipaddress.ip_interface(cidr).ip
-    return ip.version == 6 and ip.is_link_local
+    if ":" not in cidr:  # IPv4: read back as dotted quads, never fe80::/10
+        return False
+    return ipaddress.ip_interface(cidr).ip.is_link_local
 
 
 def on_loopback(link: Link | None) -> bool:

@@ -4,7 +4,7 @@ nft table name, the ownership label). Pure: no I/O."""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 LABEL_PREFIX = "composenet:"
@@ -76,6 +76,10 @@ class Resource:
         return None
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
-        return {"kind": self.kind, **d}
+        # Fields are scalars and tuples of scalars (or of pairs): a shallow copy is what
+        # dataclasses.asdict gives, at a fifth of its cost (observed states digest every resource).
+        d: dict[str, Any] = {"kind": self.kind}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            d[f.name] = list(v) if isinstance(v, tuple) else v
+        return d
