@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from composenet.cluster import agentctl, files, host
 from composenet.cluster.errors import ClusterConflict, StoreError
-from composenet.cluster.records import EndpointRecord
+from composenet.cluster.records import EndpointRecord, HostRecords
 from composenet.cluster.settings import ClusterSettings, advertise_address, settings_from
 from composenet.core.model import Project
 from composenet.core.state import ObservedState
@@ -84,11 +84,26 @@ def observe_cluster(ctx: Context, observed: ObservedState) -> None:
                    for net, ls in sorted(view.addresses.items())},
         "routes": sorted({r for node, rec in view.nodes.items() if node != s.node for r in rec.routes}),
     }
+    for name, net in observed.networks.items():  # another project's cluster network, external here
+        if name in view.addresses and net.get("owner") != ctx.project:
+            held = [ip for ip, a in view.addresses[name].items() if a.node != s.node]
+            net["used"] = sorted(set(net.get("used", [])) | set(held))
 
 
 def cluster_rows(planned: Planned) -> list[dict[str, Any]]:
-    """The plan's cluster networks (``DesiredState.networks`` rows marked ``vxlan.cluster``)."""
-    return [row for row in planned.desired.networks if row.get("vxlan", {}).get("cluster")]
+    """The plan's cluster networks: ``DesiredState.networks`` rows marked ``vxlan.cluster``, and
+    ``external`` rows of a cluster network another project of this host brought up (its
+    endpoints are leased and published as the owner's are), as rows with ``vxlan`` (vni, port)."""
+    records = planned.observed.cluster.get("networks", {})
+    out = []
+    for row in planned.desired.networks:
+        if row.get("vxlan", {}).get("cluster"):
+            out.append(row)
+        elif row.get("kind") == "external" and row.get("bridge") and row["name"] in records:
+            rec = records[row["name"]]
+            out.append({**row, "subnet": rec["subnet"], "gateway": rec["gateway"],
+                        "vxlan": {"vni": rec["vni"], "port": rec.get("port", 4789), "cluster": True}})
+    return out
 
 
 def _endpoints(project: Project, planned: Planned, nets: set[str]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -102,19 +117,22 @@ def _retry(message: str) -> PlanError:
 
 
 class ClusterRun:
-    """One `up`'s cluster steps: what :func:`before_apply` set up, for :func:`after_apply`."""
+    """One `up`'s cluster steps: what :func:`before_apply` set up, for :func:`after_apply`; and
+    the project's records before them (``before``), which :meth:`undo` restores."""
 
-    def __init__(self, s: ClusterSettings, registry: Registry, vtep: str, lease: int, fresh: bool):
+    def __init__(self, s: ClusterSettings, registry: Registry, vtep: str, lease: int, before: HostRecords):
         self.settings, self.registry, self.vtep, self.lease = s, registry, vtep, lease
-        self.fresh = fresh  # the project had no cluster records before this `up`
+        self.before = before
 
     def undo(self, ctx: Context) -> None:
-        """A first `up` that failed: its records go (best effort: the agent reconciles)."""
-        if self.fresh:
-            try:
-                host.withdraw(ctx.run_dir, self.registry, ctx.project)
-            except StoreError:
-                files.remove_host_records(ctx.run_dir, ctx.project)
+        """A failed `up`: the store and the project's cluster.json back to what they held before
+        it (``host.restore``; the agent reconciles what a store error left); the agent stopped
+        when no project of the host has records left."""
+        try:
+            host.restore(ctx.run_dir, self.registry, ctx.project, self.lease, self.before)
+        except StoreError:
+            pass  # the file is restored; the agent withdraws the rest when the store answers
+        _agent_after(ctx, self.settings.node)
 
 
 RETRIES = 3  # plans of one `up` when another host takes a record or an address meanwhile
@@ -136,21 +154,33 @@ def prepare(ctx: Context, project: Project, planned: Planned,
 
 def before_apply(ctx: Context, project: Project, planned: Planned) -> ClusterRun | None:
     """The agent, the network records and this node's memberships, the address leases (see the
-    module doc). None when the project has no cluster network."""
+    module doc). None when the project has no cluster network and had none (a project whose
+    file dropped its last one gets a run, for :func:`after_apply` to leave them; without a store
+    answering, it leaves them at its `down`)."""
     rows = cluster_rows(planned)
     if not rows:
-        return None
+        if not os.path.exists(files.records_path(ctx.run_dir, ctx.project)):
+            return None
+        try:
+            return _start(ctx, project, planned, rows)
+        except StoreError:
+            return None
+    return _start(ctx, project, planned, rows)
+
+
+def _start(ctx: Context, project: Project, planned: Planned, rows: list[dict[str, Any]]) -> ClusterRun:
     s = settings()
-    assert s is not None  # a cluster row exists only when observe had settings
+    if s is None:
+        raise StoreError("no cluster store is set (--store / COMPOSENET_STORE)")
     vtep = advertise_address(s)
-    fresh = not os.path.exists(files.records_path(ctx.run_dir, ctx.project))
+    before = host.project_records(ctx.run_dir, project.name, s.node)
     agentctl.ensure_agent(ctx.run_dir, agentctl.agent_config(s, vtep, ctx.run_dir))
     reg = _registry(s)
     lease = reg.node_lease()
     if lease is None:
         raise StoreError(f"node {s.node} is not registered in the cluster store (its agent lost its lease)",
                          hint=f"see {files.agent_log(ctx.run_dir)}", retryable=True)
-    run = ClusterRun(s, reg, vtep, lease, fresh)
+    run = ClusterRun(s, reg, vtep, lease, before)
     records = {}
     try:
         for row in rows:
@@ -161,6 +191,10 @@ def before_apply(ctx: Context, project: Project, planned: Planned) -> ClusterRun
                     ipaddress.IPv4Network(row["subnet"]), row["gateway"], vx["vni"]):
                 raise _retry(f"network {row['name']}: the cluster's record is now {rec.describe()}")
             records[row["name"]] = rec
+        planned_ips = {(ep["network"], ep["ipv4"]): c["name"] for c, ep in _endpoints(project, planned, set(records))}
+        for net, ip, a in before.addresses:  # an address the plan moves to another container of the project
+            if planned_ips.get((net, ip), a.container) != a.container:
+                host.release(ctx.run_dir, reg, project.name, net, ip, a.container)
         for c, ep in _endpoints(project, planned, set(records)):
             try:
                 host.lease(ctx.run_dir, reg, project.name, lease, records[ep["network"]], c["name"], ip=ep["ipv4"])
@@ -193,7 +227,23 @@ def after_apply(ctx: Context, project: Project, planned: Planned, run: ClusterRu
     stale = {(e.network, e.container) for e in recs.endpoints} | {(n, a.container) for n, _ip, a in recs.addresses}
     for network, container in sorted(stale - wanted):
         host.unpublish(ctx.run_dir, run.registry, project.name, network, container)
-    agentctl.reload_agent(ctx.run_dir)
+    held = {(ep["network"], ep["ipv4"], c["name"]) for c, ep in _endpoints(project, planned, nets)}
+    for network, ip, a in host.project_records(ctx.run_dir, project.name, run.settings.node).addresses:
+        if (network, ip, a.container) not in held:  # the container's old address: the kernel let it go
+            host.release(ctx.run_dir, run.registry, project.name, network, ip, a.container)
+    for network in sorted({net for net, _m in recs.members} - nets):  # dropped from the file
+        host.leave_network(ctx.run_dir, run.registry, project.name, network)
+    _agent_after(ctx, run.settings.node)
+
+
+def _agent_after(ctx: Context, node: str) -> None:
+    """Reload the agent (FDB, VTEP set and names in place when the command returns), or stop it
+    when no project of the host has cluster records left (the node leaves the cluster)."""
+    left, _ = files.read_host_records(ctx.run_dir, node)
+    if not (left.networks or left.members or left.addresses or left.endpoints):
+        agentctl.stop_agent(ctx.run_dir)
+    else:
+        agentctl.reload_agent(ctx.run_dir)
 
 
 def at_down(ctx: Context, echo: Echo) -> None:
@@ -213,8 +263,5 @@ def at_down(ctx: Context, echo: Echo) -> None:
         echo(f"warning: cluster store: {e.message}; {warning}")
         node = ""
     files.remove_host_records(ctx.run_dir, ctx.project)
-    left = files.read_host_records(ctx.run_dir, node)[0] if node else None
-    if left is not None and not (left.networks or left.members or left.addresses or left.endpoints):
-        agentctl.stop_agent(ctx.run_dir)
-    elif node:
-        agentctl.reload_agent(ctx.run_dir)
+    if node:
+        _agent_after(ctx, node)
