@@ -8,6 +8,7 @@ down again and checks that nothing is left, in the kernel or in etcd.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -217,3 +218,30 @@ def test_two_projects_of_one_host_on_one_cluster_network(lab: Lab):
         assert "/composenet/v1/members/shared/h1" in items and "/composenet/v1/endpoints/shared/h1/shop-api-1" in items
     finally:
         down_everywhere(lab, ("other", "shop"))
+
+
+def test_network_ls_and_inspect_of_a_cluster_network(lab: Lab):
+    h1, h2 = lab.hosts
+    composenet(lab, h1, compose(sleeper("api")), "up")
+    composenet(lab, h2, compose(sleeper("client", "\n      fabric:\n        aliases: [front]")), "up")
+    try:
+        api, client = own_ip(h1, "shop-api-1"), own_ip(h2, "shop-client-1")
+        table = composenet(lab, h1, None, "network", "ls").stdout.splitlines()
+        assert table[0].split()[:3] == ["NAME", "DRIVER", "SCOPE"]
+        assert [line.split()[:3] for line in table[1:]] == [[NETWORK, "overlay", "swarm"]]
+        rows = json.loads(composenet(lab, h1, None, "network", "ls", "--format", "json").stdout)
+        assert [(r["name"], r["scope"]) for r in rows] == [(NETWORK, "swarm")]
+        [net] = json.loads(composenet(lab, h1, None, "network", "inspect", NETWORK).stdout)
+        assert net["Scope"] == "swarm" and net["Driver"] == "overlay"
+        assert net["Peers"] == [{"Name": "h1", "IP": h1.addr}, {"Name": "h2", "IP": h2.addr}]
+        assert [(e["Name"], e["Node"], e["Service"], e["IPv4Address"], e["Aliases"]) for e in net["Endpoints"]] == [
+            ("shop-api-1", "h1", "api", f"{api}/24", []), ("shop-client-1", "h2", "client", f"{client}/24", ["front"])]
+        assert [c["Name"] for c in net["Containers"].values()] == ["shop-api-1"]  # the local ones, as Docker's
+        out = composenet(lab, h1, None, "network", "inspect", NETWORK, "-f",
+                         "{{range .Peers}}{{.Name}}={{.IP}} {{end}}").stdout
+        assert out.split() == [f"h1={h1.addr}", f"h2={h2.addr}"]
+        # Without a store: the local view (scope from this host's records), no peers.
+        [net] = json.loads(composenet(lab, h1, None, "network", "inspect", NETWORK, store=False).stdout)
+        assert net["Scope"] == "swarm" and "Peers" not in net and "Endpoints" not in net
+    finally:
+        down_everywhere(lab)
