@@ -90,6 +90,20 @@ def observe_cluster(ctx: Context, observed: ObservedState) -> None:
             net["used"] = sorted(set(net.get("used", [])) | set(held))
 
 
+def offline_cluster() -> dict[str, Any]:
+    """``ObservedState.cluster`` for `plan --offline` on a host with a store: an empty cluster
+    (nothing read: the store is not asked), so that a cluster network is planned as the record
+    the first host would create (``cluster.ipam.propose_network``), not as a local bridge. The
+    VTEP is --advertise-addr's when set (no route is looked up offline). {} without a store."""
+    try:
+        s = settings()
+    except StoreError as e:
+        return {"error": e.message, "hint": e.hint}
+    if s is None:
+        return {}
+    return {"node": s.node, "vtep": s.advertise, "networks": {}, "members": {}, "leases": {}, "routes": []}
+
+
 def cluster_rows(planned: Planned) -> list[dict[str, Any]]:
     """The plan's cluster networks: ``DesiredState.networks`` rows marked ``vxlan.cluster``, and
     ``external`` rows of a cluster network another project of this host brought up (its
