@@ -138,86 +138,162 @@ class ClusterRun:
         self.settings, self.registry, self.vtep, self.lease = s, registry, vtep, lease
         self.before = before
 
-    def undo(self, ctx: Context) -> None:
+    def undo(self, ctx: Context, agent: bool = True) -> None:
         """A failed `up`: the store and the project's cluster.json back to what they held before
-        it (``host.restore``; the agent reconciles what a store error left); the agent stopped
-        when no project of the host has records left."""
+        it (``host.restore``; the agent reconciles what a store error left); with ``agent``, the
+        agent stopped when no project of the host has records left (not between two attempts of
+        :func:`prepare`: the next one needs it)."""
         try:
             host.restore(ctx.run_dir, self.registry, ctx.project, self.lease, self.before)
         except StoreError:
             pass  # the file is restored; the agent withdraws the rest when the store answers
-        _agent_after(ctx, self.settings.node)
+        if agent:
+            _agent_after(ctx, self.settings.node)
 
 
 RETRIES = 3  # plans of one `up` when another host takes a record or an address meanwhile
 
 
-def prepare(ctx: Context, project: Project, planned: Planned,
-            replan: Callable[[], Planned]) -> tuple[Planned, ClusterRun | None]:
+def early_agent(ctx: Context, project: Project) -> agentctl.EarlyStart | None:
+    """At the start of `up`, before it observes and plans: start this host's agent without
+    waiting for it (its ~0.3 s of start-up then overlaps them), when no agent runs, a store is
+    set and the file has a network that will be a cluster network (overlay, no static peers);
+    None otherwise, or when the settings are wrong (the plan reports them). The pipeline calls
+    ``settle()`` when the `up` ends: the agent is stopped unless :func:`before_apply` waited
+    for it (a failed or empty `up` leaves the host as it was, without an agent)."""
+    from composenet.core import overlay  # deferred: only `up` with a store gets here
+
+    if not any(n.driver == "overlay" and not n.external and n.opt(overlay.PEERS) is None for n in project.networks):
+        return None
+    try:
+        s = settings()
+        if s is None or agentctl.agent_pid(ctx.run_dir) is not None:
+            return None
+        early = agentctl.EarlyStart(ctx.run_dir, agentctl.agent_config(s, advertise_address(s), ctx.run_dir))
+    except StoreError:
+        return None
+    return early if early.p is not None else None
+
+
+def prepare(ctx: Context, project: Project, planned: Planned, replan: Callable[[], Planned],
+            early: agentctl.EarlyStart | None = None) -> tuple[Planned, ClusterRun | None]:
     """:func:`before_apply`, planning again (``replan``: re-observe and plan) when another host
-    took a network record or an address since the plan; the plan the cluster now holds."""
+    took a network record or an address since the plan; the plan the cluster now holds. What an
+    attempt leased stays its container's for the next (parallel `up`s on several hosts that gave
+    back everything at each conflict could keep taking the same addresses from each other); when
+    the last attempt fails, the project's records are restored as they were before the first."""
+    try:
+        s = settings()
+    except StoreError:
+        s = None
+    before = host.project_records(ctx.run_dir, project.name, s.node) if s is not None else None
     for attempt in range(RETRIES):
         try:
-            return planned, before_apply(ctx, project, planned)
+            return planned, before_apply(ctx, project, planned, early, before)
         except ComposenetError as e:
             if not (e.retryable and isinstance(e, PlanError)) or attempt == RETRIES - 1:
+                if s is not None and before is not None:
+                    _give_back(ctx, s, before)
                 raise
             planned = replan()
     raise AssertionError("unreachable")
 
 
-def before_apply(ctx: Context, project: Project, planned: Planned) -> ClusterRun | None:
+def _give_back(ctx: Context, s: ClusterSettings, before: HostRecords) -> None:
+    """A failed :func:`prepare`: the project's records as ``before`` (``host.restore``; without
+    the store or the node's lease, the file only: the agent makes the store agree), and the agent
+    stopped if this `up` was to be the host's first."""
+    try:
+        reg = _registry(s)
+        lease = reg.node_lease()
+        if lease is None:
+            raise StoreError(f"node {s.node} is not registered")
+        host.restore(ctx.run_dir, reg, ctx.project, lease, before)
+    except StoreError:
+        files.write_host_records(ctx.run_dir, ctx.project, before)
+    try:
+        if agentctl.agent_pid(ctx.run_dir) is not None:
+            _agent_after(ctx, s.node)
+    except StoreError:
+        pass  # the error being raised says more
+
+
+def before_apply(ctx: Context, project: Project, planned: Planned, early: agentctl.EarlyStart | None = None,
+                 before: HostRecords | None = None) -> ClusterRun | None:
     """The agent, the network records and this node's memberships, the address leases (see the
     module doc). None when the project has no cluster network and had none (a project whose
     file dropped its last one gets a run, for :func:`after_apply` to leave them; without a store
-    answering, it leaves them at its `down`)."""
+    answering, it leaves them at its `down`). ``before``: the project's records before the
+    `up` (default: now), which :meth:`ClusterRun.undo` restores. Leaves what it did when it
+    raises (:func:`prepare` restores)."""
     rows = cluster_rows(planned)
     if not rows:
         if not os.path.exists(files.records_path(ctx.run_dir, ctx.project)):
             return None
         try:
-            return _start(ctx, project, planned, rows)
+            return _start(ctx, project, planned, rows, early, before)
         except StoreError:
             return None
-    return _start(ctx, project, planned, rows)
+    return _start(ctx, project, planned, rows, early, before)
 
 
-def _start(ctx: Context, project: Project, planned: Planned, rows: list[dict[str, Any]]) -> ClusterRun:
+def _start(ctx: Context, project: Project, planned: Planned, rows: list[dict[str, Any]],
+           early: agentctl.EarlyStart | None, before: HostRecords | None) -> ClusterRun:
     s = settings()
     if s is None:
         raise StoreError("no cluster store is set (--store / COMPOSENET_STORE)")
     vtep = advertise_address(s)
-    before = host.project_records(ctx.run_dir, project.name, s.node)
-    agentctl.ensure_agent(ctx.run_dir, agentctl.agent_config(s, vtep, ctx.run_dir))
+    current = host.project_records(ctx.run_dir, project.name, s.node)
+    config = agentctl.agent_config(s, vtep, ctx.run_dir)
+    if early is not None and early.config == config:
+        early.wait()  # started before the plan (see early_agent)
+    else:
+        if early is not None:
+            early.settle()
+        agentctl.ensure_agent(ctx.run_dir, config)
     reg = _registry(s)
     lease = reg.node_lease()
     if lease is None:
         raise StoreError(f"node {s.node} is not registered in the cluster store (its agent lost its lease)",
                          hint=f"see {files.agent_log(ctx.run_dir)}", retryable=True)
-    run = ClusterRun(s, reg, vtep, lease, before)
+    run = ClusterRun(s, reg, vtep, lease, current if before is None else before)
     records = {}
-    try:
-        for row in rows:
-            vx = row["vxlan"]
-            rec = host.join(ctx.run_dir, reg, project.name, lease, vtep, row["name"], row["subnet"], row["gateway"],
-                            vx["vni"], vx["port"], tuple(planned.observed.host_routes))
-            if (ipaddress.IPv4Network(rec.subnet), rec.gateway, rec.vni) != (
-                    ipaddress.IPv4Network(row["subnet"]), row["gateway"], vx["vni"]):
-                raise _retry(f"network {row['name']}: the cluster's record is now {rec.describe()}")
-            records[row["name"]] = rec
-        planned_ips = {(ep["network"], ep["ipv4"]): c["name"] for c, ep in _endpoints(project, planned, set(records))}
-        for net, ip, a in before.addresses:  # an address the plan moves to another container of the project
-            if planned_ips.get((net, ip), a.container) != a.container:
-                host.release(ctx.run_dir, reg, project.name, net, ip, a.container)
-        for c, ep in _endpoints(project, planned, set(records)):
-            try:
-                host.lease(ctx.run_dir, reg, project.name, lease, records[ep["network"]], c["name"], ip=ep["ipv4"])
-            except ClusterConflict as e:
-                raise _retry(f"address {ep['ipv4']} on {ep['network']} for {c['name']}: {e.message}") from None
-    except BaseException:
-        run.undo(ctx)
-        raise
+    for row in rows:
+        vx = row["vxlan"]
+        rec = host.join(ctx.run_dir, reg, project.name, lease, vtep, row["name"], row["subnet"], row["gateway"],
+                        vx["vni"], vx["port"], tuple(planned.observed.host_routes))
+        if (ipaddress.IPv4Network(rec.subnet), rec.gateway, rec.vni) != (
+                ipaddress.IPv4Network(row["subnet"]), row["gateway"], vx["vni"]):
+            raise _retry(f"network {row['name']}: the cluster's record is now {rec.describe()}")
+        records[row["name"]] = rec
+    planned_ips = {(ep["network"], ep["ipv4"]): c["name"] for c, ep in _endpoints(project, planned, set(records))}
+    for net, ip, a in current.addresses:  # an address the plan moves to another container of the project
+        if planned_ips.get((net, ip), a.container) != a.container:
+            host.release(ctx.run_dir, reg, project.name, net, ip, a.container)
+    for c, ep in _endpoints(project, planned, set(records)):
+        try:
+            host.lease(ctx.run_dir, reg, project.name, lease, records[ep["network"]], c["name"], ip=ep["ipv4"])
+        except ClusterConflict as e:
+            raise _retry(f"address {ep['ipv4']} on {ep['network']} for {c['name']}: {e.message}") from None
     return run
+
+
+def pending(ctx: Context, project: Project, planned: Planned) -> bool:
+    """Whether the project's records differ from what its plan wants although the kernel holds
+    it (an `up` that failed while publishing, after its kernel steps): its next `up`, with an
+    empty plan, completes the cluster steps."""
+    rows = cluster_rows(planned)
+    try:
+        s = settings()
+    except StoreError:
+        return False
+    if s is None or not (rows or os.path.exists(files.records_path(ctx.run_dir, ctx.project))):
+        return False
+    recs = host.project_records(ctx.run_dir, project.name, s.node)
+    nets = {row["name"] for row in rows}
+    wanted = {(ep["network"], c["name"], ep["ipv4"]) for c, ep in _endpoints(project, planned, nets)}
+    return (wanted != {(e.network, e.container, e.ipv4) for e in recs.endpoints}
+            or nets != {net for net, _m in recs.members})
 
 
 def _aliases(project: Project, service: str, network: str) -> tuple[str, ...]:

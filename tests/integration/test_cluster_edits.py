@@ -80,7 +80,15 @@ def own_ip(h: Host, container: str) -> str:
 
 
 def agent_running(h: Host) -> bool:
-    return os.path.exists(h.path("/run/composenet/.cluster/agent.pid"))
+    """The host's agent runs (or was left behind: a process of the host runs the agent module)."""
+    def cmd(pid: int) -> bytes:
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return b""
+
+    return os.path.exists(h.path("/run/composenet/.cluster/agent.pid")) or any(
+        b"composenet.cluster.agent" in cmd(pid) for pid in h.processes())
 
 
 def down_everywhere(lab: Lab, projects: tuple[str, ...] = ("shop",)) -> None:
@@ -150,6 +158,12 @@ def test_a_failed_first_up_leaves_nothing_in_the_store(lab: Lab):
     composenet(lab, h2, compose(sleeper("client")), "up")
     try:
         items = store_items(lab)
+        # A plan the cluster refuses (another subnet than the record in use): `up` started the
+        # host's agent before planning (to save its start-up time); it is stopped again.
+        r = composenet(lab, h1, compose(sleeper("api")).replace("10.0.5.0/24", "10.0.6.0/24"), "up", check=False)
+        assert r.returncode == 1 and "the cluster's record" in r.stderr, r.stderr
+        assert store_items(lab) == items and not [k for k in store_keys(lab) if k.endswith("/h1")]
+        assert not agent_running(h1) and records(h1) is None
         link = collide(h1, "shop", "shop-api-1", NETWORK)
         try:
             r = composenet(lab, h1, compose(sleeper("api")), "up", check=False)
@@ -243,5 +257,27 @@ def test_network_ls_and_inspect_of_a_cluster_network(lab: Lab):
         # Without a store: the local view (scope from this host's records), no peers.
         [net] = json.loads(composenet(lab, h1, None, "network", "inspect", NETWORK, store=False).stdout)
         assert net["Scope"] == "swarm" and "Peers" not in net and "Endpoints" not in net
+    finally:
+        down_everywhere(lab)
+
+
+def test_an_up_that_did_not_publish_is_completed_by_the_next(lab: Lab):
+    h1, _ = lab.hosts
+    composenet(lab, h1, compose(sleeper("api")), "up")
+    try:
+        key = f"/composenet/v1/endpoints/{NETWORK}/h1/shop-api-1"
+        assert key in store_items(lab)
+        # As after an `up` whose kernel steps were applied but whose publishing failed (the store
+        # went away): the endpoint is neither in the store nor in the project's records.
+        path = Path(h1.path("/run/composenet/shop/cluster.json"))
+        obj = json.loads(path.read_text())
+        obj["endpoints"] = []
+        path.write_text(json.dumps(obj))
+        lab.store(lambda s: s.delete(key))
+        assert key not in store_items(lab)
+        again = composenet(lab, h1, None, "up")
+        assert "No changes" in again.stdout + again.stderr  # the kernel had it all
+        assert key in store_items(lab)
+        assert [e["container"] for e in json.loads(path.read_text())["endpoints"]] == ["shop-api-1"]
     finally:
         down_everywhere(lab)
