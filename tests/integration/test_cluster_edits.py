@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from composenet.core.resources.base import veth_ifname
-from tests.integration.cluster_lab import Host, Lab
+from tests.integration.cluster_lab import Host, Lab, wait_until
+from tests.integration.test_cluster_up import ask
 
 TTL = 3
 NETWORK = "shop_fabric"
@@ -223,6 +224,9 @@ def test_two_projects_of_one_host_on_one_cluster_network(lab: Lab):
         items = store_items(lab)
         assert b'"container":"other-web-1"' in items[f"/composenet/v1/addresses/shared/{web}"]
         assert "/composenet/v1/endpoints/shared/h1/other-web-1" in items
+        # Names across hosts, both ways: h2's client resolves web, other's web resolves client.
+        wait_until(lambda: ask(h2, "shop-client-1", "web") == ("NOERROR", [web]), 5, "web on h2")
+        wait_until(lambda: ask(h1, "other-web-1", "client") == ("NOERROR", [client]), 5, "client from other-web-1")
         again = composenet(lab, h1, None, "up", project="other")
         assert "No changes" in again.stdout + again.stderr
         # other's `down` withdraws its records only: h1 stays a member for shop.
