@@ -7,14 +7,21 @@ overlay`` network without static peers is a cluster network:
   ``ObservedState.cluster`` (core.desired.cluster plans from it: the network's record or the
   one this host would create, addresses leased elsewhere). A store that does not answer is
   recorded as ``{"error", "hint"}``: `plan`/`up` of a project with a cluster network fail on it
-  before any kernel step; `down` and the read-only commands do not need it.
-* :func:`before_apply` (`up`, after the plan, before any kernel step): this host's agent runs
-  (started or restarted with this config), the network records exist and this node is a member,
-  and every planned address is leased to its container. A record or an address another host took
-  since the plan is a retryable PlanError: the pipeline plans again (bounded).
+  before any kernel step; `down` and the read-only commands do not need it. Another project's
+  cluster network attached here as ``external`` also avoids the addresses other nodes leased.
+* :func:`early_agent` (`up`, before it observes): the host's agent started without waiting,
+  when none runs (its start-up overlaps observe and plan).
+* :func:`prepare` / :func:`before_apply` (`up`, after the plan, before any kernel step): this
+  host's agent runs (awaited, started or restarted with this config), the network records exist
+  and this node is a member, and every planned address is leased to its container. A record or
+  an address another host took since the plan is a retryable PlanError: the pipeline plans
+  again (bounded). A failed `up` (here, or in a kernel step: :meth:`ClusterRun.undo`) restores
+  the project's records as they were before it.
 * :func:`after_apply` (`up`, once the kernel holds the plan): every endpoint published (names,
-  MAC, VTEP), those the plan dropped withdrawn, the agent reloaded (FDB, VTEP set, names in
-  place when `up` returns).
+  MAC, VTEP), those the plan dropped withdrawn, old addresses released, networks the file
+  dropped left, the agent reloaded (FDB, VTEP set, names in place when `up` returns) or stopped
+  when the host has no records left. :func:`pending`: an `up` with nothing to do in the kernel
+  still completes what a failed publishing left.
 * :func:`at_down` (`down`, before the kernel steps): the project's records withdrawn (a store
   that does not answer is a warning: the records stay until the agent reconnects or the node's
   lease expires), its cluster.json removed whatever happened, and the agent stopped when no
