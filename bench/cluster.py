@@ -14,7 +14,10 @@ runs the real `composenet up` with COMPOSENET_STORE on them.
    watch, A's agent: FDB, neighbour, VTEP set, names file; the resolver's reload; the server's
    start). Median of the rounds against the target (<= 1 s; Swarm's gossip takes seconds).
 2. `up` of a 10-service project on an overlay network (with the store) against the same project
-   on a bridge network, on host A, 3 times each, median against median (target <= 2x).
+   on a bridge network, on host A, 3 times each, median against median (target <= 2x). The
+   host's first overlay `up` also starts the host's cluster agent (a Python process: ~0.3 s of
+   imports, registration, first listing); `up` starts it before it observes and plans, so that
+   this overlaps them, and waits for it only before the cluster steps.
 
 Removes everything it created on exit, also on failure.
 """

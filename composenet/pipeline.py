@@ -140,7 +140,17 @@ class _Run:
         return planned
 
     def locked(self, saved_plan: dict | None, applied: Callable[[], None] = lambda: None) -> Planned:
-        """Under the project lock: plan, check, apply, record, verify."""
+        """Under the project lock: plan, check, apply, record, verify. With a cluster store, the
+        host's agent is started first and awaited when the cluster steps need it."""
+        early = cluster.early_agent(self.ctx, self.project) if self.project is not None else None
+        try:
+            return self._locked(saved_plan, applied, early)
+        finally:
+            if early is not None:
+                early.settle()
+
+    def _locked(self, saved_plan: dict | None, applied: Callable[[], None],
+                early: cluster.agentctl.EarlyStart | None) -> Planned:
         ctx, project = self.ctx, self.project
         if project is None:
             cluster.at_down(ctx, self.echo)  # the project's cluster records (a warning if the store is down)
@@ -149,6 +159,10 @@ class _Run:
             _check_saved(saved_plan, planned.plan)
         for w in planned.plan.warnings:
             self.echo(f"warning: {w}")
+        if planned.plan.empty and project is not None and cluster.pending(ctx, project, planned):
+            planned, crun = cluster.prepare(ctx, project, planned, self.plan, early)  # publish what a failed `up` did not
+            if crun is not None and planned.plan.empty:  # else: applied below, with what re-planning found
+                cluster.after_apply(ctx, project, planned, crun)
         if planned.plan.empty:
             if not self.quiet:
                 self.echo("No changes. Kernel state matches the compose file." if project is not None
@@ -162,7 +176,10 @@ class _Run:
             h.check(ctx, planned.plan)
         crun = None
         if project is not None:  # cluster records and leases first: a conflict re-plans, before any kernel step
-            planned, crun = cluster.prepare(ctx, project, planned, self.plan)
+            t0 = time.monotonic()
+            planned, crun = cluster.prepare(ctx, project, planned, self.plan, early)
+            if crun is not None and self.report is not None:
+                self.report.add("cluster", time.monotonic() - t0)
         total = len(planned.plan.steps)
         report = self.report
         done = [0]
@@ -193,7 +210,10 @@ class _Run:
         applied()
         if crun is not None:
             assert project is not None
+            t0 = time.monotonic()
             cluster.after_apply(ctx, project, planned, crun)
+            if self.report is not None:
+                self.report.add("cluster publish", time.monotonic() - t0)
         if project is not None:
             record_applied(ctx, planned.desired)
             record_project_networks(ctx, project, planned.desired.networks)

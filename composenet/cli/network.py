@@ -109,7 +109,7 @@ def inspect(
     if missing:
         _fail(f"no such network: {', '.join(missing)}", hint=did_you_mean(missing[0], nets)
               or "`composenet network ls` lists them")
-    chosen = [nets[n] for n in names]
+    chosen = [_with_cluster(nets[n]) for n in names]
     if template is None:
         typer.echo(render_json(chosen), nl=False)
         return
@@ -118,6 +118,29 @@ def inspect(
     except TemplateError as e:
         _fail(f"--format: {e}", hint="supported: {{.A.B}}, {{json .A}}, {{range .A}}...{{end}}, {{index .A \"k\"}}, "
               "{{if}}/{{with}}/{{else}}, pipes; json, index, len, join, lower, upper, eq, ne, not")
+
+
+def _with_cluster(net: dict[str, Any]) -> dict[str, Any]:
+    """A cluster network (SCOPE swarm) with its nodes and endpoints on every host, from the
+    cluster store when one is set (``cluster``: {"nodes": {node: vtep}, "endpoints": [...]}); a
+    store that does not answer is a warning, the local view is printed."""
+    settings = session().cluster if net.get("scope") == "swarm" else None
+    if settings is None:
+        return net
+    from composenet.cluster.client import Store  # deferred: the store client (etcd3gw, requests)
+    from composenet.cluster.errors import StoreError  # deferred: with the client
+    from composenet.cluster.registry import Registry  # deferred: with the client
+
+    try:
+        st = Registry(Store(settings.store), settings.node).network_state(net["name"])
+    except StoreError as e:
+        echo_err(f"warning: cluster store: {e.message}; network {net['name']}: this host's endpoints only")
+        return net
+    return {**net, "cluster": {
+        "nodes": {node: m.vtep for node, m in sorted(st.members.items())},
+        "endpoints": [{"container": e.container, "service": e.service, "ipv4": e.ipv4, "mac": e.mac, "node": e.node,
+                       "aliases": list(e.aliases)}
+                      for e in sorted(st.endpoints, key=lambda e: (e.node, e.container))]}}
 
 
 def did_you_mean(name: str, known: Any) -> str | None:

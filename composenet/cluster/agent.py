@@ -150,7 +150,8 @@ class Agent:
         self.url = parse_store_url(cfg.store, cfg.tls_env())
         self.registry = Registry(Store(self.url), cfg.node)
         self.mirror = Mirror()
-        self.inbox: queue.Queue[tuple] = queue.Queue()
+        # SimpleQueue: its put is reentrant, so the signal handlers may wake the loop at once.
+        self.inbox: queue.SimpleQueue[tuple] = queue.SimpleQueue()
         self.stop = threading.Event()
         self.host_id = host_id()
         self.lease = 0
@@ -216,9 +217,11 @@ class Agent:
 
     def _on_hup(self, signum: int, frame: object) -> None:
         self.hup = True
+        self.inbox.put(("wake",))  # answered now, not at the loop's next tick (`up` waits for it)
 
     def _on_term(self, signum: int, frame: object) -> None:
         self.term = True
+        self.inbox.put(("wake",))
 
     def shutdown(self) -> None:
         self.stop.set()

@@ -3,10 +3,11 @@ the tests). Light: imports neither the store client nor pyroute2.
 
 The agent of this host is the pid in ``files.agent_pidfile`` when that process runs as
 ``AGENT_MODULE``, in this network namespace, and sees this run directory as we do
-(``dns.running.of_this_host``): simulated hosts on one machine share pids and paths, and must
+(``linux.proc.of_this_host``): simulated hosts on one machine share pids and paths, and must
 never stop each other's agents.
 
-* :func:`ensure_agent`: the agent runs with this config (started, or restarted when the config
+* :func:`ensure_agent` (or :class:`EarlyStart`, which does not wait at once): the agent runs
+  with this config (started, or restarted when the config
   changed), ready (its pidfile written: registered and first listing applied), or StoreError
   with the end of its log;
 * :func:`reload_agent`: SIGHUP (re-publish this host's records from the projects' files,
@@ -24,12 +25,12 @@ import os
 import signal
 import subprocess
 import sys
+from contextlib import AbstractContextManager
 
 import composenet
 from composenet.cluster import files
 from composenet.cluster.errors import StoreError
 from composenet.cluster.settings import ClusterSettings
-from composenet.dns.running import of_this_host
 from composenet.linux import proc
 from composenet.linux.fileio import atomic_write, read_json
 from composenet.linux.spawn import open_log
@@ -55,7 +56,7 @@ def agent_pid(run_dir: str) -> int | None:
             pid = int(f.read().strip())
     except (OSError, ValueError):
         return None
-    if proc.alive(pid) and AGENT_MODULE in proc.cmdline(pid) and of_this_host(pid, path):
+    if proc.alive(pid) and AGENT_MODULE in proc.cmdline(pid) and proc.of_this_host(pid, path):
         return pid
     return None
 
@@ -70,7 +71,7 @@ def foreign_agent(run_dir: str) -> int | None:
             pid = int(f.read().strip())
     except (OSError, ValueError):
         return None
-    if proc.alive(pid) and AGENT_MODULE in proc.cmdline(pid) and not of_this_host(pid, path):
+    if proc.alive(pid) and AGENT_MODULE in proc.cmdline(pid) and not proc.of_this_host(pid, path):
         return pid
     return None
 
@@ -92,13 +93,11 @@ def _log_tail(path: str, n: int = 12) -> str:
     return "\n".join("  | " + ln for ln in lines[-n:])
 
 
-def start_agent(run_dir: str, config: dict, env: dict[str, str] | None = None,
-                timeout: float = START_TIMEOUT) -> int:
-    """Write ``config`` and start the agent on it, detached; wait until it is ready. Raises
-    StoreError (with the end of its log) when it exits or is not ready within ``timeout``."""
+def spawn_agent(run_dir: str, config: dict, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Write ``config`` and start the agent on it, detached, without waiting (the caller holds
+    the agent lock and awaits it: :func:`await_agent`)."""
     path = files.agent_config_path(run_dir)
     pidfile = files.agent_pidfile(run_dir)
-    log = files.agent_log(run_dir)
     other = foreign_agent(run_dir)
     if other is not None:
         raise shared_run_dir_error(run_dir, other)
@@ -110,7 +109,7 @@ def start_agent(run_dir: str, config: dict, env: dict[str, str] | None = None,
     e = dict(os.environ if env is None else env)
     root = os.path.dirname(os.path.dirname(os.path.abspath(composenet.__file__)))
     e["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [e.get("PYTHONPATH")])])
-    logfd = open_log(log)
+    logfd = open_log(files.agent_log(run_dir))
     try:
         p = subprocess.Popen([sys.executable, "-m", AGENT_MODULE, path], stdin=subprocess.DEVNULL, stdout=logfd,
                              stderr=logfd, close_fds=True, start_new_session=True, cwd="/", env=e)
@@ -119,6 +118,14 @@ def start_agent(run_dir: str, config: dict, env: dict[str, str] | None = None,
     finally:
         os.close(logfd)
     proc.adopt(p)
+    return p
+
+
+def await_agent(run_dir: str, p: subprocess.Popen, timeout: float = START_TIMEOUT) -> int:
+    """Wait until the agent ``p`` is ready (its pidfile written: registered, first listing
+    applied); its pid. Raises StoreError (with the end of its log) when it exits or is not ready
+    within ``timeout`` (then it is stopped)."""
+    log = files.agent_log(run_dir)
     proc.wait_until(lambda: p.poll() is not None or agent_pid(run_dir) == p.pid, timeout)
     if agent_pid(run_dir) == p.pid:
         return p.pid
@@ -134,6 +141,13 @@ def start_agent(run_dir: str, config: dict, env: dict[str, str] | None = None,
                      hint="is the store reachable, and the node name (--node) unique?")
 
 
+def start_agent(run_dir: str, config: dict, env: dict[str, str] | None = None,
+                timeout: float = START_TIMEOUT) -> int:
+    """Write ``config`` and start the agent on it, detached; wait until it is ready. Raises
+    StoreError (with the end of its log) when it exits or is not ready within ``timeout``."""
+    return await_agent(run_dir, spawn_agent(run_dir, config, env), timeout)
+
+
 def ensure_agent(run_dir: str, config: dict, env: dict[str, str] | None = None) -> int:
     """The pid of this host's agent running with ``config`` (started or restarted as needed;
     under the host's agent lock, so that two `up`s start one agent)."""
@@ -144,6 +158,53 @@ def ensure_agent(run_dir: str, config: dict, env: dict[str, str] | None = None) 
                 return pid
             stop_agent(run_dir)
         return start_agent(run_dir, config, env)
+
+
+class EarlyStart:
+    """The agent of a host that runs none, started before the caller needs it (`up` starts it
+    before it observes and plans, so that the agent's start-up, ~0.3 s of Python imports,
+    overlaps them). Holds the host's agent lock until :meth:`wait` or :meth:`settle`. Inactive
+    (``p`` None) when an agent runs already: the caller then uses :func:`ensure_agent`."""
+
+    def __init__(self, run_dir: str, config: dict):
+        self.run_dir, self.config = run_dir, config
+        self._lock: AbstractContextManager[None] | None = files.agent_lock(run_dir)
+        self._lock.__enter__()
+        self.p: subprocess.Popen | None = None
+        self.pid: int | None = None
+        try:
+            if agent_pid(run_dir) is None:
+                self.p = spawn_agent(run_dir, config)
+        except BaseException:
+            self._release()
+            raise
+        if self.p is None:
+            self._release()
+
+    def _release(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.__exit__(None, None, None)
+
+    def wait(self) -> int:
+        """The agent's pid once ready (see :func:`await_agent`); the lock is released."""
+        assert self.p is not None
+        try:
+            if self.pid is None:
+                self.pid = await_agent(self.run_dir, self.p)
+            return self.pid
+        finally:
+            self._release()
+
+    def settle(self) -> None:
+        """The `up` ended without :meth:`wait` (nothing to apply, or it failed before): the agent
+        it started is stopped, as if it had not been (the host ran none)."""
+        try:
+            if self.p is not None and self.pid is None:
+                proc.stop_group(self.p.pid, None, STOP_TIMEOUT, "the cluster agent")
+                proc.forget(self.p.pid)
+        finally:
+            self._release()
 
 
 def reload_agent(run_dir: str, timeout: float = RELOAD_TIMEOUT) -> bool:

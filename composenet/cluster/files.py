@@ -130,3 +130,16 @@ def read_host_records(run_dir: str, node: str) -> tuple[HostRecords, list[str]]:
             continue
         out = out.merged(recs)
     return out, problems
+
+
+def cluster_networks(run_dir: str) -> set[str]:
+    """The cluster networks some project of this host network namespace is a member of (its
+    cluster.json lists the membership): `network ls` shows them with SCOPE swarm."""
+    here = host_netns()
+    out: set[str] = set()
+    for project in list_projects(run_dir):
+        obj = read_json(records_path(run_dir, project))
+        if not isinstance(obj, dict) or obj.get("host_netns") != here:
+            continue
+        out.update(str(m.get("network")) for m in obj.get("members", ()) if isinstance(m, dict))
+    return out

@@ -9,7 +9,11 @@ so that the agent, which re-publishes what the files list and withdraws what the
 * :func:`publish`: an endpoint's record (container, service, aliases, address, MAC, VTEP);
 * :func:`unpublish`: an endpoint's record and address lease;
 * :func:`withdraw`: everything of a project (its `down`): endpoints, leases, and the
-  memberships no other project of this host still needs, then the networks left without members.
+  memberships no other project of this host still needs, then the networks left without members;
+* :func:`leave_network`: the same for one network the project no longer lists (`up` of an edited
+  file);
+* :func:`restore`: the project's records back to a snapshot (a failed `up`): what the `up` added
+  is withdrawn, what it replaced or removed is put back.
 
 Every function takes the node's lease (``Registry.node_lease()``: the agent holds it) and raises
 StoreError / ClusterConflict (naming the record) before anything of the project's file changes.
@@ -86,9 +90,20 @@ def lease(run_dir: str, registry: Registry, project: str, node_lease: int, netwo
                                       ip_range, avoid)
         recs = project_records(run_dir, project, registry.node)
         entry = (network.name, got, AddressLease(registry.node, container))
-        kept = tuple(a for a in recs.addresses if not (a[0] == network.name and a[2].container == container))
+        # The container's previous address (if it moves) stays leased until the kernel no longer
+        # holds it: `up` releases it once applied (:func:`release`), a failed `up` keeps it.
+        kept = tuple(a for a in recs.addresses if a[:2] != entry[:2])
         _save(run_dir, project, replace(recs, addresses=(*kept, entry)))
         return got
+
+
+def release(run_dir: str, registry: Registry, project: str, network: str, ip: str, container: str) -> None:
+    """Release one address lease of the project (an address its container no longer holds)."""
+    with files.cluster_lock(run_dir):
+        registry.release_address(network, ip, container)
+        recs = project_records(run_dir, project, registry.node)
+        _save(run_dir, project, replace(recs, addresses=tuple(
+            a for a in recs.addresses if (a[0], a[1], a[2].container) != (network, ip, container))))
 
 
 def publish(run_dir: str, registry: Registry, project: str, node_lease: int, record: EndpointRecord) -> None:
@@ -113,7 +128,6 @@ def unpublish(run_dir: str, registry: Registry, project: str, network: str, cont
 
 def withdraw(run_dir: str, registry: Registry, project: str) -> list[str]:
     """Remove every record of ``project`` (its `down`); the networks whose record went with it."""
-    gone = []
     with files.cluster_lock(run_dir):
         recs = project_records(run_dir, project, registry.node)
         for ep in recs.endpoints:
@@ -121,9 +135,66 @@ def withdraw(run_dir: str, registry: Registry, project: str) -> list[str]:
         for net, ip, a in recs.addresses:
             registry.release_address(net, ip, a.container)
         files.remove_host_records(run_dir, project)
-        still, _ = files.read_host_records(run_dir, registry.node)
-        needed = {net for net, _m in still.members}
-        for net, _m in recs.members:
-            if net not in needed and registry.leave(net):
-                gone.append(net)
+        gone = _leave_unneeded(run_dir, registry, {net for net, _m in recs.members})
     return gone
+
+
+def _leave_unneeded(run_dir: str, registry: Registry, networks: set[str]) -> list[str]:
+    """Leave each of ``networks`` that no project of this host lists any more (the project's
+    file already written); the networks whose record went with this node."""
+    still, _ = files.read_host_records(run_dir, registry.node)
+    needed = {net for net, _m in still.members}
+    return [net for net in sorted(networks - needed) if registry.leave(net)]
+
+
+def leave_network(run_dir: str, registry: Registry, project: str, network: str) -> bool:
+    """The project no longer lists ``network``: its endpoints and leases there go, and this node
+    leaves the network when no other project of the host is on it (the record goes with its last
+    member). True if the network's record is gone."""
+    with files.cluster_lock(run_dir):
+        recs = project_records(run_dir, project, registry.node)
+        for ep in recs.endpoints:
+            if ep.network == network:
+                registry.withdraw_endpoint(ep.network, ep.container)
+        for net, ip, a in recs.addresses:
+            if net == network:
+                registry.release_address(net, ip, a.container)
+        _save(run_dir, project, replace(
+            recs, networks=tuple(n for n in recs.networks if n.name != network),
+            members=tuple(m for m in recs.members if m[0] != network),
+            addresses=tuple(a for a in recs.addresses if a[0] != network),
+            endpoints=tuple(e for e in recs.endpoints if e.network != network)))
+        return bool(_leave_unneeded(run_dir, registry, {network}))
+
+
+def restore(run_dir: str, registry: Registry, project: str, node_lease: int, before: HostRecords) -> None:
+    """Put the project's records back as ``before`` (taken when a failed `up` started): endpoints
+    and leases it added are withdrawn, those it replaced or removed published or leased again (an
+    address another host took meanwhile is dropped: the kernel's rollback left it to the
+    container, the next `up` moves it), memberships it added left. The project's file is
+    ``before`` even when the store fails midway: the agent then makes the store agree
+    (``Registry.reconcile``) when it reconnects."""
+    with files.cluster_lock(run_dir):
+        now = project_records(run_dir, project, registry.node)
+        lost: set[tuple[str, str, AddressLease]] = set()
+        try:
+            kept_eps = {(e.network, e.container) for e in before.endpoints}
+            for ep in now.endpoints:
+                if (ep.network, ep.container) not in kept_eps:
+                    registry.withdraw_endpoint(ep.network, ep.container)
+            for net, ip, a in now.addresses:
+                if (net, ip, a) not in before.addresses:
+                    registry.release_address(net, ip, a.container)
+            for net, ip, a in before.addresses:
+                if (net, ip, a) not in now.addresses:
+                    try:
+                        registry.lease_address(net, ip, a.container, node_lease)
+                    except ClusterConflict:
+                        lost.add((net, ip, a))
+            for ep in before.endpoints:
+                if ep not in now.endpoints:
+                    registry.publish_endpoint(ep, node_lease)
+        finally:
+            _save(run_dir, project, replace(before, addresses=tuple(x for x in before.addresses if x not in lost)))
+        added = {net for net, _m in now.members} - {net for net, _m in before.members}
+        _leave_unneeded(run_dir, registry, added)

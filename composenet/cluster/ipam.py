@@ -26,22 +26,24 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from composenet.cluster.errors import ClusterConflict
 from composenet.cluster.records import AddressLease, NetworkRecord
-from composenet.core.desired.cluster import (
-    DEFAULT_POOL,
-    DEFAULT_PREFIX,
-    choose_subnet,
-    choose_vni,
-    default_gateway,
-    derived_vni,
-)
 
 # The subnet and VNI choices are core's (core.desired.cluster), so that `plan` proposes exactly the
-# record `up` creates.
-__all__ = ["DEFAULT_POOL", "DEFAULT_PREFIX", "choose_subnet", "choose_vni", "default_gateway", "derived_vni",
-           "free_addresses", "lease_conflict", "network_mismatch", "propose_network"]
+# record `up` creates. They are imported when first used: core.desired is ~45 ms of imports the
+# cluster agent (which never creates a network) does not need at its start.
+_CORE = ("DEFAULT_POOL", "DEFAULT_PREFIX", "choose_subnet", "choose_vni", "default_gateway", "derived_vni")
+__all__ = [*_CORE, "free_addresses", "lease_conflict", "network_mismatch", "propose_network"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CORE:
+        from composenet.core.desired import cluster  # deferred: see _CORE
+
+        return getattr(cluster, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def free_addresses(subnet: str, gateway: str, taken: Iterable[str], ip_range: str | None = None) -> Iterator[str]:
@@ -79,6 +81,13 @@ def propose_network(name: str, others: dict[str, NetworkRecord], routes: Iterabl
     """The record a new cluster network ``name`` gets, given the ``others`` of the cluster and the
     nodes' ``routes``, with what the file says (``subnet``, ``gateway``, ``vni``: None = not
     said). ``plan`` shows it; ``Registry.ensure_network`` creates it. Raises ClusterConflict."""
+    from composenet.core.desired.cluster import (  # deferred: see _CORE
+        DEFAULT_POOL,
+        choose_subnet,
+        choose_vni,
+        default_gateway,
+    )
+
     if subnet is not None:
         mine = ipaddress.IPv4Network(subnet, strict=False)
         clash = next((n for n, rec in sorted(others.items()) if mine.overlaps(ipaddress.IPv4Network(rec.subnet))),

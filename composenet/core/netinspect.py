@@ -2,13 +2,15 @@
 inspect`): Name, Id, Created, Scope, Driver, EnableIPv4, EnableIPv6, IPAM{Driver, Options,
 Config[{Subnet, Gateway, IPRange, AuxiliaryAddresses}]}, Internal, Attachable, Ingress,
 ConfigFrom, ConfigOnly, Containers{ID: {Name, EndpointID, MacAddress, IPv4Address, IPv6Address}},
-Options, Labels; rendered as Docker's indented JSON or through a ``--format`` Go template
+Options, Labels (a cluster network also: Peers[{Name, IP}], its hosts as Docker's swarm lists them,
+and Endpoints[{Name, Service, Node, MacAddress, IPv4Address, Aliases}] on every host); rendered as Docker's indented JSON or through a ``--format`` Go template
 (composenet.core.gotemplate). Pure; no I/O.
 
 Built from what composenet.kernel.netinfo.networks() reports of a network (its ``name``,
 ``driver``, ``project``, ``bridge``, ``subnet``, ``gateway``, ``ip_range``, ``subnet6``,
 ``gateway6``, ``internal``, ``ipv6``, ``options``, ``containers``; ``created``, ``attachable``,
-``labels`` and ``aux_addresses`` when it reports them). Ids are stable hashes: the same network
+``labels`` and ``aux_addresses`` when it reports them; ``cluster``: {nodes, endpoints},
+added by `network inspect` from the cluster store). Ids are stable hashes: the same network
 (or container, or endpoint) has the same id on every run, as long as its name is the same.
 
 Must not: read the kernel, or invent what it does not know: a creation time it was not given is
@@ -107,7 +109,21 @@ def docker_network(net: dict[str, Any]) -> Struct:
         "Containers": _containers(net),
         "Options": dict(sorted(options.items())),
         "Labels": dict(sorted(labels.items())),
+        **(_cluster(net["cluster"], _prefix(net.get("subnet"))) if net.get("cluster") else {}),
     })
+
+
+def _cluster(c: dict[str, Any], prefix: int | None) -> dict[str, Any]:
+    """A cluster network's hosts as Docker's swarm overlay lists them (Peers: Name, IP), and
+    every host's endpoints (RemoteEndpoints is composenet's: Docker lists only local ones)."""
+    return {
+        "Peers": [Struct("network.PeerInfo", {"Name": str(node), "IP": str(ip)})
+                  for node, ip in sorted(dict(c.get("nodes") or {}).items())],
+        "Endpoints": [Struct("network.ClusterEndpoint", {
+            "Name": str(e["container"]), "Service": str(e.get("service") or ""), "Node": str(e["node"]),
+            "MacAddress": str(e.get("mac") or ""), "IPv4Address": _with_prefix(e.get("ipv4"), prefix),
+            "Aliases": [str(a) for a in e.get("aliases") or ()]}) for e in c.get("endpoints") or ()],
+    }
 
 
 def render_json(nets: list[dict[str, Any]]) -> str:

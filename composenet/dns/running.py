@@ -4,14 +4,10 @@ pid (the pidfile's pid, checked against /proc: running, started as the resolver,
 host). One answer for the kernel's resolver handler (start, reload, stop) and for the resolvers
 of other projects (``peers.py``: whose names to merge, whom to signal).
 
-"Of this host" (:func:`of_this_host`): a process is this host's when it sees the run directory
-as the very directory this process sees (same device and inode through /proc/PID/root, which
-follows the process's own mount namespace) and, for daemons that belong to a network namespace
-(the cluster agent), runs in this network namespace. Several hosts simulated on one machine
-(each its own network and mount namespace, with a private /run/composenet) run the same
-project names with the same paths and command lines, in one pid namespace: a pid or a command
-line alone would let one host's `up` stop another's resolver. The resolver's identity is its
-run directory only: the run directory is the host's state (two network namespaces sharing one
+"Of this host": ``composenet.linux.proc.of_this_host`` (re-exported here): several hosts
+simulated on one machine run the same project names with the same paths and command lines, in
+one pid namespace: a pid or a command line alone would let one host's `up` stop another's
+resolver. The resolver's identity is its run directory only: the run directory is the host's state (two network namespaces sharing one
 and a project name would clash on every file anyway), and callers may ask from a thread that
 entered another namespace.
 
@@ -22,10 +18,12 @@ reloads), or know other projects' records.
 from __future__ import annotations
 
 import json
-import os
 
 from composenet.linux import proc
+from composenet.linux.proc import of_this_host
 from composenet.paths import ProjectPaths
+
+__all__ = ["RESOLVER_MODULE", "daemon_pid", "of_this_host", "pidfile", "pidfile_of", "resolver_pid", "started_on"]
 
 RESOLVER_MODULE = "composenet.dns.server"  # started as `python -m RESOLVER_MODULE CONFIG`
 
@@ -59,20 +57,6 @@ def daemon_pid(pidfile: str) -> int | None:
     if proc.alive(pid) and RESOLVER_MODULE in proc.cmdline(pid) and of_this_host(pid, pidfile, netns=False):
         return pid
     return None
-
-
-def of_this_host(pid: int, path: str, netns: bool = True) -> bool:
-    """Whether process ``pid`` is of this host (see the module doc): the directory of ``path`` is
-    the same directory for it and for us, and (``netns``) it runs in our network namespace."""
-    if netns and proc.pid_netns(pid) != proc.host_netns():
-        return False
-    where = os.path.dirname(os.path.abspath(path))
-    try:
-        mine = os.stat(where)
-        theirs = os.stat(f"/proc/{pid}/root{where}")
-    except OSError:
-        return False
-    return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
 
 
 def resolver_pid(run_dir: str, project: str) -> int | None:

@@ -7,14 +7,21 @@ overlay`` network without static peers is a cluster network:
   ``ObservedState.cluster`` (core.desired.cluster plans from it: the network's record or the
   one this host would create, addresses leased elsewhere). A store that does not answer is
   recorded as ``{"error", "hint"}``: `plan`/`up` of a project with a cluster network fail on it
-  before any kernel step; `down` and the read-only commands do not need it.
-* :func:`before_apply` (`up`, after the plan, before any kernel step): this host's agent runs
-  (started or restarted with this config), the network records exist and this node is a member,
-  and every planned address is leased to its container. A record or an address another host took
-  since the plan is a retryable PlanError: the pipeline plans again (bounded).
+  before any kernel step; `down` and the read-only commands do not need it. Another project's
+  cluster network attached here as ``external`` also avoids the addresses other nodes leased.
+* :func:`early_agent` (`up`, before it observes): the host's agent started without waiting,
+  when none runs (its start-up overlaps observe and plan).
+* :func:`prepare` / :func:`before_apply` (`up`, after the plan, before any kernel step): this
+  host's agent runs (awaited, started or restarted with this config), the network records exist
+  and this node is a member, and every planned address is leased to its container. A record or
+  an address another host took since the plan is a retryable PlanError: the pipeline plans
+  again (bounded). A failed `up` (here, or in a kernel step: :meth:`ClusterRun.undo`) restores
+  the project's records as they were before it.
 * :func:`after_apply` (`up`, once the kernel holds the plan): every endpoint published (names,
-  MAC, VTEP), those the plan dropped withdrawn, the agent reloaded (FDB, VTEP set, names in
-  place when `up` returns).
+  MAC, VTEP), those the plan dropped withdrawn, old addresses released, networks the file
+  dropped left, the agent reloaded (FDB, VTEP set, names in place when `up` returns) or stopped
+  when the host has no records left. :func:`pending`: an `up` with nothing to do in the kernel
+  still completes what a failed publishing left.
 * :func:`at_down` (`down`, before the kernel steps): the project's records withdrawn (a store
   that does not answer is a warning: the records stay until the agent reconnects or the node's
   lease expires), its cluster.json removed whatever happened, and the agent stopped when no
@@ -33,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from composenet.cluster import agentctl, files, host
 from composenet.cluster.errors import ClusterConflict, StoreError
-from composenet.cluster.records import EndpointRecord
+from composenet.cluster.records import EndpointRecord, HostRecords
 from composenet.cluster.settings import ClusterSettings, advertise_address, settings_from
 from composenet.core.model import Project
 from composenet.core.state import ObservedState
@@ -84,11 +91,40 @@ def observe_cluster(ctx: Context, observed: ObservedState) -> None:
                    for net, ls in sorted(view.addresses.items())},
         "routes": sorted({r for node, rec in view.nodes.items() if node != s.node for r in rec.routes}),
     }
+    for name, net in observed.networks.items():  # another project's cluster network, external here
+        if name in view.addresses and net.get("owner") != ctx.project:
+            held = [ip for ip, a in view.addresses[name].items() if a.node != s.node]
+            net["used"] = sorted(set(net.get("used", [])) | set(held))
+
+
+def offline_cluster() -> dict[str, Any]:
+    """``ObservedState.cluster`` for `plan --offline` on a host with a store: an empty cluster
+    (nothing read: the store is not asked), so that a cluster network is planned as the record
+    the first host would create (``cluster.ipam.propose_network``), not as a local bridge. The
+    VTEP is --advertise-addr's when set (no route is looked up offline). {} without a store."""
+    try:
+        s = settings()
+    except StoreError as e:
+        return {"error": e.message, "hint": e.hint}
+    if s is None:
+        return {}
+    return {"node": s.node, "vtep": s.advertise, "networks": {}, "members": {}, "leases": {}, "routes": []}
 
 
 def cluster_rows(planned: Planned) -> list[dict[str, Any]]:
-    """The plan's cluster networks (``DesiredState.networks`` rows marked ``vxlan.cluster``)."""
-    return [row for row in planned.desired.networks if row.get("vxlan", {}).get("cluster")]
+    """The plan's cluster networks: ``DesiredState.networks`` rows marked ``vxlan.cluster``, and
+    ``external`` rows of a cluster network another project of this host brought up (its
+    endpoints are leased and published as the owner's are), as rows with ``vxlan`` (vni, port)."""
+    records = planned.observed.cluster.get("networks", {})
+    out = []
+    for row in planned.desired.networks:
+        if row.get("vxlan", {}).get("cluster"):
+            out.append(row)
+        elif row.get("kind") == "external" and row.get("bridge") and row["name"] in records:
+            rec = records[row["name"]]
+            out.append({**row, "subnet": rec["subnet"], "gateway": rec["gateway"],
+                        "vxlan": {"vni": rec["vni"], "port": rec.get("port", 4789), "cluster": True}})
+    return out
 
 
 def _endpoints(project: Project, planned: Planned, nets: set[str]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -102,74 +138,169 @@ def _retry(message: str) -> PlanError:
 
 
 class ClusterRun:
-    """One `up`'s cluster steps: what :func:`before_apply` set up, for :func:`after_apply`."""
+    """One `up`'s cluster steps: what :func:`before_apply` set up, for :func:`after_apply`; and
+    the project's records before them (``before``), which :meth:`undo` restores."""
 
-    def __init__(self, s: ClusterSettings, registry: Registry, vtep: str, lease: int, fresh: bool):
+    def __init__(self, s: ClusterSettings, registry: Registry, vtep: str, lease: int, before: HostRecords):
         self.settings, self.registry, self.vtep, self.lease = s, registry, vtep, lease
-        self.fresh = fresh  # the project had no cluster records before this `up`
+        self.before = before
 
-    def undo(self, ctx: Context) -> None:
-        """A first `up` that failed: its records go (best effort: the agent reconciles)."""
-        if self.fresh:
-            try:
-                host.withdraw(ctx.run_dir, self.registry, ctx.project)
-            except StoreError:
-                files.remove_host_records(ctx.run_dir, ctx.project)
+    def undo(self, ctx: Context, agent: bool = True) -> None:
+        """A failed `up`: the store and the project's cluster.json back to what they held before
+        it (``host.restore``; the agent reconciles what a store error left); with ``agent``, the
+        agent stopped when no project of the host has records left (not between two attempts of
+        :func:`prepare`: the next one needs it)."""
+        try:
+            host.restore(ctx.run_dir, self.registry, ctx.project, self.lease, self.before)
+        except StoreError:
+            pass  # the file is restored; the agent withdraws the rest when the store answers
+        if agent:
+            _agent_after(ctx, self.settings.node)
 
 
 RETRIES = 3  # plans of one `up` when another host takes a record or an address meanwhile
 
 
-def prepare(ctx: Context, project: Project, planned: Planned,
-            replan: Callable[[], Planned]) -> tuple[Planned, ClusterRun | None]:
+def early_agent(ctx: Context, project: Project) -> agentctl.EarlyStart | None:
+    """At the start of `up`, before it observes and plans: start this host's agent without
+    waiting for it (its ~0.3 s of start-up then overlaps them), when no agent runs, a store is
+    set and the file has a network that will be a cluster network (overlay, no static peers);
+    None otherwise, or when the settings are wrong (the plan reports them). The pipeline calls
+    ``settle()`` when the `up` ends: the agent is stopped unless :func:`before_apply` waited
+    for it (a failed or empty `up` leaves the host as it was, without an agent)."""
+    from composenet.core import overlay  # deferred: only `up` with a store gets here
+
+    if not any(n.driver == "overlay" and not n.external and n.opt(overlay.PEERS) is None for n in project.networks):
+        return None
+    try:
+        s = settings()
+        if s is None or agentctl.agent_pid(ctx.run_dir) is not None:
+            return None
+        early = agentctl.EarlyStart(ctx.run_dir, agentctl.agent_config(s, advertise_address(s), ctx.run_dir))
+    except StoreError:
+        return None
+    return early if early.p is not None else None
+
+
+def prepare(ctx: Context, project: Project, planned: Planned, replan: Callable[[], Planned],
+            early: agentctl.EarlyStart | None = None) -> tuple[Planned, ClusterRun | None]:
     """:func:`before_apply`, planning again (``replan``: re-observe and plan) when another host
-    took a network record or an address since the plan; the plan the cluster now holds."""
+    took a network record or an address since the plan; the plan the cluster now holds. What an
+    attempt leased stays its container's for the next (parallel `up`s on several hosts that gave
+    back everything at each conflict could keep taking the same addresses from each other); when
+    the last attempt fails, the project's records are restored as they were before the first."""
+    try:
+        s = settings()
+    except StoreError:
+        s = None
+    before = host.project_records(ctx.run_dir, project.name, s.node) if s is not None else None
     for attempt in range(RETRIES):
         try:
-            return planned, before_apply(ctx, project, planned)
+            return planned, before_apply(ctx, project, planned, early, before)
         except ComposenetError as e:
             if not (e.retryable and isinstance(e, PlanError)) or attempt == RETRIES - 1:
+                if s is not None and before is not None:
+                    _give_back(ctx, s, before)
                 raise
             planned = replan()
     raise AssertionError("unreachable")
 
 
-def before_apply(ctx: Context, project: Project, planned: Planned) -> ClusterRun | None:
+def _give_back(ctx: Context, s: ClusterSettings, before: HostRecords) -> None:
+    """A failed :func:`prepare`: the project's records as ``before`` (``host.restore``; without
+    the store or the node's lease, the file only: the agent makes the store agree), and the agent
+    stopped if this `up` was to be the host's first."""
+    try:
+        reg = _registry(s)
+        lease = reg.node_lease()
+        if lease is None:
+            raise StoreError(f"node {s.node} is not registered")
+        host.restore(ctx.run_dir, reg, ctx.project, lease, before)
+    except StoreError:
+        files.write_host_records(ctx.run_dir, ctx.project, before)
+    try:
+        if agentctl.agent_pid(ctx.run_dir) is not None:
+            _agent_after(ctx, s.node)
+    except StoreError:
+        pass  # the error being raised says more
+
+
+def before_apply(ctx: Context, project: Project, planned: Planned, early: agentctl.EarlyStart | None = None,
+                 before: HostRecords | None = None) -> ClusterRun | None:
     """The agent, the network records and this node's memberships, the address leases (see the
-    module doc). None when the project has no cluster network."""
+    module doc). None when the project has no cluster network and had none (a project whose
+    file dropped its last one gets a run, for :func:`after_apply` to leave them; without a store
+    answering, it leaves them at its `down`). ``before``: the project's records before the
+    `up` (default: now), which :meth:`ClusterRun.undo` restores. Leaves what it did when it
+    raises (:func:`prepare` restores)."""
     rows = cluster_rows(planned)
     if not rows:
-        return None
+        if not os.path.exists(files.records_path(ctx.run_dir, ctx.project)):
+            return None
+        try:
+            return _start(ctx, project, planned, rows, early, before)
+        except StoreError:
+            return None
+    return _start(ctx, project, planned, rows, early, before)
+
+
+def _start(ctx: Context, project: Project, planned: Planned, rows: list[dict[str, Any]],
+           early: agentctl.EarlyStart | None, before: HostRecords | None) -> ClusterRun:
     s = settings()
-    assert s is not None  # a cluster row exists only when observe had settings
+    if s is None:
+        raise StoreError("no cluster store is set (--store / COMPOSENET_STORE)")
     vtep = advertise_address(s)
-    fresh = not os.path.exists(files.records_path(ctx.run_dir, ctx.project))
-    agentctl.ensure_agent(ctx.run_dir, agentctl.agent_config(s, vtep, ctx.run_dir))
+    current = host.project_records(ctx.run_dir, project.name, s.node)
+    config = agentctl.agent_config(s, vtep, ctx.run_dir)
+    if early is not None and early.config == config:
+        early.wait()  # started before the plan (see early_agent)
+    else:
+        if early is not None:
+            early.settle()
+        agentctl.ensure_agent(ctx.run_dir, config)
     reg = _registry(s)
     lease = reg.node_lease()
     if lease is None:
         raise StoreError(f"node {s.node} is not registered in the cluster store (its agent lost its lease)",
                          hint=f"see {files.agent_log(ctx.run_dir)}", retryable=True)
-    run = ClusterRun(s, reg, vtep, lease, fresh)
+    run = ClusterRun(s, reg, vtep, lease, current if before is None else before)
     records = {}
-    try:
-        for row in rows:
-            vx = row["vxlan"]
-            rec = host.join(ctx.run_dir, reg, project.name, lease, vtep, row["name"], row["subnet"], row["gateway"],
-                            vx["vni"], vx["port"], tuple(planned.observed.host_routes))
-            if (ipaddress.IPv4Network(rec.subnet), rec.gateway, rec.vni) != (
-                    ipaddress.IPv4Network(row["subnet"]), row["gateway"], vx["vni"]):
-                raise _retry(f"network {row['name']}: the cluster's record is now {rec.describe()}")
-            records[row["name"]] = rec
-        for c, ep in _endpoints(project, planned, set(records)):
-            try:
-                host.lease(ctx.run_dir, reg, project.name, lease, records[ep["network"]], c["name"], ip=ep["ipv4"])
-            except ClusterConflict as e:
-                raise _retry(f"address {ep['ipv4']} on {ep['network']} for {c['name']}: {e.message}") from None
-    except BaseException:
-        run.undo(ctx)
-        raise
+    for row in rows:
+        vx = row["vxlan"]
+        rec = host.join(ctx.run_dir, reg, project.name, lease, vtep, row["name"], row["subnet"], row["gateway"],
+                        vx["vni"], vx["port"], tuple(planned.observed.host_routes))
+        if (ipaddress.IPv4Network(rec.subnet), rec.gateway, rec.vni) != (
+                ipaddress.IPv4Network(row["subnet"]), row["gateway"], vx["vni"]):
+            raise _retry(f"network {row['name']}: the cluster's record is now {rec.describe()}")
+        records[row["name"]] = rec
+    planned_ips = {(ep["network"], ep["ipv4"]): c["name"] for c, ep in _endpoints(project, planned, set(records))}
+    for net, ip, a in current.addresses:  # an address the plan moves to another container of the project
+        if planned_ips.get((net, ip), a.container) != a.container:
+            host.release(ctx.run_dir, reg, project.name, net, ip, a.container)
+    for c, ep in _endpoints(project, planned, set(records)):
+        try:
+            host.lease(ctx.run_dir, reg, project.name, lease, records[ep["network"]], c["name"], ip=ep["ipv4"])
+        except ClusterConflict as e:
+            raise _retry(f"address {ep['ipv4']} on {ep['network']} for {c['name']}: {e.message}") from None
     return run
+
+
+def pending(ctx: Context, project: Project, planned: Planned) -> bool:
+    """Whether the project's records differ from what its plan wants although the kernel holds
+    it (an `up` that failed while publishing, after its kernel steps): its next `up`, with an
+    empty plan, completes the cluster steps."""
+    rows = cluster_rows(planned)
+    try:
+        s = settings()
+    except StoreError:
+        return False
+    if s is None or not (rows or os.path.exists(files.records_path(ctx.run_dir, ctx.project))):
+        return False
+    recs = host.project_records(ctx.run_dir, project.name, s.node)
+    nets = {row["name"] for row in rows}
+    wanted = {(ep["network"], c["name"], ep["ipv4"]) for c, ep in _endpoints(project, planned, nets)}
+    return (wanted != {(e.network, e.container, e.ipv4) for e in recs.endpoints}
+            or nets != {net for net, _m in recs.members})
 
 
 def _aliases(project: Project, service: str, network: str) -> tuple[str, ...]:
@@ -193,7 +324,23 @@ def after_apply(ctx: Context, project: Project, planned: Planned, run: ClusterRu
     stale = {(e.network, e.container) for e in recs.endpoints} | {(n, a.container) for n, _ip, a in recs.addresses}
     for network, container in sorted(stale - wanted):
         host.unpublish(ctx.run_dir, run.registry, project.name, network, container)
-    agentctl.reload_agent(ctx.run_dir)
+    held = {(ep["network"], ep["ipv4"], c["name"]) for c, ep in _endpoints(project, planned, nets)}
+    for network, ip, a in host.project_records(ctx.run_dir, project.name, run.settings.node).addresses:
+        if (network, ip, a.container) not in held:  # the container's old address: the kernel let it go
+            host.release(ctx.run_dir, run.registry, project.name, network, ip, a.container)
+    for network in sorted({net for net, _m in recs.members} - nets):  # dropped from the file
+        host.leave_network(ctx.run_dir, run.registry, project.name, network)
+    _agent_after(ctx, run.settings.node)
+
+
+def _agent_after(ctx: Context, node: str) -> None:
+    """Reload the agent (FDB, VTEP set and names in place when the command returns), or stop it
+    when no project of the host has cluster records left (the node leaves the cluster)."""
+    left, _ = files.read_host_records(ctx.run_dir, node)
+    if not (left.networks or left.members or left.addresses or left.endpoints):
+        agentctl.stop_agent(ctx.run_dir)
+    else:
+        agentctl.reload_agent(ctx.run_dir)
 
 
 def at_down(ctx: Context, echo: Echo) -> None:
@@ -213,8 +360,5 @@ def at_down(ctx: Context, echo: Echo) -> None:
         echo(f"warning: cluster store: {e.message}; {warning}")
         node = ""
     files.remove_host_records(ctx.run_dir, ctx.project)
-    left = files.read_host_records(ctx.run_dir, node)[0] if node else None
-    if left is not None and not (left.networks or left.members or left.addresses or left.endpoints):
-        agentctl.stop_agent(ctx.run_dir)
-    elif node:
-        agentctl.reload_agent(ctx.run_dir)
+    if node:
+        _agent_after(ctx, node)

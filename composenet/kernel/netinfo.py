@@ -21,6 +21,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
+from composenet.cluster.files import cluster_networks
 from composenet.core.resources import LABEL_PREFIX, Resource
 from composenet.core.state import ObservedState
 from composenet.dns.peers import host_netns
@@ -159,8 +160,9 @@ def standalone_specs(run_dir: str) -> dict[str, dict[str, Any]]:
 
 def networks(run_dir: str) -> dict[str, dict[str, Any]]:
     """Every composenet network: labelled bridges (any project, with their endpoints) merged
-    with the standalone specs. Each: name, driver, project (None: standalone), bridge, subnet,
-    gateway, subnet6, gateway6, ip_range, internal, ipv6, options, containers."""
+    with the standalone specs. Each: name, driver, scope ("swarm" for a cluster network, which a
+    project of this host's cluster.json lists; "local" otherwise), project (None: standalone),
+    bridge, subnet, gateway, subnet6, gateway6, ip_range, internal, ipv6, options, containers."""
     netns.check_mount_namespace()
     ctx = Context(project="-", run_dir=run_dir)  # owns nothing: every network is "another project's"
     try:
@@ -182,12 +184,15 @@ def networks(run_dir: str) -> dict[str, dict[str, Any]]:
         if net is not None and net.get("owner") in (spec["project"], "-" + name):
             specs.setdefault(name, spec)
     out: dict[str, dict[str, Any]] = {}
+    swarm = cluster_networks(run_dir)
     for name in sorted(set(seen) | set(specs)):
         net = seen.get(name, {})
         spec = specs.get(name, {})
         if not net and spec.get("driver", "bridge") == "bridge":
             continue  # a spec whose bridge is not in this namespace: not a network here
         out[name] = _describe(name, net, spec)
+        if name in swarm and net:  # a cluster network (the cluster store spans it): Docker's swarm scope
+            out[name].update(scope="swarm", driver="overlay")
     return out
 
 

@@ -103,7 +103,7 @@ def record_alive(path: str) -> bool:
         return False
     root = os.path.dirname(os.path.dirname(path))
     st = client.states(root).get(str(rec.get("container", "")))
-    return bool(client.live(root) and st and st.get("pid") and proc.alive(int(st["pid"]), st.get("starttime")))
+    return bool(_live(root) and st and st.get("pid") and proc.alive(int(st["pid"]), st.get("starttime")))
 
 
 def process_from_record(rec: dict[str, Any]) -> Process:
@@ -153,13 +153,13 @@ class SupervisorHandler(HandlerBase):
         self.starting: tuple[subprocess.Popen, int] | None = None
 
     def observe(self, ctx: Context, observed: ObservedState) -> None:
-        rec = client.live(ctx.project_dir)
+        rec = _live(ctx.project_dir)
         if rec is not None:
             observed.add(Supervisor(ctx.project, held_order(str(p) for p in rec.get("ports", ()))))
 
     def create(self, ctx: Context, r: Resource) -> None:
         assert isinstance(r, Supervisor)
-        if client.live(ctx.project_dir) is not None:  # the second half of a replace (see delete)
+        if _live(ctx.project_dir) is not None:  # the second half of a replace (see delete)
             self._hold(ctx, r)
             return
         self._kill_stale(ctx)
@@ -228,7 +228,7 @@ class SupervisorHandler(HandlerBase):
             self.starting = None
             os.close(ready_r)
             _stop_pid(p.pid, proc.start_time(p.pid))
-        rec = client.live(ctx.project_dir)
+        rec = _live(ctx.project_dir)
         if rec is None:
             return
         if _wanted_services(ctx):
@@ -253,8 +253,18 @@ class SupervisorHandler(HandlerBase):
         except (KeyError, TypeError, ValueError):
             return
         args = proc.argv(pid) or []
-        if proc.alive(pid, start) and MODULE.encode() in args:
+        if proc.alive(pid, start) and MODULE.encode() in args and proc.of_this_host(
+                pid, client.pidfile(ctx.project_dir), netns=False):
             _stop_pid(pid, start)
+
+
+def _live(root: str) -> dict[str, Any] | None:
+    """``supervisor.client.live``, and the supervisor is this host's (``proc.of_this_host``: it
+    sees this project directory as ours; simulated hosts share pids, paths and command lines)."""
+    rec = client.live(root)
+    if rec is None or not proc.of_this_host(int(rec["pid"]), client.pidfile(root), netns=False):
+        return None
+    return rec
 
 
 def _wanted_services(ctx: Context) -> bool:
@@ -311,7 +321,7 @@ class ProcessHandler(HandlerBase):
         if self.started:
             self._report(ctx)
         root = ctx.project_dir
-        supervised = client.live(root) is not None
+        supervised = _live(root) is not None
         states = client.states(root)
         for name, rec in read_records(ctx).items():
             st = states.get(name)
@@ -347,7 +357,7 @@ class ProcessHandler(HandlerBase):
     def delete(self, ctx: Context, r: Resource) -> None:
         assert isinstance(r, Process)
         self.started.pop(r.container, None)
-        if client.live(ctx.project_dir) is not None:
+        if _live(ctx.project_dir) is not None:
             timeout = float(r.stop_grace_period) + KILL_TIMEOUT + 5.0
             try:
                 answer = client.request(ctx.project_dir, {"op": "stop", "container": r.container}, timeout=timeout)

@@ -117,6 +117,25 @@ def pid_netns(pid: int) -> int | None:
         return None
 
 
+def of_this_host(pid: int, path: str, netns: bool = True) -> bool:
+    """Whether process ``pid`` is of this host: it sees the directory of ``path`` as the very
+    directory this process sees (same device and inode through /proc/PID/root, which follows its
+    own mount namespace) and (``netns``, for daemons that belong to a network namespace, as the
+    cluster agent) it runs in this thread's network namespace. Several hosts simulated on one
+    machine (each its own network and mount namespace, with a private /run/composenet) share one
+    pid namespace, the paths and the command lines: a pid, a pidfile or a command line alone
+    would let one host stop another's daemon."""
+    if netns and pid_netns(pid) != host_netns():
+        return False
+    where = os.path.dirname(os.path.abspath(path))
+    try:
+        mine = os.stat(where)
+        theirs = os.stat(f"/proc/{pid}/root{where}")
+    except OSError:
+        return False
+    return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
+
+
 # ---- process groups and stopping ------------------------------------------------------------
 
 

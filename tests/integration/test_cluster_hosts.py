@@ -9,9 +9,11 @@ refusing a private mount namespace unless COMPOSENET_ALLOW_PRIVATE_MOUNTNS=1 say
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -104,3 +106,46 @@ def test_one_project_on_three_hosts_keeps_every_hosts_resolver(lab: Lab, tmp_pat
     for h in lab.hosts:
         assert os.listdir(h.path("/run/netns")) == [] and not os.path.exists(h.path("/run/composenet/same"))
         assert h.run("nft", "list", "tables").stdout.strip() == ""
+
+
+# Run on h2: the supervisor pidfile of project "same" names a process of h1 (pid and start time
+# right, command line a supervisor's on the same project directory): the supervisor client alone
+# would take it for h2's own; composenet.kernel.processes must not (it sees h1's directory there).
+SUPERVISOR_PROBE = """
+import json, os, sys
+from composenet.kernel import processes
+from composenet.kernel.context import Context
+from composenet.linux import proc
+from composenet.supervisor import client
+pid = int(sys.argv[1])
+root = "/run/composenet/same"
+os.makedirs(root, exist_ok=True)
+with open(client.pidfile(root), "w") as f:
+    json.dump({"pid": pid, "starttime": proc.start_time(pid)}, f)
+ctx = Context(project="same", run_dir="/run/composenet")
+processes.SupervisorHandler()._kill_stale(ctx)
+print(json.dumps({"client": client.live(root) is not None, "processes": processes._live(root) is not None,
+                  "alive": proc.alive(pid)}))
+"""
+
+
+def test_a_supervisor_pidfile_naming_another_hosts_process_is_not_this_hosts(lab: Lab, tmp_path):
+    from composenet.linux import proc
+    from composenet.supervisor import MODULE
+
+    h1, h2 = lab.hosts[0], lab.hosts[1]
+    h1.run("mkdir", "-p", "/run/composenet/same")
+    other = h1.popen(sys.executable, "-c", "import time; time.sleep(60)", MODULE, "/run/composenet/same", "same")
+    try:
+        for _ in range(500):  # bounded: until it has exec'd (before, /proc shows nsenter's argv)
+            if MODULE in proc.cmdline(other.pid):
+                break
+            time.sleep(0.01)
+        got = json.loads(h2.python("-c", SUPERVISOR_PROBE, str(other.pid)).stdout)
+        assert got == {"client": True, "processes": False, "alive": True}
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
+        h2.run("rm", "-rf", "/run/composenet/same")
+        h1.run("rm", "-rf", "/run/composenet/same")

@@ -10,6 +10,8 @@ import pytest
 from composenet.cluster.ipam import propose_network
 from composenet.cluster.records import NetworkRecord
 from composenet.core.desired import Upstreams, desire
+from composenet.core.desired.cluster import _containers
+from composenet.core.desired.containers import container_names
 from composenet.core.state import ObservedState
 from composenet.errors import InputError, PlanError
 from tests.golden.harness import load
@@ -109,3 +111,31 @@ def test_static_peers_keep_the_static_overlay(tmp_path):
     d = plan(tmp_path, text, base(networks={"shop_fabric": REC}))
     vx = next(r for r in d.resources.values() if r.kind == "vxlan")
     assert (vx.learning, vx.peers) == (True, ("192.0.2.12",)) and "cluster" not in net_row(d, "shop_fabric")["vxlan"]
+
+
+
+def test_this_nodes_leases_for_another_projects_containers_are_held(tmp_path):
+    leases = {"shop_fabric": {"10.0.3.2": {"node": "h1", "container": "other-api-1"},
+                              "10.0.3.3": {"node": "h1", "container": "shop-client-1"}}}
+    d = plan(tmp_path, FABRIC, base(networks={"shop_fabric": REC}, members={"shop_fabric": {"h1": "192.0.2.11"}},
+                                   leases=leases))
+    # other-api-1's address is held, shop-client-1 keeps its own.
+    assert d.containers[0]["endpoints"][0]["ipv4"] == "10.0.3.3"
+    d = plan(tmp_path, FABRIC.replace("client", "web"), base(networks={"shop_fabric": REC}, leases=leases))
+    assert d.containers[0]["endpoints"][0]["ipv4"] == "10.0.3.4"  # shop-client-1 is not a container of this file
+
+
+def test_a_static_address_this_node_leased_to_another_project_is_a_located_error(tmp_path):
+    text = FABRIC.replace("networks: [fabric]", "networks:\n      fabric:\n        ipv4_address: 10.0.3.2")
+    text += "    ipam:\n      config:\n        - subnet: 10.0.3.0/24\n"
+    with pytest.raises(InputError, match="leased to container other-api-1 on node h1"):
+        plan(tmp_path, text, base(networks={"shop_fabric": REC},
+                                  leases={"shop_fabric": {"10.0.3.2": {"node": "h1", "container": "other-api-1"}}}))
+
+
+
+def test_container_names_are_the_containers_modules(tmp_path):
+    f = tmp_path / "compose.yaml"
+    f.write_text("name: p\nservices:\n  a: {command: x, deploy: {replicas: 2}}\n  b: {command: x, container_name: bee}\n")
+    p = load(f)
+    assert _containers(p) == {n for s in p.services for n in container_names(p, s)} == {"p-a-1", "p-a-2", "bee"}

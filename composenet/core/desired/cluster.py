@@ -14,7 +14,10 @@ uses these same functions, so that what `plan` shows is what `up` creates):
 * A file that disagrees with an existing record that has members (another subnet, gateway or
   VNI): a located error naming the record and the node that created it. Without members, the
   file's values replace the record (``Registry.ensure_network``).
-* A static ``ipv4_address`` leased to another container (on any node): a located error.
+* A static ``ipv4_address`` leased to another container (on any node, or to another project's
+  container on this node): a located error. Addresses this node leased to another project's
+  containers on the same network are held like other nodes' (two projects of one host share a
+  cluster network by name).
 
 Must not: read the store (composenet.kernel.cluster does, into ``ObservedState.cluster``).
 """
@@ -161,6 +164,7 @@ def plan_cluster_networks(project: Project, observed: ObservedState) -> dict[str
     nets = [n for n in sorted(project.networks, key=lambda n: n.key) if is_cluster_network(n, observed)]
     if not nets:
         return {}
+    mine = _containers(project)
     c = observed.cluster
     if c.get("error"):
         raise PlanError(str(c["error"]), hint=c.get("hint") or "is etcd running and reachable from this host?")
@@ -168,6 +172,11 @@ def plan_cluster_networks(project: Project, observed: ObservedState) -> dict[str
     routes = [*c.get("routes", ()), *observed.host_routes]
     out = {}
     for n in nets:
+        owner = observed.networks.get(n.name, {}).get("owner")
+        if owner is not None and owner != project.name:
+            raise _problem(n, f"networks.{n.key}", f"network {n.name} is project {owner}'s on this host (a host has "
+                           "one VXLAN device per cluster network)",
+                           f"declare it `external: true` in this file to attach to project {owner}'s")
         subnet, gateway, vni, port = _file_values(n)
         rec = records.get(n.name)
         members = c.get("members", {}).get(n.name, {})
@@ -188,11 +197,25 @@ def plan_cluster_networks(project: Project, observed: ObservedState) -> dict[str
                            str(c.get("node", "")))
         records[n.name] = rec
         held = sorted(ip for ip, lease in c.get("leases", {}).get(n.name, {}).items()
-                      if lease.get("node") != c.get("node"))
+                      if not _ours(lease, c, mine))
         vx = overlay.VxlanOpts(int(rec["vni"]), int(rec.get("port", overlay.DEFAULT_PORT)), c.get("vtep"), (), True)
         out[n.key] = ClusterNet(n.name, rec, exists, vx, tuple(held))
-        _check_statics(project, n, c)
+        _check_statics(project, n, c, mine)
     return out
+
+
+def _containers(project: Project) -> set[str]:
+    """The names of the project's containers, as core.desired.containers.container_names makes
+    them (not imported: containers imports networks, which imports this module)."""
+    return {name for svc in project.services
+            for name in ([svc.container_name] if svc.container_name
+                         else [f"{project.name}-{svc.name}-{i}" for i in range(1, svc.replicas + 1)])}
+
+
+def _ours(lease: dict[str, Any], c: dict[str, Any], mine: set[str]) -> bool:
+    """A lease this plan may keep: this node's, for a container of this project. Any other is
+    held: another node's, or this node's for another project's container on the same network."""
+    return lease.get("node") == c.get("node") and lease.get("container") in mine
 
 
 def _propose(n: Network, others: dict[str, dict[str, Any]], routes: list[str], subnet: str | None,
@@ -221,15 +244,16 @@ def _propose(n: Network, others: dict[str, dict[str, Any]], routes: list[str], s
             "port": port, "created_by": node}
 
 
-def _check_statics(project: Project, n: Network, c: dict[str, Any]) -> None:
-    """A static ``ipv4_address`` leased to another container (on any node) is an error."""
+def _check_statics(project: Project, n: Network, c: dict[str, Any], mine: set[str]) -> None:
+    """A static ``ipv4_address`` leased to another container (on any node, or another project's
+    on this node) is an error."""
     leases = c.get("leases", {}).get(n.name, {})
     for s in project.services:
         for att in s.networks:
             if att.network != n.key or not att.ipv4_address:
                 continue
             lease = leases.get(att.ipv4_address)
-            if lease is None or lease.get("node") == c.get("node"):
+            if lease is None or _ours(lease, c, mine):
                 continue
             pos = s.pos
             raise InputError([Problem(
