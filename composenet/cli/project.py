@@ -102,7 +102,10 @@ def plan(
         except (AttributeError, KeyError, TypeError, ValueError) as e:
             fail(f"{observed_file}: not a recorded observed state ({type(e).__name__}: {e})")
     elif offline:
-        observed = ObservedState(offline=True)
+        from composenet.kernel.cluster import offline_cluster  # deferred: the kernel layer
+
+        # With a store, a cluster network is planned as the record the first host would create.
+        observed = ObservedState(offline=True, cluster=offline_cluster())
     else:
         from composenet.kernel import links  # deferred: the kernel layer
         from composenet.kernel.observe import observe_project  # deferred: the kernel layer

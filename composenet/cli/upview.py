@@ -64,12 +64,15 @@ class UpView:
         applies = sorted(((k.split(" ", 1)[1], v) for k, v in t.items() if k.startswith("apply ")),
                          key=lambda kv: -kv[1])
         rows = [("load", load), ("observe", t.get("observe", 0.0)), ("plan", t.get("plan", 0.0))]
+        if "cluster" in t:  # leases and network records in the cluster store, before any kernel step
+            rows.append(("cluster", t["cluster"]))
+        out = ["Timings:"] + [f"  {name:<15} {secs:8.3f} s" for name, secs in rows]
         if applies:
-            rows.append(("apply", sum(v for _, v in applies)))
-        out = ["Timings:"] + [f"  {name:<10} {secs:8.3f} s" for name, secs in rows]
-        out += [f"    {kind:<8} {secs:8.3f} s" for kind, secs in applies]
-        if "verify" in t:
-            out.append(f"  {'verify':<10} {t['verify']:8.3f} s")
+            out.append(f"  {'apply':<15} {sum(v for _, v in applies):8.3f} s")
+        out += [f"    {kind:<13} {secs:8.3f} s" for kind, secs in applies]
+        for name in ("cluster publish", "verify"):
+            if name in t:
+                out.append(f"  {name:<15} {t[name]:8.3f} s")
         return out
 
 

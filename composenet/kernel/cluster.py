@@ -38,16 +38,17 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from composenet.cluster import agentctl, files, host
 from composenet.cluster.errors import ClusterConflict, StoreError
-from composenet.cluster.records import EndpointRecord, HostRecords
 from composenet.cluster.settings import ClusterSettings, advertise_address, settings_from
 from composenet.core.model import Project
 from composenet.core.state import ObservedState
 from composenet.errors import ComposenetError, PlanError
 from composenet.kernel.context import Context
+from composenet.paths import ProjectPaths
 
 if TYPE_CHECKING:
+    from composenet.cluster import agentctl
+    from composenet.cluster.records import HostRecords
     from composenet.cluster.registry import Registry
     from composenet.core.planner import Planned
 
@@ -150,6 +151,8 @@ class ClusterRun:
         it (``host.restore``; the agent reconciles what a store error left); with ``agent``, the
         agent stopped when no project of the host has records left (not between two attempts of
         :func:`prepare`: the next one needs it)."""
+        # deferred: the cluster package, only with a store
+        from composenet.cluster import host
         try:
             host.restore(ctx.run_dir, self.registry, ctx.project, self.lease, self.before)
         except StoreError:
@@ -168,6 +171,8 @@ def early_agent(ctx: Context, project: Project) -> agentctl.EarlyStart | None:
     None otherwise, or when the settings are wrong (the plan reports them). The pipeline calls
     ``settle()`` when the `up` ends: the agent is stopped unless :func:`before_apply` waited
     for it (a failed or empty `up` leaves the host as it was, without an agent)."""
+    # deferred: the cluster package, only with a store
+    from composenet.cluster import agentctl
     from composenet.core import overlay  # deferred: only `up` with a store gets here
 
     if not any(n.driver == "overlay" and not n.external and n.opt(overlay.PEERS) is None for n in project.networks):
@@ -189,6 +194,8 @@ def prepare(ctx: Context, project: Project, planned: Planned, replan: Callable[[
     attempt leased stays its container's for the next (parallel `up`s on several hosts that gave
     back everything at each conflict could keep taking the same addresses from each other); when
     the last attempt fails, the project's records are restored as they were before the first."""
+    # deferred: the cluster package, only with a store
+    from composenet.cluster import host
     try:
         s = settings()
     except StoreError:
@@ -210,6 +217,8 @@ def _give_back(ctx: Context, s: ClusterSettings, before: HostRecords) -> None:
     """A failed :func:`prepare`: the project's records as ``before`` (``host.restore``; without
     the store or the node's lease, the file only: the agent makes the store agree), and the agent
     stopped if this `up` was to be the host's first."""
+    # deferred: the cluster package, only with a store
+    from composenet.cluster import agentctl, files, host
     try:
         reg = _registry(s)
         lease = reg.node_lease()
@@ -235,7 +244,7 @@ def before_apply(ctx: Context, project: Project, planned: Planned, early: agentc
     raises (:func:`prepare` restores)."""
     rows = cluster_rows(planned)
     if not rows:
-        if not os.path.exists(files.records_path(ctx.run_dir, ctx.project)):
+        if not os.path.exists(ProjectPaths(ctx.run_dir, ctx.project).cluster_records):
             return None
         try:
             return _start(ctx, project, planned, rows, early, before)
@@ -246,6 +255,8 @@ def before_apply(ctx: Context, project: Project, planned: Planned, early: agentc
 
 def _start(ctx: Context, project: Project, planned: Planned, rows: list[dict[str, Any]],
            early: agentctl.EarlyStart | None, before: HostRecords | None) -> ClusterRun:
+    # deferred: the cluster package, only with a store
+    from composenet.cluster import agentctl, files, host
     s = settings()
     if s is None:
         raise StoreError("no cluster store is set (--store / COMPOSENET_STORE)")
@@ -289,12 +300,14 @@ def pending(ctx: Context, project: Project, planned: Planned) -> bool:
     """Whether the project's records differ from what its plan wants although the kernel holds
     it (an `up` that failed while publishing, after its kernel steps): its next `up`, with an
     empty plan, completes the cluster steps."""
+    # deferred: the cluster package, only with a store
+    from composenet.cluster import host
     rows = cluster_rows(planned)
     try:
         s = settings()
     except StoreError:
         return False
-    if s is None or not (rows or os.path.exists(files.records_path(ctx.run_dir, ctx.project))):
+    if s is None or not (rows or os.path.exists(ProjectPaths(ctx.run_dir, ctx.project).cluster_records)):
         return False
     recs = host.project_records(ctx.run_dir, project.name, s.node)
     nets = {row["name"] for row in rows}
@@ -313,6 +326,9 @@ def _aliases(project: Project, service: str, network: str) -> tuple[str, ...]:
 
 def after_apply(ctx: Context, project: Project, planned: Planned, run: ClusterRun) -> None:
     """Publish every endpoint, withdraw the ones the plan dropped, reload the agent."""
+    # deferred: the cluster package, only with a store
+    from composenet.cluster import host
+    from composenet.cluster.records import EndpointRecord  # deferred: with it
     nets = {row["name"] for row in cluster_rows(planned)}
     wanted = set()
     for c, ep in _endpoints(project, planned, nets):
@@ -336,6 +352,8 @@ def after_apply(ctx: Context, project: Project, planned: Planned, run: ClusterRu
 def _agent_after(ctx: Context, node: str) -> None:
     """Reload the agent (FDB, VTEP set and names in place when the command returns), or stop it
     when no project of the host has cluster records left (the node leaves the cluster)."""
+    # deferred: the cluster package, only with a store
+    from composenet.cluster import agentctl, files
     left, _ = files.read_host_records(ctx.run_dir, node)
     if not (left.networks or left.members or left.addresses or left.endpoints):
         agentctl.stop_agent(ctx.run_dir)
@@ -345,7 +363,9 @@ def _agent_after(ctx: Context, node: str) -> None:
 
 def at_down(ctx: Context, echo: Echo) -> None:
     """Withdraw the project's records (see the module doc); nothing when it has none."""
-    path = files.records_path(ctx.run_dir, ctx.project)
+    # deferred: the cluster package, only with a store
+    from composenet.cluster import files, host
+    path = ProjectPaths(ctx.run_dir, ctx.project).cluster_records
     if not os.path.exists(path):
         return
     warning = ("this host's records stay in the cluster store until its agent reconnects or its lease "

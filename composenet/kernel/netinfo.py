@@ -21,7 +21,6 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from composenet.cluster.files import cluster_networks
 from composenet.core.resources import LABEL_PREFIX, Resource
 from composenet.core.state import ObservedState
 from composenet.dns.peers import host_netns
@@ -184,6 +183,8 @@ def networks(run_dir: str) -> dict[str, dict[str, Any]]:
         if net is not None and net.get("owner") in (spec["project"], "-" + name):
             specs.setdefault(name, spec)
     out: dict[str, dict[str, Any]] = {}
+    from composenet.cluster.files import cluster_networks  # deferred: `network ls`/`inspect` only
+
     swarm = cluster_networks(run_dir)
     for name in sorted(set(seen) | set(specs)):
         net = seen.get(name, {})
