@@ -200,6 +200,8 @@ def _changes(plan: Plan) -> list[str]:
             reason = c.reason.value
             if c.fields and c.action in (Action.update, Action.replace):
                 reason += ": " + ", ".join(c.fields)
+            if c.note:
+                reason = c.note if c.reason == Reason.consequence else f"{reason}; {c.note}"
             lines.append(f"    {sym} {describe(c.resource)}  ({reason})")
             lines += _details(c)
     return lines + [""]
