@@ -195,11 +195,12 @@ def kernel_effects(changes: list[Change], desired: DesiredState, observed: Obser
         else:
             out.append(Change(Action.update, key, have, want, Reason.consequence, (), note, after_keys))
     for i, c in enumerate(out):
-        r = c.before
-        if c.action != Action.delete or not isinstance(r, Address) or (r.ns, r.ifname) in recreated or r.ns in gone_ns:
+        old = c.before
+        if c.action != Action.delete or not isinstance(old, Address) or (old.ns, old.ifname) in recreated \
+                or old.ns in gone_ns:
             continue
-        new = [x.key for x in addr_changes.get((r.ns, r.ifname, _family(r.cidr)), []) if x.after is not None]
+        new = [x.key for x in addr_changes.get((old.ns, old.ifname, _family(old.cidr)), []) if x.after is not None]
         if new:  # make-before-break: the new address first, then the routes, then this one
             out[i] = Change(c.action, c.key, c.before, None, c.reason, c.fields,
-                            "deleted once the new address is in place", tuple(new + routes_in.get(r.ns, [])), late=True)
+                            "deleted once the new address is in place", tuple(new + routes_in.get(old.ns, [])), late=True)
     return out
