@@ -45,7 +45,18 @@ IN_PLACE: dict[str, set[str]] = {
     "file": {"content"},
     "resolver": {"listeners", "digest"},
     "dnsrecords": {"networks", "digest"},
+    # One request replaces a route (same metric) or adds the new one before the old goes: a
+    # service never is without its default route while its gateway changes.
+    "route": {"gateway", "ifname", "metric"},
+    "guard": {"bridges", "families"},
+    "supervisor": {"ports"},
 }
+
+
+def is_forwarding(r: Sysctl) -> bool:
+    """A forwarding sysctl (``net.ipv4.ip_forward``, ``net.ipv6.conf.all.forwarding``): a host
+    setting the project needs, guarded and restored by the forwarding guard."""
+    return r.name == "net.ipv4.ip_forward" or r.name.endswith(".forwarding")
 
 
 def digest(r: Resource) -> str:
@@ -77,6 +88,8 @@ def diff(desired: DesiredState, observed: ObservedState) -> list[Change]:
             continue
         if isinstance(want, NftTable) and isinstance(have, NftTable):
             reason = _nft_reason(want, have, was_applied, applied.get(key) == digest(have))
+        elif isinstance(want, Sysctl) and is_forwarding(want):
+            reason = Reason.drift if was_applied else Reason.needed
         else:
             reason = Reason.drift if was_applied else Reason.changed
         action = Action.update if set(fields) <= IN_PLACE.get(want.kind, set()) else Action.replace

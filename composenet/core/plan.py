@@ -36,6 +36,7 @@ class Reason(str, Enum):
     drift = "drifted outside composenet"
     orphan = "orphan"
     dead = "not running"
+    needed = "needed by the project"  # a host setting (forwarding) the project needs, whatever the file said before
     consequence = "consequence"  # the kernel undoes it by itself when another change runs (see ``note``)
 
 
