@@ -7,12 +7,14 @@ test fails.
 
 from __future__ import annotations
 
+import socket
 import sys
+import time
 import uuid
 from pathlib import Path
 
 from composenet.core.resources import veth_ifname
-from tests.integration.sandbox import Sandbox, dns, wait_for
+from tests.integration.sandbox import Sandbox, dns, in_netns, wait_for
 from tests.integration.stacks import ECHO
 
 NO_CHANGES = "No changes. Kernel state matches the compose file."
@@ -293,5 +295,94 @@ def test_changing_a_static_address_within_its_subnet(sandbox: Sandbox, tmp_path)
     assert default_route(sb, db).startswith("default via 198.18.2.1 dev eth0")
     wait_for(web, "198.18.2.20", 80)
     assert dns(web, "198.18.2.1", "db") == ("NOERROR", ["198.18.2.20"])
+    sb.down(p, compose)
+    sb.assert_clean(p)
+
+
+LINES = """\
+import socket, sys, threading
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 7000))
+s.listen(8)
+s.settimeout(300)
+def serve(c):
+    with c:
+        for line in c.makefile("rb"):
+            c.sendall(b"ok " + line)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
+
+
+def write_survival(path: Path, server: Path, *, extra: str = "", other: str = "[a]", touched: str = "[a]",
+                   touched_extra: str = "") -> Path:
+    """``srv`` and ``cli`` are never edited; ``tsrv`` is edited only by additions; ``other`` (and
+    ``extra``) take every other kind of edit."""
+    cmd = f'"{sys.executable} {server}"'
+    path.write_text(f"""\
+services:
+  srv:
+    command: {cmd}
+    networks: [a]
+  cli:
+    networks: [a]
+  tsrv:
+    command: {cmd}
+    networks: {touched}{touched_extra}
+  other:
+    networks: {other}
+{extra}networks:
+  a: {{}}
+  b: {{}}
+""")
+    return path
+
+
+def connect(ns: str, ip: str) -> socket.socket:
+    """A TCP connection from namespace ``ns`` to the line server on ``ip`` (bounded retries
+    while it starts); the socket stays in ``ns``."""
+    for _ in range(100):
+        try:
+            return in_netns(ns, lambda: socket.create_connection((ip, 7000), timeout=5))
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing accepts on {ip}:7000 from {ns}")
+
+
+def test_connections_of_untouched_services_survive_edits(sandbox: Sandbox, tmp_path) -> None:
+    # Issue 16: an established TCP connection between two services the edits do not concern
+    # survives every edit; so does one to a service whose edit only adds (a network, an alias,
+    # a port). Each edit: `up` exits 0, the next plan is empty, both connections still answer.
+    sb, p = sandbox, project()
+    server = tmp_path / "lines.py"
+    server.write_text(LINES)
+    compose = write_survival(tmp_path / "compose.yaml", server)
+    sb.up(compose, p)
+    cli = f"{p}-cli-1"
+    conns = {}
+    for name in ("srv", "tsrv"):
+        conns[name] = connect(cli, sb.ipv4(f"{p}-{name}-1"))
+    edits = [
+        {"extra": "  extra:\n    networks: [a, b]\n"},  # a service added
+        {"extra": "  extra:\n    networks: [b, a]\n"},  # its networks reordered
+        {"extra": "  extra:\n    networks: [b, a]\n", "other": "[a, b]"},  # another network joined
+        {"other": "[b]", "touched": "[a, b]"},  # moved; tsrv joins a network (adds)
+        {"other": "[b]", "touched": "{a: {aliases: [t1]}, b: {}}"},  # tsrv: an alias
+        {"other": "[b]", "touched": "{a: {aliases: [t1]}, b: {}}", "touched_extra": '\n    ports: ["127.0.0.1::80"]'},
+    ]
+    try:
+        for i, e in enumerate(edits):
+            write_survival(compose, server, **e)
+            r = sb.up(compose, p, check=False)
+            assert r.returncode == 0, f"edit {i}: {r.stdout}{r.stderr}"
+            assert_no_changes(sb, compose, p)
+            for name, c in conns.items():
+                c.sendall(f"edit {i}\n".encode())
+                assert c.makefile("rb").readline() == f"ok edit {i}\n".encode(), f"{name} after edit {i}"
+    finally:
+        for c in conns.values():
+            c.close()
     sb.down(p, compose)
     sb.assert_clean(p)
