@@ -326,6 +326,7 @@ class KernelHandler(HandlerBase):
         of someone else's, or ``peer_name`` taken inside the namespace of ``peer``)."""
         deadline = time.monotonic() + DYING_LINK_TIMEOUT
         delay = 0.002
+        gone_once = False  # the dying link vanished between the EEXIST and the look-up: try once more
         while True:
             try:
                 host.request(RTM_NEWLINK, body, NLM_F_CREATE | NLM_F_EXCL)
@@ -337,6 +338,9 @@ class KernelHandler(HandlerBase):
                     old = host.link(ifname)
                 except OSError:
                     old = None
+                if old is None and not gone_once:
+                    gone_once = True
+                    continue
                 if old is None or old.alias != label:
                     raise KernelHandler._name_taken(host, ifname, what, e, peer, peer_name) from e
                 if time.monotonic() >= deadline:
