@@ -129,9 +129,10 @@ def snapshot(sb: Sandbox, p: str, static: str | None) -> dict[str, Any]:
     tables = sb.nft("list", "tables").stdout.split("\n")
     for t in sorted(x for x in tables if p in x):
         fam, name = t.split()[1:3]
+        # One item per rule or set element: the order of a set's elements is the kernel's.
         text = sb.nft("list", "table", fam, name).stdout.replace(p, "P")
         out[f"nft {fam} {name.replace(p, 'P')}"] = sorted(norm(HEX.sub("cnX", line).strip(), static)
-                                                           for line in text.splitlines() if line.strip())
+                                                           for line in re.split(r"[{},\n]", text) if line.strip())
     return out
 
 
