@@ -121,6 +121,10 @@ def apply(ctx: Context, plan: Plan, handlers: Handlers, implied: set[str] | None
             if progress:
                 progress(n, total, f"{c.action.symbol} {describe(c.resource)}")
             if c.key in implied:
+                # The kernel deletes it with its namespace; a rollback re-creates the namespace
+                # and must put this back too (if it is gone by then: "restore", see rollback).
+                if c.before is not None:
+                    journal.append(("restore", c.before, None))
                 continue
             if c.kind == "process":
                 wait_pending()  # a service starts with its resolver answering
@@ -156,6 +160,11 @@ def rollback(ctx: Context, journal: Journal, handlers: Handlers) -> tuple[int, l
             h.delete(ctx, r)
         elif action == "create":
             h.create(ctx, r)
+        elif action == "restore":  # what the kernel deleted by itself, if it did: the read-back says
+            try:
+                h.create(ctx, r)
+            except Exception:  # noqa: BLE001 -- still there (the namespace was never deleted)
+                pass
         else:
             assert prev is not None
             h.update(ctx, r, prev)

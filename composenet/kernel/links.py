@@ -146,10 +146,16 @@ class KernelHandler(HandlerBase):
         try:
             in_group = {lk.name for lk in host.links() if lk.group == group}
             if in_group and in_group <= doomed:
-                host.request(RTM_DELLINK, ifinfomsg() + nla(IFLA_GROUP, pack_u32(group)))
-            else:  # someone else's link in the group (or none of ours left): one by one
-                for name in sorted(doomed & in_group):
-                    dellink(host, name)
+                try:
+                    host.request(RTM_DELLINK, ifinfomsg() + nla(IFLA_GROUP, pack_u32(group)))
+                    in_group = set()
+                except NetlinkError as e:
+                    # A veth whose namespace is being deleted can go between the listing and the
+                    # request (ENODEV): delete what is left one by one (gone is fine).
+                    if e.errno != errno.ENODEV:
+                        raise
+            for name in sorted(doomed & in_group):  # someone else's link in the group: one by one
+                dellink(host, name)
         except OSError as e:
             raise fail(f"delete links {', '.join(sorted(doomed))}", e) from e
 
