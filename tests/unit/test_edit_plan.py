@@ -135,3 +135,18 @@ def test_guard_and_supervisor_are_not_listed_under_a_service_and_sets_are_not_ru
     assert "service ?" not in text
     assert text.index("  host:") < text.index(describe(guard)) < text.index("  project:") < text.index(describe(sup))
     assert describe(table).endswith("(1 rules)")
+
+
+def test_a_rollback_puts_back_what_went_with_a_deleted_namespace(ctx: Context) -> None:
+    # The address is deleted by the kernel with its namespace (an implied delete: no step runs
+    # for it); when a later step fails, the rollback re-creates the namespace and the address.
+    kernel = FakeKernel(NS, INNER)
+    before = dict(kernel.resources)
+    steps = [Change(Action.delete, INNER.key, INNER, None, Reason.orphan),
+             Change(Action.delete, NS.key, NS, None, Reason.orphan),
+             Change(Action.create, VETH_B.key, None, VETH_B, Reason.missing)]
+    kernel.fail[f"create {VETH_B.key}"] = 1
+    with pytest.raises(KernelError) as ei:
+        apply(ctx, Plan("p", [Step(i, c) for i, c in enumerate(steps)]), fake_handlers(kernel), {INNER.key})
+    assert kernel.resources == before
+    assert "it is as it was before this run" in ei.value.message
