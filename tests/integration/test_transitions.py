@@ -1,9 +1,9 @@
 """Model-based transition tests (root, sandboxes): random sequences of edits of a running stack.
 
 A hand-written, seeded state machine draws each next compose file from a stack rich enough to
-matter (networks joined, left and reordered; a subnet, a static address, ``internal``, IPv6,
-an alias, a published port, replicas, a command, a service renamed, ``network_mode:
-service:x`` switched on and off, the MTU driver option). After each `up` of project A: it
+matter (networks joined, left and reordered; a subnet, ``ip_range``, static IPv4 and IPv6
+addresses, ``internal``, IPv6, an alias, a published port, replicas, a command, a service
+renamed, ``network_mode: service:x`` switched on and off, the MTU driver option). After each `up` of project A: it
 exits 0; the next ``plan --detailed-exitcode`` exits 0; the normalized kernel snapshot of A
 (per service: interfaces in order with their MTU and addresses, routes; DNS answers; the
 project's nft tables; the processes) equals that of a fresh `up` of the same file as project B
@@ -49,13 +49,17 @@ def draw(rng: random.Random) -> dict[str, Any]:
         "web_port": rng.choice([80, 81]),
         "side": rng.random() < 0.3,  # a sidecar in web's namespace (network_mode: service:web)
         "mtu": rng.choice([None, 1400]),
+        "a_range": rng.random() < 0.3,  # ip_range: the upper half of a's subnet
+        "db_ip6": rng.random() < 0.5,  # a static IPv6 address for db on a (when a has IPv6)
     }
 
 
 def render(s: dict[str, Any]) -> str:
     web_nets = "\n".join(f"      {n}:" + (" {aliases: [www]}" if s["alias"] else " {}") for n in s["web_nets"])
     db_b = f"\n        ipv4_address: {s['db_ip']}" if s["db_ip"] else " {}"
-    a_ipam = f"{{subnet: {s['a_subnet']}}}" + (", {subnet: 'fd77:1::/64'}" if s["six"] else "")
+    a_range = f", ip_range: {s['a_subnet'].rsplit('.', 1)[0]}.128/25" if s["a_range"] else ""
+    a_ipam = f"{{subnet: {s['a_subnet']}{a_range}}}" + (", {subnet: 'fd77:1::/64'}" if s["six"] else "")
+    db_a = " {ipv6_address: 'fd77:1::99'}" if s["six"] and s["db_ip6"] else " {}"
     mtu = f"\n    driver_opts: {{com.docker.network.driver.mtu: '{s['mtu']}'}}" if s["mtu"] else ""
     ports = f'\n    ports: ["{s["port"]}"]' if s["port"] else ""
     side = f"  side:\n    command: \"{sys.executable} {ECHO} --tcp 90\"\n    network_mode: \"service:web\"\n" \
@@ -69,7 +73,7 @@ services:
   db:
     command: "{sys.executable} {ECHO} --tcp 80"
     networks:
-      a: {{}}
+      a:{db_a}
       b:{db_b}
   {s['api']}:
     scale: {s['replicas']}
@@ -94,22 +98,25 @@ def sequences() -> Iterator[tuple[int, list[dict[str, Any]]]]:
 
 HEX = re.compile(r"\bcn[bvx]-[0-9a-f]{8,10}\b")
 # Addresses handed out in order: an edited project keeps the ones its containers hold (by
-# design), a fresh one counts from the start. Compared by subnet only (static ones exactly),
+# design; also one that was static and no longer is), a fresh one counts from the start. Compared by subnet only (static ones exactly),
 # and so are the MACs and ND identities derived from them.
 DYNAMIC = [(re.compile(r"\b10\.77\.(\d)\.(\d+)\b"), r"10.77.\1.N"), (re.compile(r"\bfd77:1::[0-9a-f]+\b"), "fd77:1::N"),
            (re.compile(r"\b02:42:0a:4d:0\d:[0-9a-f]{2}\b"), "02:42:MAC"), (re.compile(r"\b0xfe80[0-9a-f]{28}\b"), "0xND"),
+           (re.compile(r"\b0xfd770001[0-9a-f]{24}\b"), "0xfd77N"),
            (re.compile(r"\bfe80::[0-9a-f:]+\b"), "fe80::N"), (re.compile(r"packets \d+ bytes \d+"), "packets - bytes -")]
 
 
-def norm(text: str, static: str | None) -> str:
+def norm(text: str, static: str | None, static6: bool = False) -> str:
     if static:
         text = text.replace(static, "STATIC")
+    if static6:
+        text = text.replace("fd77:1::99", "STATIC6").replace("0xfd770001000000000000000000000099", "0xSTATIC6")
     for rx, to in DYNAMIC:
         text = rx.sub(to, text)
     return text
 
 
-def snapshot(sb: Sandbox, p: str, static: str | None) -> dict[str, Any]:
+def snapshot(sb: Sandbox, p: str, static: str | None, static6: bool) -> dict[str, Any]:
     """What the kernel holds for project ``p``, with everything named after the project
     normalized away (P), so two projects of the same file compare equal."""
     out: dict[str, Any] = {}
@@ -125,13 +132,13 @@ def snapshot(sb: Sandbox, p: str, static: str | None) -> dict[str, Any]:
                     routes.append((r["dst"], r.get("gateway"), r.get("dev")))
         procs = sorted(proc_cmdline(pid) for pid in processes_in(ns))
         entry = {"interfaces": sorted(ifs), "routes": sorted(routes), "processes": procs}
-        out[ns.removeprefix(p)] = json.loads(norm(json.dumps(entry), static))
+        out[ns.removeprefix(p)] = json.loads(norm(json.dumps(entry), static, static6))
     tables = sb.nft("list", "tables").stdout.split("\n")
     for t in sorted(x for x in tables if p in x):
         fam, name = t.split()[1:3]
         # One item per rule or set element: the order of a set's elements is the kernel's.
         text = sb.nft("list", "table", fam, name).stdout.replace(p, "P")
-        out[f"nft {fam} {name.replace(p, 'P')}"] = sorted(norm(HEX.sub("cnX", line).strip(), static)
+        out[f"nft {fam} {name.replace(p, 'P')}"] = sorted(norm(HEX.sub("cnX", line).strip(), static, static6)
                                                            for line in re.split(r"[{},\n]", text) if line.strip())
     return out
 
@@ -154,9 +161,10 @@ def sb_gateway_a(sb: Sandbox, cli: str) -> str:
 def check_state(sb: Sandbox, p: str, compose: Path, s: dict[str, Any]) -> dict[str, Any]:
     r = sb.plan(compose, p)
     assert r.returncode == 0, f"plan after up exited {r.returncode}:\n{r.stdout}\n{r.stderr}"
-    snap = snapshot(sb, p, s["db_ip"])
+    static6 = s["six"] and s["db_ip6"]
+    snap = snapshot(sb, p, s["db_ip"], static6)
     names = ["web", "db", s["api"], "www"]
-    snap["dns"] = json.loads(norm(json.dumps(dns_answers(sb, p, names)), s["db_ip"]))
+    snap["dns"] = json.loads(norm(json.dumps(dns_answers(sb, p, names)), s["db_ip"], static6))
     cli = f"{p}-cli-1"
     db_b = sb.addrs(f"{p}-db-1")["eth1"][0]
     wait_for(cli, db_b, 80)  # traffic: cli -> db on b, and -> web on its first network
