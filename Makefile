@@ -55,6 +55,7 @@ bench: deps $(STAMP)
 	$(PY) bench/up_down.py
 	$(PY) bench/dns.py
 	$(PY) bench/cluster.py
+	$(PY) bench/edit.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -30,6 +30,7 @@ from composenet.core.resources import (
     Resource,
     Route,
     Sysctl,
+    Veth,
 )
 from composenet.core.state import DesiredState, ObservedState
 
@@ -44,7 +45,18 @@ IN_PLACE: dict[str, set[str]] = {
     "file": {"content"},
     "resolver": {"listeners", "digest"},
     "dnsrecords": {"networks", "digest"},
+    # One request replaces a route (same metric) or adds the new one before the old goes: a
+    # service never is without its default route while its gateway changes.
+    "route": {"gateway", "ifname", "metric"},
+    "guard": {"bridges", "families"},
+    "supervisor": {"ports"},
 }
+
+
+def is_forwarding(r: Sysctl) -> bool:
+    """A forwarding sysctl (``net.ipv4.ip_forward``, ``net.ipv6.conf.all.forwarding``): a host
+    setting the project needs, guarded and restored by the forwarding guard."""
+    return r.name == "net.ipv4.ip_forward" or r.name.endswith(".forwarding")
 
 
 def digest(r: Resource) -> str:
@@ -76,6 +88,8 @@ def diff(desired: DesiredState, observed: ObservedState) -> list[Change]:
             continue
         if isinstance(want, NftTable) and isinstance(have, NftTable):
             reason = _nft_reason(want, have, was_applied, applied.get(key) == digest(have))
+        elif isinstance(want, Sysctl) and is_forwarding(want):
+            reason = Reason.drift if was_applied else Reason.needed
         else:
             reason = Reason.drift if was_applied else Reason.changed
         action = Action.update if set(fields) <= IN_PLACE.get(want.kind, set()) else Action.replace
@@ -87,7 +101,7 @@ def diff(desired: DesiredState, observed: ObservedState) -> list[Change]:
         if isinstance(have, Sysctl):
             continue
         changes.append(Change(Action.delete, key, have, None, Reason.orphan))
-    return changes
+    return kernel_effects(changes, desired, observed)
 
 
 def _nft_reason(want: NftTable, have: NftTable, was_applied: bool, kernel_as_applied: bool = False) -> Reason:
@@ -116,4 +130,90 @@ def implied_deletes(changes: list[Change]) -> set[str]:
         r = c.before
         if isinstance(r, Address | Route | Macvlan) and r.ns and r.ns in gone_ns:
             out.add(c.key)
+    return out
+
+
+# ---- what the kernel does by itself ------------------------------------------------------------
+#
+# The diff compares resources one by one; the kernel does not treat them so. Names inside a
+# namespace are unique (a veth's end cannot take the name eth0 while another link holds it), and
+# a route lives only as long as its device and the address that makes its gateway reachable:
+# deleting the link or the last IPv4 address of a link drops every route through it. So:
+# - a veth whose end in the namespace changes name (networks reordered) is deleted in the first
+#   phase and created again in the second, when every name it could collide with is free;
+# - an address replaced on a link that stays is added first and the old one deleted after the
+#   new one and the routes are in place (make-before-break): the link never has no address;
+# - a route whose device is re-created or whose link's addresses change is re-added in the same
+#   run, after them (a change with reason ``consequence``), even though the file did not change it.
+
+
+def _ns_end(r: object) -> tuple[str, str] | None:
+    """(namespace, name) a link occupies inside a container namespace."""
+    if isinstance(r, Veth):
+        return (r.ns, r.peer)
+    if isinstance(r, Macvlan):
+        return (r.ns, r.ifname)
+    return None
+
+
+def _family(cidr: str) -> int:
+    return 6 if ":" in cidr else 4
+
+
+def kernel_effects(changes: list[Change], desired: DesiredState, observed: ObservedState) -> list[Change]:
+    """``changes`` with the kernel's implicit effects modelled (see above). Pure."""
+    out: list[Change] = []
+    for c in changes:
+        b, a = _ns_end(c.before), _ns_end(c.after)
+        if c.action == Action.replace and isinstance(c.after, Veth) and b != a and b is not None and a is not None:
+            note = f"{b[1]} becomes {a[1]}: deleted first, so that no name in {a[0]} collides"
+            out.append(Change(Action.delete, c.key, c.before, None, c.reason, c.fields, note))
+            out.append(Change(Action.create, c.key, None, c.after, c.reason, c.fields, note))
+        else:
+            out.append(c)
+    gone_ns = {c.before.name for c in out if c.action != Action.create and isinstance(c.before, Netns)}
+    recreated: set[tuple[str, str]] = set()  # links deleted or re-created during the run
+    made: dict[tuple[str, str], list[str]] = {}  # keys of the changes that make a link or address
+    addr_changes: dict[tuple[str, str, int], list[Change]] = {}
+    for c in out:
+        b, a = _ns_end(c.before), _ns_end(c.after)
+        if b is not None and c.action in (Action.delete, Action.replace):
+            recreated.add(b)
+        if a is not None and c.action in (Action.create, Action.replace):
+            made.setdefault(a, []).append(c.key)
+        r = c.resource
+        if isinstance(r, Address) and c.action != Action.update:
+            addr_changes.setdefault((r.ns, r.ifname, _family(r.cidr)), []).append(c)
+            if c.after is not None:
+                made.setdefault((r.ns, r.ifname), []).append(c.key)
+    by_key = {c.key: i for i, c in enumerate(out) if c.action != Action.delete}
+    routes_in: dict[str, list[str]] = {}
+    for key, want in sorted(desired.resources.items()):
+        have = observed.resources.get(key)
+        if not isinstance(want, Route) or not isinstance(have, Route) or have.ns in gone_ns:
+            continue
+        dev = (have.ns, have.ifname)
+        if dev in recreated:
+            note = f"re-added: {have.ifname} is re-created"
+        elif addr_changes.get((have.ns, have.ifname, _family(have.dst))):
+            note = f"re-added: {have.ifname}'s address changes"
+        else:
+            continue
+        after_keys = tuple(made.get((want.ns, want.ifname), ()))
+        routes_in.setdefault(want.ns, []).append(key)
+        if key in by_key:  # changed anyway: it runs after what it needs
+            c = out[by_key[key]]
+            out[by_key[key]] = Change(c.action, c.key, c.before, c.after, c.reason, c.fields, c.note or note,
+                                      tuple(sorted({*c.after_keys, *after_keys})))
+        else:
+            out.append(Change(Action.update, key, have, want, Reason.consequence, (), note, after_keys))
+    for i, c in enumerate(out):
+        old = c.before
+        if c.action != Action.delete or not isinstance(old, Address) or (old.ns, old.ifname) in recreated \
+                or old.ns in gone_ns:
+            continue
+        new = [x.key for x in addr_changes.get((old.ns, old.ifname, _family(old.cidr)), []) if x.after is not None]
+        if new:  # make-before-break: the new address first, then the routes, then this one
+            out[i] = Change(c.action, c.key, c.before, None, c.reason, c.fields,
+                            "deleted once the new address is in place", tuple(new + routes_in.get(old.ns, [])), late=True)
     return out

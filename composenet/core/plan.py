@@ -36,6 +36,8 @@ class Reason(str, Enum):
     drift = "drifted outside composenet"
     orphan = "orphan"
     dead = "not running"
+    needed = "needed by the project"  # a host setting (forwarding) the project needs, whatever the file said before
+    consequence = "consequence"  # the kernel undoes it by itself when another change runs (see ``note``)
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,15 @@ class Change:
     after: Resource | None
     reason: Reason
     fields: tuple[str, ...] = ()  # attributes that differ (update / replace)
+    # Why the change is there or ordered so, for a change the kernel's own effects call for (a
+    # route re-added because its device or address changes; a veth re-created under a name that
+    # another one frees first): shown instead of the reason.
+    note: str = ""
+    # Keys of other changes of the plan this one must run after (beyond Resource.deps()).
+    after_keys: tuple[str, ...] = ()
+    # A delete that runs among the creates, after ``after_keys`` (make-before-break: an old
+    # address goes once the new one is on the link).
+    late: bool = False
 
     @property
     def resource(self) -> Resource:
@@ -64,6 +75,7 @@ class Change:
             "kind": self.kind,
             "reason": self.reason.value,
             "fields": list(self.fields),
+            **({"note": self.note} if self.note else {}),
             "before": self.before.to_json() if self.before else None,
             "after": self.after.to_json() if self.after else None,
         }
@@ -104,19 +116,20 @@ def order(changes: list[Change], desired_keys: set[str]) -> list[Step]:
     """Order changes into steps.
 
     Deletes (and the delete half of replaces) come first in reverse dependency order, then
-    creates/updates in dependency order. Dependencies come from ``Resource.deps()`` (only those
-    that are themselves part of the plan matter) plus kind rank. A cycle raises PlanError naming
-    the resources in it.
+    creates/updates (and ``late`` deletes) in dependency order. Dependencies come from
+    ``Resource.deps()`` and ``Change.after_keys`` (only those that are themselves part of the
+    plan matter) plus kind rank. A key may appear twice (a veth deleted first and created again
+    later, see diff.kernel_effects): once in each phase. A cycle raises PlanError naming the
+    resources in it.
     """
-    by_key = {c.key: c for c in changes}
-    forward = [c for c in changes if c.action != Action.delete]
-    backward = [c for c in changes if c.action == Action.delete]
+    forward = [c for c in changes if c.action != Action.delete or c.late]
+    backward = [c for c in changes if c.action == Action.delete and not c.late]
 
     def graph(cs: list[Change], reverse: bool) -> dict[str, set[str]]:
         keys = {c.key for c in cs}
         g: dict[str, set[str]] = {c.key: set() for c in cs}
         for c in cs:
-            for d in c.resource.deps():
+            for d in (*c.resource.deps(), *c.after_keys):
                 if d in keys and d != c.key:
                     if reverse:
                         g[d].add(c.key)  # delete dependents before what they depend on
@@ -149,18 +162,20 @@ def order(changes: list[Change], desired_keys: set[str]) -> list[Step]:
 
     steps: list[Step] = []
     index_of: dict[str, int] = {}
+    back_key = {c.key: c for c in backward}
     for k, ds in toposort(backward, reverse=True):
         i = len(steps)
-        steps.append(Step(i, by_key[k], tuple(sorted(index_of[d] for d in ds if d in index_of))))
+        steps.append(Step(i, back_key[k], tuple(sorted(index_of[d] for d in ds if d in index_of))))
         index_of[k] = i
     last_delete = len(steps) - 1
+    fwd_key = {c.key: c for c in forward}
     fwd_index: dict[str, int] = {}
     for k, ds in toposort(forward, reverse=False):
         i = len(steps)
         deps = sorted(fwd_index[d] for d in ds if d in fwd_index)
         if last_delete >= 0 and not deps:
             deps = [last_delete]
-        steps.append(Step(i, by_key[k], tuple(deps)))
+        steps.append(Step(i, fwd_key[k], tuple(deps)))
         fwd_index[k] = i
     return steps
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from composenet.core.desired import Upstreams, desire
-from composenet.core.diff import diff
+from composenet.core.diff import diff, is_forwarding
 from composenet.core.model import Project
 from composenet.core.plan import Plan, order
 from composenet.core.render import describe
@@ -39,7 +39,7 @@ def make_plan(project: Project | None, project_name: str, observed: ObservedStat
                 list(desired.warnings), observed_digest=observed.digest(), host=list(desired.host))
     if project is None:
         plan.kept = sorted(f"{describe(r)} (host setting, left as is)" for r in observed.resources.values()
-                           if isinstance(r, Sysctl) and not r.ns and not r.ifname)
+                           if isinstance(r, Sysctl) and not r.ns and not r.ifname and not is_forwarding(r))
     for c in changes:  # Docker refuses to remove a network in use; composenet says what breaks
         if c.after is None and isinstance(c.before, Bridge):
             users = observed.networks.get(c.before.network, {}).get("used")

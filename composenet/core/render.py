@@ -16,6 +16,7 @@ from composenet.core.resources import (
     Address,
     Bridge,
     DnsRecords,
+    ForwardingGuard,
     Macvlan,
     Netns,
     NetnsFile,
@@ -24,6 +25,7 @@ from composenet.core.resources import (
     Resolver,
     Resource,
     Route,
+    Supervisor,
     Sysctl,
     Veth,
     Vxlan,
@@ -63,7 +65,7 @@ def describe(r: Resource) -> str:
         fam = " (ipv6)" if ":" in r.dst else ""
         return f"route    {dst}{fam} via {r.gateway} dev {r.ifname}" + (f" in {r.ns}" if r.ns else "")
     if isinstance(r, NftTable):
-        n = sum(1 for x in r.rules if not x.startswith("chain "))
+        n = sum(1 for x in r.rules if not x.startswith(("chain ", "set ")))
         return f"nft      table {r.family} {r.name} ({n} rules)"
     if isinstance(r, NetnsFile):
         return f"file     /etc/netns/{r.ns}/{r.name}"
@@ -80,8 +82,10 @@ def describe(r: Resource) -> str:
 
 def _group(r: Resource, ns_service: dict[str, str], bridge_net: dict[str, str]) -> tuple[int, str]:
     """(order, title) of the section a change is listed under."""
-    if isinstance(r, Sysctl) and not r.ifname:
+    if isinstance(r, Sysctl | ForwardingGuard) and not getattr(r, "ifname", None):
         return (0, "host")
+    if isinstance(r, Supervisor):
+        return (3, "project")
     if isinstance(r, Bridge | Vxlan):
         return (1, f"network {r.network}")
     if isinstance(r, Sysctl | Address) and (r.ifname in bridge_net) and not r.ns:
@@ -108,12 +112,72 @@ def _details(c: Change) -> list[str]:
                 extra = [x for x in b.get("rules", ()) if x not in a.get("rules", ())]
                 out += [f"      + {x}" for x in missing] + [f"      - {x}" for x in extra]
             elif f == "content":
-                out.append("      content differs")
+                out += _line_changes(str(getattr(c.before, "content", "")), str(getattr(c.after, "content", "")))
             elif f == "digest":
-                out.append("      configuration differs")
+                text = next((n for n in ("config", "records") if hasattr(c.after, n)), "")
+                before, after = str(getattr(c.before, text, "")), str(getattr(c.after, text, ""))
+                out += [f"      {path}: {b} -> {a}" for path, b, a in _setting_changes(before, after)[:MAX_DETAILS]]
+                more = len(_setting_changes(before, after)) - MAX_DETAILS
+                out += [f"      ... and {more} more"] if more > 0 else []
+                if not _setting_changes(before, after):
+                    out.append("      configuration differs")
             else:
                 out.append(f"      {f}: {b.get(f)!r} -> {a.get(f)!r}")
     return out
+
+
+MAX_DETAILS = 8  # lines of a changed file or configuration shown under its change
+
+
+def _line_changes(before: str, after: str) -> list[str]:
+    """The lines of a file added (+) and removed (-), at most MAX_DETAILS."""
+    b, a = before.splitlines(), after.splitlines()
+    lines = [f"      + {x}" for x in a if x not in b] + [f"      - {x}" for x in b if x not in a]
+    if not lines:
+        return ["      content differs"]
+    extra = len(lines) - MAX_DETAILS
+    return lines[:MAX_DETAILS] + ([f"      ... and {extra} more"] if extra > 0 else [])
+
+
+def _flatten(v: Any, path: str, out: dict[str, str]) -> None:
+    """JSON value -> {setting path: value text}; list items named by their name/network."""
+    if isinstance(v, dict):
+        for k in sorted(v):
+            _flatten(v[k], f"{path}.{k}" if path else str(k), out)
+    elif isinstance(v, list) and v and all(isinstance(x, dict) and ("name" in x or "network" in x) for x in v):
+        names = [x.get("name", x.get("network")) for x in v]
+        out[f"{path} (order)"] = json.dumps(names)
+        for name, x in zip(names, v, strict=True):
+            _flatten(x, f"{path}[{name}]", out)
+    else:
+        out[path] = json.dumps(v, sort_keys=True)
+
+
+def _setting_changes(before: str, after: str) -> list[tuple[str, str, str]]:
+    """(setting, before, after) of every setting of two JSON texts that differs ("-": absent);
+    empty when either is not JSON."""
+    try:
+        fb: dict[str, str] = {}
+        fa: dict[str, str] = {}
+        _flatten(json.loads(before), "", fb)
+        _flatten(json.loads(after), "", fa)
+    except ValueError:
+        return []
+    return [(k, fb.get(k, "-"), fa.get(k, "-")) for k in sorted({*fb, *fa}) if fb.get(k) != fa.get(k)]
+
+
+def _fields(c: Change) -> list[str]:
+    """The names of what changed: the digest of a configuration stands for its settings."""
+    out: list[str] = []
+    for f in c.fields:
+        if f != "digest":
+            out.append(f)
+            continue
+        text = next((n for n in ("config", "records") if hasattr(c.resource, n)), "")
+        top = sorted({p.split(".")[0].split("[")[0].split(" ")[0] for p, _b, _a in _setting_changes(
+            str(getattr(c.before, text, "")), str(getattr(c.after, text, "")))})
+        out += top or ["configuration"]
+    return list(dict.fromkeys(out))
 
 
 def counts(plan: Plan) -> dict[str, int]:
@@ -199,7 +263,9 @@ def _changes(plan: Plan) -> list[str]:
             sym = c.action.symbol.ljust(3)
             reason = c.reason.value
             if c.fields and c.action in (Action.update, Action.replace):
-                reason += ": " + ", ".join(c.fields)
+                reason += ": " + ", ".join(_fields(c))
+            if c.note:
+                reason = c.note if c.reason == Reason.consequence else f"{reason}; {c.note}"
             lines.append(f"    {sym} {describe(c.resource)}  ({reason})")
             lines += _details(c)
     return lines + [""]

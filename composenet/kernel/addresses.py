@@ -17,7 +17,7 @@ import struct
 from composenet.core.resources import ROUTE_PROTO, Address, Route
 from composenet.errors import KernelError
 from composenet.kernel.context import Context
-from composenet.kernel.rtnl import fail, ignore_gone, nl
+from composenet.kernel.rtnl import fail, ignore_gone, nl, setlink
 from composenet.linux import netns
 from composenet.linux.netlink import (
     IFA_ADDRESS,
@@ -46,6 +46,19 @@ from composenet.linux.netlink import (
 )
 
 # ---- address ----------------------------------------------------------------------------------
+
+# The kernel deletes every secondary IPv4 address of a subnet with its primary (the first one
+# added) unless the link's promote_secondaries is on. An address replaced make-before-break
+# within its subnet (the plan adds the new one, then deletes the old one) is such a secondary:
+# before an IPv4 address is deleted, the link gets promote_secondaries = 1 (IFLA_AF_SPEC ->
+# AF_INET -> IFLA_INET_CONF -> IPV4_DEVCONF_PROMOTE_SECONDARIES), so the new one stays, and so
+# do the routes through the link (the kernel drops them only with its last address).
+IFLA_AF_SPEC, IFLA_INET_CONF, IPV4_DEVCONF_PROMOTE_SECONDARIES = 26, 1, 20
+
+
+def _promote_secondaries(n: NL, ifname: str) -> None:
+    conf = nla(IFLA_INET_CONF, nla(IPV4_DEVCONF_PROMOTE_SECONDARIES, pack_u32(1)))
+    setlink(n, ifname, nla(IFLA_AF_SPEC, nla(socket.AF_INET, conf)))
 
 
 def _addr_body(n: NL, r: Address, add: bool) -> bytes:
@@ -85,6 +98,8 @@ def delete_address(ctx: Context, r: Address) -> None:
     where = f"{r.ns} {r.ifname}" if r.ns else r.ifname
     try:
         n = nl(ctx, r.ns)
+        if ":" not in r.cidr:
+            _promote_secondaries(n, r.ifname)
         n.request(RTM_DELADDR, _addr_body(n, r, False))
     except OSError as e:
         if not ignore_gone(e):

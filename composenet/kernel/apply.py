@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from composenet.core.plan import Action, Plan, Step
 from composenet.core.render import describe
-from composenet.core.resources import Address, Netns, Resource
+from composenet.core.resources import Address, Netns, Resource, Route
 from composenet.errors import ComposenetError, KernelError
 from composenet.kernel.context import Context, Handlers
 
@@ -93,10 +93,17 @@ def apply(ctx: Context, plan: Plan, handlers: Handlers, implied: set[str] | None
         c = plan.steps[n - 1].change
         msg = str(e) if isinstance(e, ComposenetError) else f"{type(e).__name__}: {e}"
         undone, failed = rollback(ctx, journal, handlers)
+        failed += restore_implied(ctx, plan, handlers)
+        left = verify_rollback(ctx, plan, handlers)
         detail = f"step {n}/{total} failed: {c.action.value} {describe(c.resource)}: {msg}"
         detail += f"\n  rolled back {undone} completed step(s)"
         if failed:
             detail += "; rollback failed for:\n    " + "\n    ".join(failed)
+        if left:
+            detail += "\n  the kernel is not as it was before this run:\n    " + "\n    ".join(left)
+            return KernelError(detail, hint="run `composenet plan` to see what differs; `composenet up` with the "
+                                            "previous compose file restores it")
+        detail += "\n  the kernel was read back: it is as it was before this run"
         return KernelError(detail, hint="nothing else was changed; fix the cause and run `composenet up` again")
 
     def wait_pending() -> None:
@@ -114,6 +121,10 @@ def apply(ctx: Context, plan: Plan, handlers: Handlers, implied: set[str] | None
             if progress:
                 progress(n, total, f"{c.action.symbol} {describe(c.resource)}")
             if c.key in implied:
+                # The kernel deletes it with its namespace; a rollback re-creates the namespace
+                # and must put this back too (if it is gone by then: "restore", see rollback).
+                if c.before is not None:
+                    journal.append(("restore", c.before, None))
                 continue
             if c.kind == "process":
                 wait_pending()  # a service starts with its resolver answering
@@ -149,6 +160,11 @@ def rollback(ctx: Context, journal: Journal, handlers: Handlers) -> tuple[int, l
             h.delete(ctx, r)
         elif action == "create":
             h.create(ctx, r)
+        elif action == "restore":  # what the kernel deleted by itself, if it did: the read-back says
+            try:
+                h.create(ctx, r)
+            except Exception:  # noqa: BLE001 -- still there (the namespace was never deleted)
+                pass
         else:
             assert prev is not None
             h.update(ctx, r, prev)
@@ -160,7 +176,7 @@ def rollback(ctx: Context, journal: Journal, handlers: Handlers) -> tuple[int, l
     for entry in reversed(journal):
         try:
             undo(*entry)
-            done += 1
+            done += entry[0] != "restore"  # not a step that ran: the kernel's own delete
         except Exception:  # noqa: BLE001 -- keep undoing the rest; tried again below
             retry.append(entry)
     for entry in retry:
@@ -170,3 +186,47 @@ def rollback(ctx: Context, journal: Journal, handlers: Handlers) -> tuple[int, l
         except Exception as e:  # report what could not be undone
             failed.append(f"{entry[0]} {describe(entry[1])}: {e}")
     return done, failed
+
+
+def restore_implied(ctx: Context, plan: Plan, handlers: Handlers) -> list[str]:
+    """After the journal is undone: put back what the kernel removed by itself while the steps
+    ran, which no journal entry holds: every route the plan found in place (the kernel drops a
+    route with its device or its link's last address, also when the step that would have
+    re-added it never ran). Re-adding one that is there changes nothing (create-or-replace)."""
+    failed: list[str] = []
+    for s in plan.steps:
+        r = s.change.before
+        if not isinstance(r, Route):
+            continue
+        try:
+            handlers.for_kind(r.kind).update(ctx, r, r)
+        except Exception as e:  # noqa: BLE001 -- report it with the others
+            failed.append(f"re-add {describe(r)}: {e}")
+    return failed
+
+
+def verify_rollback(ctx: Context, plan: Plan, handlers: Handlers) -> list[str]:
+    """Read the project back and compare what the plan touched with what it found: each resource
+    it changed must be as it was (present, with the same attributes), each one it created gone.
+    Returns what differs (empty: the rollback is verified)."""
+    from composenet.kernel.observe import observe_project  # deferred: observe imports the handlers registry
+
+    try:
+        observed = observe_project(ctx, handlers)
+    except Exception as e:  # noqa: BLE001 -- cannot verify: say so
+        return [f"could not read the kernel back: {e}"]
+    left: list[str] = []
+    seen: set[str] = set()
+    for s in plan.steps:
+        key, want = s.change.key, s.change.before
+        if key in seen:
+            continue
+        seen.add(key)
+        have = observed.resources.get(key)
+        if want is None and have is not None:
+            left.append(f"still there: {describe(have)}")
+        elif want is not None and have is None:
+            left.append(f"missing: {describe(want)}")
+        elif want is not None and have is not None and want.compared() != have.compared():
+            left.append(f"differs: {describe(want)}")
+    return left

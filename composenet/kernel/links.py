@@ -146,10 +146,16 @@ class KernelHandler(HandlerBase):
         try:
             in_group = {lk.name for lk in host.links() if lk.group == group}
             if in_group and in_group <= doomed:
-                host.request(RTM_DELLINK, ifinfomsg() + nla(IFLA_GROUP, pack_u32(group)))
-            else:  # someone else's link in the group (or none of ours left): one by one
-                for name in sorted(doomed & in_group):
-                    dellink(host, name)
+                try:
+                    host.request(RTM_DELLINK, ifinfomsg() + nla(IFLA_GROUP, pack_u32(group)))
+                    in_group = set()
+                except NetlinkError as e:
+                    # A veth whose namespace is being deleted can go between the listing and the
+                    # request (ENODEV): delete what is left one by one (gone is fine).
+                    if e.errno != errno.ENODEV:
+                        raise
+            for name in sorted(doomed & in_group):  # someone else's link in the group: one by one
+                dellink(host, name)
         except OSError as e:
             raise fail(f"delete links {', '.join(sorted(doomed))}", e) from e
 
@@ -298,7 +304,7 @@ class KernelHandler(HandlerBase):
                     + nla(IFLA_MTU, pack_u32(r.mtu)) + nla(IFLA_MASTER, pack_u32(master))
                     + nla(IFLA_LINKINFO, nla(IFLA_INFO_KIND, pack_str("veth"))
                           + nla(IFLA_INFO_DATA, nla(VETH_INFO_PEER, peer))))
-            self._create_waiting(host, r.ifname, r.label, body, what)
+            self._create_waiting(host, r.ifname, r.label, body, what, nl(ctx, r.ns), r.peer)
         except BaseException:
             intents.done(ctx, intent)
             raise
@@ -319,26 +325,58 @@ class KernelHandler(HandlerBase):
         intents.done(ctx, intent)
 
     @staticmethod
-    def _create_waiting(host: NL, ifname: str, label: str, body: bytes, what: str) -> None:
-        """Create a link; if its name is still held by our previous incarnation of it (a veth
-        the kernel is deleting with its namespace), wait for that one to go, bounded."""
+    def _create_waiting(host: NL, ifname: str, label: str, body: bytes, what: str, peer: NL | None = None,
+                        peer_name: str = "") -> None:
+        """Create a link. On EEXIST, wait (bounded) only while a host link of that name with our
+        label is there: our previous incarnation of it, which the kernel is still deleting
+        with its namespace. Any other EEXIST fails at once, naming what holds the name (a link
+        of someone else's, or ``peer_name`` taken inside the namespace of ``peer``)."""
         deadline = time.monotonic() + DYING_LINK_TIMEOUT
         delay = 0.002
+        gone_once = False  # the dying link vanished between the EEXIST and the look-up: try once more
         while True:
             try:
                 host.request(RTM_NEWLINK, body, NLM_F_CREATE | NLM_F_EXCL)
                 return
             except NetlinkError as e:
-                if e.errno != errno.EEXIST or time.monotonic() >= deadline:
-                    raise (intents.exists_error(host, ifname, what, e) or fail(what, e)) from e
+                if e.errno != errno.EEXIST:
+                    raise fail(what, e) from e
                 try:
                     old = host.link(ifname)
                 except OSError:
                     old = None
-                if old is not None and old.alias != label:  # someone else's link: no point waiting
-                    raise (intents.exists_error(host, ifname, what, e) or fail(what, e)) from e
+                if old is None and not gone_once:
+                    gone_once = True
+                    continue
+                if old is None or old.alias != label:
+                    raise KernelHandler._name_taken(host, ifname, what, e, peer, peer_name) from e
+                if time.monotonic() >= deadline:
+                    raise KernelError(f"{what}: host link {ifname} (this project's, being deleted by the kernel) "
+                                      f"was still there after {DYING_LINK_TIMEOUT:g} s",
+                                      hint="run `composenet up` again once it is gone "
+                                           f"(`ip link show {ifname}`)") from e
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
+
+    @staticmethod
+    def _name_taken(host: NL, ifname: str, what: str, e: NetlinkError, peer: NL | None,
+                    peer_name: str) -> KernelError:
+        """The error of an EEXIST that no wait can cure."""
+        own = intents.exists_error(host, ifname, what, e)
+        if own is not None:
+            return own
+        if peer is not None and peer_name:
+            try:
+                holder = peer.link(peer_name)
+            except OSError:
+                holder = None
+            if holder is not None:
+                where = f"namespace {peer.ns}" if peer.ns else "this namespace"
+                return KernelError(f"{what}: the name {peer_name} is already taken in {where} "
+                                   f"(by {holder.alias or 'a link without a label'})",
+                                   hint="composenet frees a name before it reuses it; "
+                                        "run `composenet plan` to see what it would change")
+        return fail(what, e)
 
     def _update_veth(self, ctx: Context, before: Veth, after: Veth) -> None:
         if (before.ns, before.peer) != (after.ns, after.peer):

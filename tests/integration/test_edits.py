@@ -7,11 +7,14 @@ test fails.
 
 from __future__ import annotations
 
+import socket
 import sys
+import time
 import uuid
 from pathlib import Path
 
-from tests.integration.sandbox import Sandbox, dns, wait_for
+from composenet.core.resources import veth_ifname
+from tests.integration.sandbox import Sandbox, dns, in_netns, wait_for
 from tests.integration.stacks import ECHO
 
 NO_CHANGES = "No changes. Kernel state matches the compose file."
@@ -168,27 +171,218 @@ def test_a_network_whose_bridge_is_deleted_by_hand_keeps_its_subnet(sandbox: San
     sb.assert_clean(p)
 
 
+def foreign_veth(sb: Sandbox, p: str, container: str, network: str) -> str:
+    """A link composenet does not own, holding the host name of the veth ``up`` will create
+    for ``container`` on ``network``: that create fails in the kernel (EEXIST), a real failed
+    step in the middle of a run."""
+    name = veth_ifname(p, f"{p}-{container}-1", f"{p}_{network}")
+    sb.ip(sb.host, f"link add {name} type veth peer name {name[:11]}x")
+    return name
+
+
+def default_route(sb: Sandbox, ns: str) -> str:
+    return sb.ip(ns, "route show default").strip()
+
+
 def test_a_failed_move_to_another_network_is_rolled_back_completely(sandbox: Sandbox, tmp_path) -> None:
-    # The move's last step fails (the new command does not exist): the rollback must restore
-    # the old default route too, although its undo comes before the old veth and address are
-    # back (it used to fail with ENETUNREACH and leave the container without a default route).
+    # The new veth's create fails (a foreign link holds its name) after the old veth was
+    # deleted: the rollback must restore the veth, its address and the default route the kernel
+    # dropped with it, read the kernel back, and say so.
     sb, p = sandbox, project()
     compose = write(tmp_path / "compose.yaml", "[a]")
     sb.up(compose, p)
     app, peer = f"{p}-app-1", f"{p}-peer-1"
     app_ip = sb.ipv4(app)
-    routes = sb.ip(app, "route show default")
-    assert "default via" in routes
-
+    routes = default_route(sb, app)
+    assert routes.startswith("default via")
     good = compose.read_text()
-    compose.write_text(good.replace("networks: [a]\n", "networks: [b]\n", 1)
-                       .replace(f"{sys.executable} {ECHO} --tcp 80", "/nonexistent/cmd", 1))
+    blocker = foreign_veth(sb, p, "app", "b")
+
+    write(compose, "[b]")
     r = sb.up(compose, p, check=False)
     assert r.returncode == 1 and "rolled back" in r.stderr and "rollback failed" not in r.stderr, r.stderr
+    assert f"a link named {blocker} already exists" in r.stderr, r.stderr
+    assert "it is as it was before this run" in r.stderr and "nothing else was changed" in r.stderr, r.stderr
 
     compose.write_text(good)
     assert_no_changes(sb, compose, p)
-    assert sb.ip(app, "route show default") == routes
+    assert default_route(sb, app) == routes
     wait_for(peer, app_ip, 80)
+    sb.ip(sb.host, f"link del {blocker}")
+    sb.down(p, compose)
+    sb.assert_clean(p)
+
+
+def test_reordering_a_services_networks(sandbox: Sandbox, tmp_path) -> None:
+    # Issue 16, defect 1: eth0 and eth1 swap networks. The kernel refuses a second eth0 in the
+    # namespace: the plan frees both names first. Docker puts the first-listed network on eth0.
+    sb, p = sandbox, project()
+    compose = write(tmp_path / "compose.yaml", "[a, b]")
+    sb.up(compose, p)
+    app, peer = f"{p}-app-1", f"{p}-peer-1"
+    before = sb.addrs(app)
+    write(compose, "[b, a]")  # the plan's text: tests/golden/reorder-networks
+    r = sb.up(compose, p, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert_no_changes(sb, compose, p)
+    after = sb.addrs(app)
+    assert after == {"eth0": before["eth1"], "eth1": before["eth0"]}, (before, after)
+    assert default_route(sb, app).startswith(f"default via {sb.gateway_for(after['eth0'][0])} dev eth0")
+    for ifname in ("eth0", "eth1"):
+        wait_for(peer, after[ifname][0], 80)
+    sb.down(p, compose)
+    sb.assert_clean(p)
+
+
+def test_a_failed_reorder_keeps_the_default_route(sandbox: Sandbox, tmp_path) -> None:
+    # Issue 16, defect 2: the reorder fails part-way (a new service's veth name is held by a
+    # foreign link); the rollback restores both veths, their addresses and the default route the
+    # kernel dropped with eth0, and `plan` against the previous file is empty.
+    sb, p = sandbox, project()
+    compose = write(tmp_path / "compose.yaml", "[a, b]")
+    sb.up(compose, p)
+    app, peer = f"{p}-app-1", f"{p}-peer-1"
+    before, routes = sb.addrs(app), default_route(sb, app)
+    good = compose.read_text()
+    blocker = foreign_veth(sb, p, "extra", "a")
+    write(compose, "[b, a]")
+    compose.write_text(compose.read_text().replace("networks:\n  a:", "  extra:\n    networks: [a]\nnetworks:\n  a:"))
+    r = sb.up(compose, p, check=False)
+    assert r.returncode == 1 and "rolled back" in r.stderr and "rollback failed" not in r.stderr, r.stderr
+    compose.write_text(good)
+    assert_no_changes(sb, compose, p)
+    assert sb.addrs(app) == before and default_route(sb, app) == routes
+    assert f"a link named {blocker} already exists" in r.stderr, r.stderr  # the step that failed
+    assert "it is as it was before this run" in r.stderr, r.stderr
+    wait_for(peer, before["eth0"][0], 80)
+    sb.ip(sb.host, f"link del {blocker}")
+    sb.down(p, compose)
+    sb.assert_clean(p)
+
+
+def write_static(path: Path, address: str) -> Path:
+    path.write_text(f"""\
+services:
+  db:
+    command: "{sys.executable} {ECHO} --tcp 80"
+    networks:
+      back:
+        ipv4_address: {address}
+  web:
+    networks: [back]
+networks:
+  back:
+    ipam:
+      config:
+        - subnet: 198.18.2.0/24
+""")
+    return path
+
+
+def test_changing_a_static_address_within_its_subnet(sandbox: Sandbox, tmp_path) -> None:
+    # Issue 16, defect 3: the new address is added before the old one goes (the link never has
+    # none, so the kernel keeps the default route), and the plan re-adds the route anyway.
+    sb, p = sandbox, project()
+    compose = write_static(tmp_path / "compose.yaml", "198.18.2.10")
+    sb.up(compose, p)
+    db, web = f"{p}-db-1", f"{p}-web-1"
+    wait_for(web, "198.18.2.10", 80)
+    write_static(compose, "198.18.2.20")  # the plan's text: tests/golden/change-static-address
+    r = sb.up(compose, p, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert_no_changes(sb, compose, p)
+    assert sb.addrs(db) == {"eth0": ("198.18.2.20", 24)}
+    assert default_route(sb, db).startswith("default via 198.18.2.1 dev eth0")
+    wait_for(web, "198.18.2.20", 80)
+    assert dns(web, "198.18.2.1", "db") == ("NOERROR", ["198.18.2.20"])
+    sb.down(p, compose)
+    sb.assert_clean(p)
+
+
+LINES = """\
+import socket, sys, threading
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 7000))
+s.listen(8)
+s.settimeout(300)
+def serve(c):
+    with c:
+        for line in c.makefile("rb"):
+            c.sendall(b"ok " + line)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
+
+
+def write_survival(path: Path, server: Path, *, extra: str = "", other: str = "[a]", touched: str = "[a]",
+                   touched_extra: str = "") -> Path:
+    """``srv`` and ``cli`` are never edited; ``tsrv`` is edited only by additions; ``other`` (and
+    ``extra``) take every other kind of edit."""
+    cmd = f'"{sys.executable} {server}"'
+    path.write_text(f"""\
+services:
+  srv:
+    command: {cmd}
+    networks: [a]
+  cli:
+    networks: [a]
+  tsrv:
+    command: {cmd}
+    networks: {touched}{touched_extra}
+  other:
+    networks: {other}
+{extra}networks:
+  a: {{}}
+  b: {{}}
+""")
+    return path
+
+
+def connect(ns: str, ip: str) -> socket.socket:
+    """A TCP connection from namespace ``ns`` to the line server on ``ip`` (bounded retries
+    while it starts); the socket stays in ``ns``."""
+    for _ in range(100):
+        try:
+            return in_netns(ns, lambda: socket.create_connection((ip, 7000), timeout=5))
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing accepts on {ip}:7000 from {ns}")
+
+
+def test_connections_of_untouched_services_survive_edits(sandbox: Sandbox, tmp_path) -> None:
+    # Issue 16: an established TCP connection between two services the edits do not concern
+    # survives every edit; so does one to a service whose edit only adds (a network, an alias,
+    # a port). Each edit: `up` exits 0, the next plan is empty, both connections still answer.
+    sb, p = sandbox, project()
+    server = tmp_path / "lines.py"
+    server.write_text(LINES)
+    compose = write_survival(tmp_path / "compose.yaml", server)
+    sb.up(compose, p)
+    cli = f"{p}-cli-1"
+    conns = {}
+    for name in ("srv", "tsrv"):
+        conns[name] = connect(cli, sb.ipv4(f"{p}-{name}-1"))
+    edits = [
+        {"extra": "  extra:\n    networks: [a, b]\n"},  # a service added
+        {"extra": "  extra:\n    networks: [b, a]\n"},  # its networks reordered
+        {"extra": "  extra:\n    networks: [b, a]\n", "other": "[a, b]"},  # another network joined
+        {"other": "[b]", "touched": "[a, b]"},  # moved; tsrv joins a network (adds)
+        {"other": "[b]", "touched": "{a: {aliases: [t1]}, b: {}}"},  # tsrv: an alias
+        {"other": "[b]", "touched": "{a: {aliases: [t1]}, b: {}}", "touched_extra": '\n    ports: ["127.0.0.1::80"]'},
+    ]
+    try:
+        for i, e in enumerate(edits):
+            write_survival(compose, server, **e)
+            r = sb.up(compose, p, check=False)
+            assert r.returncode == 0, f"edit {i}: {r.stdout}{r.stderr}"
+            assert_no_changes(sb, compose, p)
+            for name, c in conns.items():
+                c.sendall(f"edit {i}\n".encode())
+                assert c.makefile("rb").readline() == f"ok edit {i}\n".encode(), f"{name} after edit {i}"
+    finally:
+        for c in conns.values():
+            c.close()
     sb.down(p, compose)
     sb.assert_clean(p)

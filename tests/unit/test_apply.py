@@ -251,7 +251,8 @@ def test_failure_on_the_kth_call(ctx: Context) -> None:
     with pytest.raises(KernelError) as ei:
         run(ctx, kernel, plan)
     assert ei.value.message.startswith(f"step 4/6 failed: replace {describe(PROC)}: injected failure of call 4")
-    assert ei.value.message.endswith("\n  rolled back 3 completed step(s)")
+    assert ei.value.message.endswith("\n  rolled back 3 completed step(s)"
+                                     "\n  the kernel was read back: it is as it was before this run")
     assert PROC.key in kernel.resources and kernel.resources[PROC.key] != PROC
 
 
@@ -283,7 +284,11 @@ def test_undos_that_keep_failing_are_listed(ctx: Context) -> None:
         "    finish deletes: injected failure of flush nft",
         f"    delete {describe(BR)}: injected failure of delete link:-:cnb-1",
         f"    create {describe(OLD)}: injected failure of create netns:p-old-1",
+        "  the kernel is not as it was before this run:",  # read back: what the failed undos left
+        f"    missing: {describe(OLD)}",
+        f"    still there: {describe(BR)}",
     ]
+    assert "nothing else was changed" not in (ei.value.hint or "")
     assert BR.key in kernel.resources and OLD.key not in kernel.resources
 
 
