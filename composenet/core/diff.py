@@ -22,6 +22,7 @@ import json
 from composenet.core.plan import Action, Change, Reason
 from composenet.core.resources import (
     Address,
+    Ipvlan,
     Macvlan,
     Netns,
     NftTable,
@@ -128,7 +129,7 @@ def implied_deletes(changes: list[Change]) -> set[str]:
         if c.action != Action.delete:
             continue
         r = c.before
-        if isinstance(r, Address | Route | Macvlan) and r.ns and r.ns in gone_ns:
+        if isinstance(r, Address | Route | Macvlan | Ipvlan) and r.ns and r.ns in gone_ns:
             out.add(c.key)
     return out
 

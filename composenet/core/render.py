@@ -17,6 +17,7 @@ from composenet.core.resources import (
     Bridge,
     DnsRecords,
     ForwardingGuard,
+    Ipvlan,
     Macvlan,
     Netns,
     NetnsFile,
@@ -58,12 +59,15 @@ def describe(r: Resource) -> str:
             f"  [{', '.join(flags)}]" if flags else "")
     if isinstance(r, Macvlan):
         return f"macvlan  {r.ns} {r.ifname}  parent {r.parent} mode {r.mode}  mtu {r.mtu}  mac {r.mac}"
+    if isinstance(r, Ipvlan):
+        return f"ipvlan   {r.ns} {r.ifname}  parent {r.parent} mode {r.mode} flag {r.flag}  mtu {r.mtu}"
     if isinstance(r, Address):
         return f"address  {r.cidr} on {(r.ns + ' ') if r.ns else ''}{r.ifname}"
     if isinstance(r, Route):
         dst = "default" if r.dst in ("0.0.0.0/0", "::/0") else r.dst
         fam = " (ipv6)" if ":" in r.dst else ""
-        return f"route    {dst}{fam} via {r.gateway} dev {r.ifname}" + (f" in {r.ns}" if r.ns else "")
+        via = f" via {r.gateway}" if r.gateway else ""  # an ipvlan l3 default route is the device itself
+        return f"route    {dst}{fam}{via} dev {r.ifname}" + (f" in {r.ns}" if r.ns else "")
     if isinstance(r, NftTable):
         n = sum(1 for x in r.rules if not x.startswith(("chain ", "set ")))
         return f"nft      table {r.family} {r.name} ({n} rules)"
@@ -82,7 +86,7 @@ def describe(r: Resource) -> str:
 
 def _group(r: Resource, ns_service: dict[str, str], bridge_net: dict[str, str]) -> tuple[int, str]:
     """(order, title) of the section a change is listed under."""
-    if isinstance(r, Sysctl | ForwardingGuard) and not getattr(r, "ifname", None):
+    if isinstance(r, Sysctl | ForwardingGuard) and not getattr(r, "ifname", None) and not getattr(r, "ns", ""):
         return (0, "host")
     if isinstance(r, Supervisor):
         return (3, "project")
@@ -97,7 +101,7 @@ def _group(r: Resource, ns_service: dict[str, str], bridge_net: dict[str, str]) 
         return (2, f"service {r.service or '?'}")
     if isinstance(r, Process):
         return (2, f"service {r.service}")
-    if isinstance(r, Veth | Macvlan | Address | Route | NetnsFile):
+    if isinstance(r, Veth | Macvlan | Ipvlan | Address | Route | NetnsFile | Sysctl):
         ns = r.ns
     return (2, f"service {ns_service.get(ns, '?')}")
 
@@ -226,9 +230,12 @@ def _networks(plan: Plan) -> list[str]:
         if n.get("bridge"):
             desc += f" {n['bridge']}"
         if n.get("subnet"):
-            desc += f"  {n['subnet']} gw {n['gateway']}"
+            desc += f"  {n['subnet']} " + (f"gw {n['gateway']}" if n.get("gateway") else "no gateway")
         if n.get("subnet6"):
-            desc += f"  {n['subnet6']} gw {n['gateway6']}"
+            desc += f"  {n['subnet6']} " + (f"gw {n['gateway6']}" if n.get("gateway6") else "no gateway")
+        modes = n.get("gateway_modes")
+        if modes:
+            desc += "  gateway mode " + ", ".join(f"{fam} {mode}" for fam, mode in sorted(modes.items()) if mode != "nat")
         if n.get("internal"):
             desc += "  internal"
         lines.append(desc)
@@ -296,7 +303,7 @@ def _exposure(plan: Plan) -> list[str]:
         return []
     lines = ["Exposure:"]
     for e in sorted(plan.exposure, key=lambda e: (e["host_port"], e["protocol"], e["host_ip"], e["service"])):
-        tg = ", ".join(f"{t}:{e['target_port']}" for t in e["targets"])
+        tg = ", ".join((f"[{t}]" if ":" in t else t) + f":{e['target_port']}" for t in e["targets"])
         lines.append(
             f"  {e['service']}  {e['host_ip']}:{e['host_port']}/{e['protocol']} -> {tg} "
             f"on {e['network']}  ({e['scope']})"

@@ -16,6 +16,7 @@ from typing import Any
 from composenet.core.resources import (
     LABEL_PREFIX,
     Address,
+    Ipvlan,
     Macvlan,
     Netns,
     NetnsFile,
@@ -140,7 +141,7 @@ def containers(observed: ObservedState, project: str, records: dict[str, dict[st
             addrs.setdefault((r.ns, r.ifname), []).append(r.cidr)
     owner: dict[str, str] = {}  # bare address -> container
     for r in res:
-        if isinstance(r, (Veth, Macvlan)) and r.label.startswith(prefix):
+        if isinstance(r, (Veth, Macvlan, Ipvlan)) and r.label.startswith(prefix):
             parts = r.label[len(prefix):].split("/")
             if len(parts) != 2:
                 continue

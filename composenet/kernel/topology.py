@@ -19,6 +19,7 @@ from composenet.core.planner import make_plan
 from composenet.core.resources import (
     Address,
     Bridge,
+    Ipvlan,
     Macvlan,
     Netns,
     NftTable,
@@ -45,7 +46,7 @@ def live_state(ctx: Context, project: Project, upstreams: Upstreams) -> tuple[De
 
 def live_view(desired: DesiredState, observed: ObservedState, changed: list[Resource]) -> Live:
     """Each container's and network's state, from what is desired, observed and would change."""
-    drifted_ns = {r.ns for r in changed if isinstance(r, Address | Route | Veth | Macvlan) and r.ns}
+    drifted_ns = {r.ns for r in changed if isinstance(r, Address | Route | Veth | Macvlan | Ipvlan) and r.ns}
     bridges = {r.ifname for r in changed if isinstance(r, Bridge)} | {
         r.ifname for r in changed if isinstance(r, Address) and not r.ns}
     containers = {}
