@@ -17,6 +17,7 @@ Must not: word errors (the reference path does), or accept anything the referenc
 from __future__ import annotations
 
 import gc
+import re
 from typing import Any
 
 import yaml
@@ -34,6 +35,9 @@ from composenet.compose.ytree import Loc, YList, YMap, clone
 
 HAVE_LIBYAML = bool(getattr(yaml, "__with_libyaml__", False))
 _MERGE_KEY = object()  # marks "the next value is a merge (<<) source"
+# A block scalar header with a comment not preceded by a space (`key: |#`): libyaml takes it,
+# PyYAML (and the YAML spec) refuse it. Any text that may hold one goes to the reference path.
+_BLOCK_HEADER_COMMENT = re.compile(r"[|>][-+0-9]{0,2}#")
 
 
 class _Fallback(Exception):
@@ -65,6 +69,8 @@ class _Frame:
 
 def fast_parse(file: str, text: str) -> Any:
     """Like load.py's ``_Builder(...).build(get_single_node())``, or raise _Fallback (or any error)."""
+    if _BLOCK_HEADER_COMMENT.search(text):
+        raise _Fallback
     parser = yaml.cyaml.CParser(text)  # type: ignore[attr-defined]
     paused = gc.isenabled()
     gc.disable()  # only acyclic containers are made here: the collector would scan them for nothing

@@ -40,6 +40,7 @@ def check_names(ctx: Ctx, services: Mapping[str, Service], networks: Mapping[str
     project = ctx.env.get("COMPOSE_PROJECT_NAME", "")
     for key, net in sorted(networks.items()):
         _network(ctx, project, key, net)
+    _unique_networks(ctx, networks)
     for name, svc in sorted(services.items()):
         _container_name(ctx, project, name, svc, services)
         if svc.hostname is not None and len(svc.hostname.encode()) > MAX_HOSTNAME:
@@ -64,6 +65,22 @@ def _network(ctx: Ctx, project: str, key: str, net: Network) -> None:
                 "labels and DNS names)", key=not explicit,
                 hint="set a shorter `name:`" if explicit else "use a shorter project name (-p) or network key, "
                 "or set `name:`")
+
+
+def _unique_networks(ctx: Ctx, networks: Mapping[str, Network]) -> None:
+    """Two networks the project creates may not have one name: they would be one bridge, one
+    label and one DNS suffix (an external network may be named by several keys: it is found,
+    not made)."""
+    first: dict[str, str] = {}
+    for key, net in sorted(networks.items()):
+        if net.external or not NETWORK_KEY.match(key):
+            continue
+        other = first.setdefault(net.name, key)
+        if other != key:
+            path: tuple[Any, ...] = ("networks", key, "name") if _given_name(ctx, key) else ("networks", key)
+            ctx.err(path, f"network name {net.name!r} is also the name of network {other!r}",
+                    key=not _given_name(ctx, key),
+                    hint="give each network its own `name:` (or mark the shared one `external: true`)")
 
 
 def _given_name(ctx: Ctx, key: str) -> bool:

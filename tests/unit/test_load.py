@@ -476,3 +476,15 @@ def test_fast_path_never_disagrees_on_mutated_yaml(edits):
         assert ei.value.problem == e.problem
         return
     assert _same(parse_text("f.yaml", text), want) is None
+
+
+@pytest.mark.parametrize("header", ["|#", "|# c", ">-#", "|2#x"])
+def test_a_comment_glued_to_a_block_scalar_header_is_refused_by_both_paths(header):
+    """libyaml takes `key: |#`, PyYAML and the YAML spec refuse it (a comment needs a space
+    before it): the fast path must not accept what the reference refuses (found by hypothesis)."""
+    text = f"block: {header}\n  two\n  lines\n"
+    with pytest.raises(YamlProblem) as ref:
+        _reference_parse("f.yaml", text)
+    with pytest.raises(YamlProblem) as fast:
+        parse_text("f.yaml", text)
+    assert fast.value.problem == ref.value.problem

@@ -473,3 +473,19 @@ networks:
     assert p.document["networks"]["m"]["ipam"] == {"driver": "default"}
     again = load_text(tmp_path, render_config(p, "yaml"))
     assert again.document == p.document
+
+
+def test_two_networks_may_not_share_a_name(tmp_path: Path):
+    """Two networks the project creates with one name would be one bridge (found by hypothesis:
+    keys '0' and '1', both `name: '0'`, crashed the planner with "two different resources")."""
+    got = errors(tmp_path, """
+        name: dup
+        services:
+          a: {networks: [x, y, z]}
+        networks:
+          x: {name: same}
+          y: {name: same}
+          z: {name: shared, external: true}
+    """)
+    assert "networks.y.name: network name 'same' is also the name of network 'x'" in got, got
+    assert "networks.x" not in got.replace("network 'x'", ""), got
