@@ -34,9 +34,19 @@ from dataclasses import dataclass
 from composenet.core.resources import LABEL_PREFIX
 from composenet.errors import KernelError
 from composenet.kernel.context import Context
+from composenet.kernel.rtnl import dellink, fail, nl, setlink
 from composenet.linux import failpoint
 from composenet.linux.fileio import atomic_write
-from composenet.linux.netlink import NL, Link
+from composenet.linux.netlink import (
+    IFLA_IFALIAS,
+    NL,
+    NLM_F_CREATE,
+    NLM_F_EXCL,
+    RTM_NEWLINK,
+    Link,
+    nla,
+    pack_str,
+)
 from composenet.paths import INTENTS
 
 INDEX_FIRST, INDEX_LAST = 1 << 24, 1 << 30  # far above what the kernel hands out by itself
@@ -139,3 +149,26 @@ def exists_error(n: NL, name: str, what: str, e: OSError) -> KernelError | None:
         "(it has no composenet label, and no record says composenet made it)",
         hint=f"composenet never touches it; if nothing uses it, remove it (`ip{f' -n {n.ns}' if n.ns else ''} link "
              f"del {name}`) and run `composenet up` again")
+
+
+def create_in_netns(ctx: Context, intent: Intent, body: bytes, fd: int, what: str, point: str) -> None:
+    """Create the link ``body`` describes directly inside ``intent.ns`` (IFLA_NET_NS_FD ``fd``,
+    closed here), then label it (``intent.label``); ``point`` names the failpoint between the two.
+    The intent is done either way; a link that cannot be labelled is deleted again; a name
+    already taken is named by :func:`exists_error`."""
+    try:
+        nl(ctx, "").request(RTM_NEWLINK, body, NLM_F_CREATE | NLM_F_EXCL)
+    except OSError as e:
+        done(ctx, intent)
+        raise (exists_error(nl(ctx, intent.ns), intent.name, what, e) or fail(what, e)) from e
+    finally:
+        os.close(fd)
+    failpoint.hit(point)
+    n = nl(ctx, intent.ns)
+    try:
+        setlink(n, intent.name, nla(IFLA_IFALIAS, pack_str(intent.label)))
+    except OSError as e:
+        dellink(n, intent.name)
+        done(ctx, intent)
+        raise fail(what, e) from e
+    done(ctx, intent)

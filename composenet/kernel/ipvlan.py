@@ -24,11 +24,10 @@ from composenet.core.state import ObservedState
 from composenet.errors import KernelError
 from composenet.kernel import intents
 from composenet.kernel.context import Context, HandlerBase
-from composenet.kernel.rtnl import dellink, fail, nl, setlink
-from composenet.linux import failpoint, netns
+from composenet.kernel.rtnl import dellink, fail, nl
+from composenet.linux import netns
 from composenet.linux.netlink import (
     IFF_UP,
-    IFLA_IFALIAS,
     IFLA_IFNAME,
     IFLA_INFO_DATA,
     IFLA_INFO_KIND,
@@ -36,9 +35,6 @@ from composenet.linux.netlink import (
     IFLA_LINKINFO,
     IFLA_MTU,
     IFLA_NET_NS_FD,
-    NLM_F_CREATE,
-    NLM_F_EXCL,
-    RTM_NEWLINK,
     ifinfomsg,
     nla,
     pack_str,
@@ -134,22 +130,7 @@ class IpvlanHandler(HandlerBase):
         body = (ifinfomsg(index=intent.index, flags=IFF_UP, change=IFF_UP) + nla(IFLA_IFNAME, pack_str(r.ifname))
                 + nla(IFLA_MTU, pack_u32(r.mtu)) + nla(IFLA_LINK, pack_u32(parent)) + nla(IFLA_NET_NS_FD, pack_u32(fd))
                 + nla(IFLA_LINKINFO, nla(IFLA_INFO_KIND, pack_str("ipvlan")) + nla(IFLA_INFO_DATA, data)))
-        try:
-            host.request(RTM_NEWLINK, body, NLM_F_CREATE | NLM_F_EXCL)
-        except OSError as e:
-            intents.done(ctx, intent)
-            raise (intents.exists_error(nl(ctx, r.ns), r.ifname, what, e) or fail(what, e)) from e
-        finally:
-            os.close(fd)
-        failpoint.hit(f"create ipvlan {r.ns} {r.ifname}")
-        n = nl(ctx, r.ns)
-        try:
-            setlink(n, r.ifname, nla(IFLA_IFALIAS, pack_str(r.label)))
-        except OSError as e:
-            dellink(n, r.ifname)
-            intents.done(ctx, intent)
-            raise fail(what, e) from e
-        intents.done(ctx, intent)
+        intents.create_in_netns(ctx, intent, body, fd, what, f"create ipvlan {r.ns} {r.ifname}")
 
     def update(self, ctx: Context, before: Resource, after: Resource) -> None:
         """Mode, flag and parent are fixed at creation: made again."""

@@ -424,22 +424,7 @@ class KernelHandler(HandlerBase):
                 + nla(IFLA_NET_NS_FD, pack_u32(fd))
                 + nla(IFLA_LINKINFO, nla(IFLA_INFO_KIND, pack_str("macvlan"))
                       + nla(IFLA_INFO_DATA, nla(IFLA_MACVLAN_MODE, pack_u32(MACVLAN_MODES[r.mode])))))
-        try:
-            host.request(RTM_NEWLINK, body, NLM_F_CREATE | NLM_F_EXCL)
-        except OSError as e:
-            intents.done(ctx, intent)
-            raise (intents.exists_error(nl(ctx, r.ns), r.ifname, what, e) or fail(what, e)) from e
-        finally:
-            os.close(fd)
-        failpoint.hit(f"create macvlan {r.ns} {r.ifname}")
-        n = nl(ctx, r.ns)
-        try:
-            setlink(n, r.ifname, nla(IFLA_IFALIAS, pack_str(r.label)))
-        except OSError as e:
-            dellink(n, r.ifname)
-            intents.done(ctx, intent)
-            raise fail(what, e) from e
-        intents.done(ctx, intent)
+        intents.create_in_netns(ctx, intent, body, fd, what, f"create macvlan {r.ns} {r.ifname}")
 
     def _update_macvlan(self, ctx: Context, before: Macvlan, after: Macvlan) -> None:
         if before.parent != after.parent or after.mode not in MACVLAN_MODES:
