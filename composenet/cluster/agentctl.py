@@ -32,7 +32,7 @@ from composenet.cluster import files
 from composenet.cluster.errors import StoreError
 from composenet.cluster.settings import ClusterSettings
 from composenet.linux import proc
-from composenet.linux.fileio import atomic_write, read_json
+from composenet.linux.fileio import atomic_write, read_json, tail_lines
 from composenet.linux.spawn import open_log
 
 AGENT_MODULE = "composenet.cluster.agent"
@@ -83,14 +83,7 @@ def shared_run_dir_error(run_dir: str, pid: int) -> StoreError:
 
 
 def _log_tail(path: str, n: int = 12) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 8192))
-            lines = f.read().decode(errors="replace").splitlines()
-    except OSError:
-        return ""
-    return "\n".join("  | " + ln for ln in lines[-n:])
+    return "\n".join("  | " + ln for ln in tail_lines(path, n))
 
 
 def spawn_agent(run_dir: str, config: dict, env: dict[str, str] | None = None) -> subprocess.Popen:

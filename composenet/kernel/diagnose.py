@@ -20,7 +20,6 @@ Must not: change anything but the trace tables (removed before it returns).
 from __future__ import annotations
 
 import concurrent.futures
-import os
 from dataclasses import dataclass, replace
 
 from composenet.core.checkreport import Result
@@ -45,6 +44,7 @@ from composenet.kernel import probe
 from composenet.kernel.checkstate import Kernel, run_probe
 from composenet.kernel.trace import Finding, Flow, TraceSession, finding
 from composenet.linux import sockdiag
+from composenet.linux.fileio import tail_lines
 
 DRIFT_HINT = "`composenet up` repairs it"
 LOG_LINES = 5
@@ -222,13 +222,7 @@ def process_note(k: Kernel, ns: str) -> str | None:
 
 
 def log_tail(path: str, n: int = LOG_LINES) -> list[str]:
-    try:
-        with open(path, "rb") as f:
-            f.seek(max(0, os.fstat(f.fileno()).st_size - 4096))
-            lines = f.read().decode(errors="replace").splitlines()
-    except OSError:
-        return []
-    return [ln.strip() for ln in lines if ln.strip()][-n:]
+    return [ln.strip() for ln in tail_lines(path, 4096, window=4096) if ln.strip()][-n:]
 
 
 def resolver_note(k: Kernel, e: Expect, server: str | None) -> list[str]:

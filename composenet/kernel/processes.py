@@ -41,7 +41,7 @@ from composenet.core.state import ObservedState
 from composenet.errors import ComposenetError, KernelError
 from composenet.kernel.context import Context, HandlerBase
 from composenet.linux import cgroup, failpoint, proc
-from composenet.linux.fileio import atomic_write, read_json
+from composenet.linux.fileio import atomic_write, read_json, tail_lines
 from composenet.linux.spawn import open_log
 from composenet.supervisor import DEFAULT_PATH, LOG, MODULE, PORTS, client
 
@@ -126,14 +126,7 @@ def status_of(state: dict[str, Any] | None, supervised: bool) -> dict[str, Any]:
 
 
 def log_tail(path: str, n: int = 10) -> list[str]:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 8192))
-            lines = f.read().decode(errors="replace").splitlines()
-    except OSError:
-        return []
-    return lines[-n:]
+    return tail_lines(path, n)
 
 
 # ---- the supervisor ------------------------------------------------------------------------------

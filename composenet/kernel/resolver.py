@@ -33,7 +33,7 @@ from composenet.dns import peers, running
 from composenet.errors import KernelError
 from composenet.kernel.context import Context, HandlerBase
 from composenet.linux import proc
-from composenet.linux.fileio import atomic_write
+from composenet.linux.fileio import atomic_write, tail_lines
 from composenet.linux.spawn import open_log
 from composenet.paths import DNS_LOG
 
@@ -74,14 +74,7 @@ def _unlink(path: str) -> None:
 
 
 def _log_tail(path: str, n: int = 15) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 8192))
-            lines = f.read().decode(errors="replace").splitlines()
-    except OSError:
-        return ""
-    return "\n".join("  | " + ln for ln in lines[-n:])
+    return "\n".join("  | " + ln for ln in tail_lines(path, n))
 
 
 def _package_root() -> str:

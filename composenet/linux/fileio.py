@@ -58,3 +58,14 @@ def read_json(path: str) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def tail_lines(path: str, n: int, window: int = 8192) -> list[str]:
+    """The last ``n`` lines of the file's last ``window`` bytes (a log), [] when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - window))
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return []
+    return lines[-n:]
