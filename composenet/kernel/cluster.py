@@ -161,7 +161,7 @@ class ClusterRun:
             _agent_after(ctx, self.settings.node)
 
 
-RETRIES = 3  # plans of one `up` when another host takes a record or an address meanwhile
+RETRIES = 4  # plans of one `up` when another host takes a record or an address meanwhile
 
 
 def early_agent(ctx: Context, project: Project) -> agentctl.EarlyStart | None:
@@ -288,12 +288,36 @@ def _start(ctx: Context, project: Project, planned: Planned, rows: list[dict[str
     for net, ip, a in current.addresses:  # an address the plan moves to another container of the project
         if planned_ips.get((net, ip), a.container) != a.container:
             host.release(ctx.run_dir, reg, project.name, net, ip, a.container)
+    moved = []
     for c, ep in _endpoints(project, planned, set(records)):
+        net = ep["network"]
         try:
-            host.lease(ctx.run_dir, reg, project.name, lease, records[ep["network"]], c["name"], ip=ep["ipv4"])
+            host.lease(ctx.run_dir, reg, project.name, lease, records[net], c["name"], ip=ep["ipv4"])
         except ClusterConflict as e:
-            raise _retry(f"address {ep['ipv4']} on {ep['network']} for {c['name']}: {e.message}") from None
+            static, ip_range = _attachment_ipv4(project, c["service"], net)
+            if static == ep["ipv4"]:
+                raise _retry(f"address {ep['ipv4']} on {net} for {c['name']}: {e.message}") from None
+            # A dynamic address another host took since the plan: the store leases this container
+            # a free one (atomically); the next plan keeps it (core.desired.containers._own_leases),
+            # so the next attempt does not race for the same addresses again.
+            avoid = tuple(ip for (n, ip) in planned_ips if n == net)
+            got = host.lease(ctx.run_dir, reg, project.name, lease, records[net], c["name"], ip_range=ip_range,
+                             avoid=avoid)
+            moved.append(f"{c['name']} on {net}: {ep['ipv4']} was taken, {got} leased instead")
+    if moved:
+        raise _retry("; ".join(moved))
     return run
+
+
+def _attachment_ipv4(project: Project, service: str, network: str) -> tuple[str | None, str | None]:
+    """(the static ipv4_address, the network's IPv4 ip_range) of ``service`` on ``network``."""
+    net = next((n for n in project.networks if n.name == network), None)
+    svc = next((s for s in project.services if s.name == service), None)
+    static = None
+    if svc is not None and net is not None:
+        static = next((att.ipv4_address for att in svc.networks if att.network == net.key), None)
+    ic = next((ic for ic in net.ipam if ic.subnet and ":" not in ic.subnet), None) if net is not None else None
+    return static, ic.ip_range if ic else None
 
 
 def pending(ctx: Context, project: Project, planned: Planned) -> bool:

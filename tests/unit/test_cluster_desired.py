@@ -139,3 +139,15 @@ def test_container_names_are_the_containers_modules(tmp_path):
     f.write_text("name: p\nservices:\n  a: {command: x, deploy: {replicas: 2}}\n  b: {command: x, container_name: bee}\n")
     p = load(f)
     assert _containers(p) == {n for s in p.services for n in container_names(p, s)} == {"p-a-1", "p-a-2", "bee"}
+
+
+def test_an_address_this_node_leased_to_the_container_is_kept_though_a_lower_one_is_free(tmp_path):
+    # An `up` that lost its planned address to another host leases a free one to the container
+    # and plans again (kernel/cluster.py): the new plan must keep that lease, not race for .2 again.
+    leases = {"shop_fabric": {"10.0.3.7": {"node": "h1", "container": "shop-client-1"},
+                              "10.0.3.9": {"node": "h2", "container": "shop-client-1"}}}
+    d = plan(tmp_path, FABRIC, base(networks={"shop_fabric": REC}, leases=leases))
+    assert d.containers[0]["endpoints"][0]["ipv4"] == "10.0.3.7"
+    text = FABRIC.replace('command: "sleep 600"', 'command: "sleep 600"\n    deploy: {replicas: 2}')
+    d = plan(tmp_path, text, base(networks={"shop_fabric": REC}, leases=leases))
+    assert [c["endpoints"][0]["ipv4"] for c in d.containers] == ["10.0.3.7", "10.0.3.2"]

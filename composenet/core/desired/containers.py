@@ -6,8 +6,8 @@ a container's own, the one of service X it shares (``network_mode: service:X``, 
 copies X's hostname), a named one (``container:NAME``) or the host's; the endpoints of the file
 and those `composenet network connect` added; and address assignment, in three passes so that
 a dynamic address never takes one that is asked for or already held: static addresses first
-(every container's), then the addresses the kernel already has (kept across edits), then
-dynamic ones from the network's pool.
+(every container's), then the addresses the kernel already has (kept across edits) or the
+cluster store leases to the container, then dynamic ones from the network's pool.
 
 Must not: choose subnets (networks.py) or make kernel resources (resources.py).
 """
@@ -180,9 +180,11 @@ def _keep_observed(specs: list[_Spec], connected: set[tuple[str, int]],
     pools of two networks never overlap); else None (a dynamic one, later)."""
     resolved: dict[tuple[str, int], tuple[str | None, str | None]] = {}
     observed_addrs = _observed_endpoint_addrs(observed)
+    leased = _own_leases(observed)
     for c, eth, np, att in specs:
         ifname = att.interface_name or f"eth{eth}"
-        prev = observed_addrs.get((c.ns, ifname), []) + observed_addrs.get((c.ns, ""), [])
+        prev = (observed_addrs.get((c.ns, ifname), []) + observed_addrs.get((c.ns, ""), [])
+                + leased.get((np.net.name, c.name), []))
         a4 = a6 = None
         if (c.index == 1 or (c.name, eth) in connected) and att.ipv4_address:
             a4 = att.ipv4_address
@@ -216,6 +218,20 @@ def _observed_endpoint_addrs(observed: ObservedState) -> dict[tuple[str, str], l
             out.setdefault((r.ns, ""), []).append(addr)
     for addrs in out.values():
         addrs.sort()
+    return out
+
+
+def _own_leases(observed: ObservedState) -> dict[tuple[str, str], list[str]]:
+    """Addresses the cluster store leases to a container of this node, by (network, container):
+    kept like the kernel's (after them), so that an address `up` leased before it had to plan
+    again (another host took one of its planned addresses meanwhile) stays its container's."""
+    c = observed.cluster
+    node = c.get("node")
+    out: dict[tuple[str, str], list[str]] = {}
+    for net, leases in c.get("leases", {}).items():
+        for ip, lease in sorted(leases.items()):
+            if lease.get("node") == node and node:
+                out.setdefault((net, str(lease.get("container"))), []).append(ip)
     return out
 
 
