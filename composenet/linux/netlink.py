@@ -244,6 +244,31 @@ class NL:
         return [Rt.parse(b) for b in msgs]
 
 
+_IFINFO = struct.Struct("BxHiII").unpack_from
+_U32 = struct.Struct("I").unpack_from
+# The attributes Link.parse reads: a link carries ~40 (statistics, queues, XDP ...), and every
+# observe parses each link of the host and of every namespace.
+_LINK_ATTRS = frozenset({IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER, IFLA_LINKINFO,
+                         IFLA_IFALIAS, IFLA_GROUP, IFLA_LINK_NETNSID})
+
+
+def _link_attrs(buf: bytes) -> dict[int, bytes]:
+    """``attrs(buf, 16)`` keeping only _LINK_ATTRS (the others are skipped, not sliced)."""
+    out: dict[int, bytes] = {}
+    end = len(buf)
+    off = 16
+    unpack, want = _HH, _LINK_ATTRS
+    while off + 4 <= end:
+        n, kind = unpack(buf, off)
+        if n < 4:
+            break
+        kind &= 0x3FFF
+        if kind in want:
+            out[kind] = buf[off + 4 : off + n]
+        off += (n + 3) & ~3
+    return out
+
+
 @dataclass
 class Link:
     index: int
@@ -262,12 +287,12 @@ class Link:
 
     @classmethod
     def parse(cls, b: bytes) -> Link:
-        _fam, _type, index, flags, _change = struct.unpack_from("BxHiII", b)
-        a = attrs(b, 16)
+        _fam, _type, index, flags, _change = _IFINFO(b)
+        a = _link_attrs(b)
         info = attrs(a[IFLA_LINKINFO]) if IFLA_LINKINFO in a else {}
 
         def u32(k: int) -> int:
-            return struct.unpack("I", a[k][:4])[0] if k in a else 0
+            return _U32(a[k])[0] if k in a else 0
 
         return cls(
             index=index,
