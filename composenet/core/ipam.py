@@ -108,6 +108,9 @@ class Pool:
         self.gateway = ipaddress.ip_address(gateway)
         self.range: Net = ipaddress.ip_network(ip_range) if ip_range else subnet
         self.used = {self.gateway}
+        # Every address from the search's start up to here is in ``used`` (which only grows):
+        # ``next`` resumes from it instead of rescanning (300 containers: 45k lookups -> 300).
+        self.scanned = 0
         for r in reserved:
             self.used.add(ipaddress.ip_address(r))
 
@@ -128,16 +131,13 @@ class Pool:
         # Never the subnet's network address; never its broadcast address (IPv4).
         lo = max(first, sub_first + 1)
         hi = min(last, sub_last - 1) if self.subnet.version == 4 else min(last, sub_last)
-        limit = 1 << 16  # bounded search even in a /64
-        i = lo
-        n = 0
-        while i <= hi and n < limit:
+        limit = 1 << 16  # bounded search even in a /64: at most this many addresses from lo
+        for i in range(max(lo, self.scanned), min(hi, lo + limit - 1) + 1):
             a = ipaddress.ip_address(i)
             if a not in self.used:
                 self.used.add(a)
+                self.scanned = i + 1
                 return str(a)
-            i += 1
-            n += 1
         raise PlanError(f"no free address left in {self.range}", hint="use a larger subnet or ip_range")
 
 

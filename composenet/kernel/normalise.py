@@ -9,6 +9,7 @@ Must not: do I/O; observe (kernel.readback) and the host facts (kernel.netinfo) 
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 from composenet.core.resources import LABEL_PREFIX, ROUTE_PROTO
 from composenet.linux.netlink import IFF_LOOPBACK, Link, Rt
@@ -19,7 +20,11 @@ def is_link_local(cidr: str) -> bool:
     resource (composenet never adds one)."""
     if ":" not in cidr:  # IPv4: read back as dotted quads, never fe80::/10
         return False
-    return ipaddress.ip_interface(cidr).ip.is_link_local
+    try:  # hot (every address of every namespace): the first 10 bits, without ipaddress
+        raw = socket.inet_pton(socket.AF_INET6, cidr.split("/", 1)[0])
+    except OSError:
+        return ipaddress.ip_interface(cidr).ip.is_link_local  # its ValueError, as before
+    return raw[0] == 0xFE and raw[1] & 0xC0 == 0x80
 
 
 def on_loopback(link: Link | None) -> bool:

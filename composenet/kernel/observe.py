@@ -9,14 +9,16 @@ from composenet.core.state import ObservedState
 from composenet.kernel.cluster import observe_cluster
 from composenet.kernel.context import Context, Handlers
 from composenet.kernel.handlers import default_handlers
+from composenet.kernel.rtnl import nl
 
 
 def observe_project(ctx: Context, handlers: Handlers | None = None) -> ObservedState:
     """What the kernel holds of the project, read by every handler of ``handlers`` (default: a
     fresh ``default_handlers()``), plus the project's records of what it applied and connected."""
     observed = ObservedState()
-    for h in handlers if handlers is not None else default_handlers():
-        h.observe(ctx, observed)
+    with nl(ctx, "").snapshot():  # the host's links and addresses, dumped once for every handler
+        for h in handlers if handlers is not None else default_handlers():
+            h.observe(ctx, observed)
     observe_cluster(ctx, observed)  # with a cluster store only (ObservedState.cluster)
     observed.applied = read_applied(ctx)
     observed.connections = read_connections(ctx)

@@ -18,6 +18,7 @@ import struct
 import time
 
 from composenet.core.resources import (
+    ROUTE_PROTO,
     VXLAN_LABEL_SUFFIX,
     Address,
     Bridge,
@@ -121,7 +122,7 @@ def _settled_links(host: NL, project: str, pending: list[intents.Intent]
     dying = [lk.index for lk, p in veths if not netns.is_netns(netns.netns_path(p[0]))]
     if dying:
         _wait_gone(host, dying)
-        links, adopted = intents.adopt(host.links(), pending, "", project)
+        links, adopted = intents.adopt(host.links(fresh=True), pending, "", project)
         veths = _host_veths(links, project)
     return links, veths, adopted
 
@@ -134,7 +135,7 @@ def _wait_gone(host: NL, indexes: list[int], timeout: float = DYING_LINK_TIMEOUT
     delay = 0.002
     while pending and time.monotonic() < deadline:
         if len(pending) > 4:  # one dump beats a request per link
-            present = {lk.index for lk in host.links()}
+            present = {lk.index for lk in host.links(fresh=True)}
             pending = [i for i in pending if i in present]
         else:
             pending = [i for i in pending if host.link(index=i) is not None]
@@ -229,7 +230,7 @@ def _observe_in_namespace(ctx: Context, observed: ObservedState, ns: str, links:
         if lk2 is None or on_loopback(lk2) or not a.address or is_link_local(a.cidr):
             continue
         observed.add(Address(ns, lk2.name, a.cidr))
-    for rt in n.routes():
+    for rt in n.routes(ROUTE_PROTO):  # owned_route's protocol, filtered before parsing
         if not owned_route(rt):
             continue
         oif = all_ns.get(rt.oif)

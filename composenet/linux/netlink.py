@@ -13,12 +13,14 @@ a struct-packed message and one recv of the ack.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import os
 import socket
 import struct
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 # ---- netlink constants (linux/netlink.h, linux/rtnetlink.h, linux/if_link.h) ---------------
@@ -88,12 +90,17 @@ def ifinfomsg(index: int = 0, flags: int = 0, change: int = 0, family: int = 0) 
     return struct.pack("BxHiII", family, 0, index, flags, change)
 
 
+_HH = struct.Struct("HH").unpack_from
+
+
 def attrs(buf: bytes, off: int = 0, end: int | None = None) -> dict[int, bytes]:
     """Attributes from ``off`` to ``end``, by type (nested/byte-order flags stripped)."""
     out: dict[int, bytes] = {}
-    end = len(buf) if end is None else end
+    if end is None:
+        end = len(buf)
+    unpack = _HH  # hot: ~40 attributes per link in every dump observe reads
     while off + 4 <= end:
-        n, kind = struct.unpack_from("HH", buf, off)
+        n, kind = unpack(buf, off)
         if n < 4:
             break
         out[kind & 0x3FFF] = buf[off + 4 : off + n]
@@ -120,6 +127,8 @@ class NL:
         self.ns = ns
         self.seq = int(time.monotonic() * 1000) & 0xFFFFFF
         self.ifindex: dict[str, int] = {}
+        # While a snapshot is open (``snapshot``): the parsed link and address dumps, by type.
+        self._memo: dict[int, list] | None = None
         # Acks carry only the request's header (CAP_ACK) and the kernel's error text (EXT_ACK).
         sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
         sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
@@ -129,6 +138,26 @@ class NL:
 
     def close(self) -> None:
         self.sock.close()
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Within it, ``links()`` and ``addrs()`` dump once and answer every later call from that
+        dump (observe reads the host's links from several handlers; nothing changes meanwhile);
+        ``links(fresh=True)`` dumps again (waiting for links to go). Not reentrant."""
+        self._memo = {}
+        try:
+            yield
+        finally:
+            self._memo = None
+
+    def _dumped(self, mtype: int, fresh: bool, read: Callable[[], list]) -> list:
+        memo = self._memo
+        if memo is None:
+            return read()
+        got = None if fresh else memo.get(mtype)
+        if got is None:
+            got = memo[mtype] = read()
+        return list(got)
 
     def _send(self, mtype: int, flags: int, body: bytes) -> int:
         self.seq = (self.seq + 1) & 0xFFFFFFFF
@@ -173,8 +202,9 @@ class NL:
         return [b for _t, b in self._replies(self._send(mtype, NLM_F_DUMP, body), 1 << 17)]
 
     # -- links ------------------------------------------------------------------------
-    def links(self) -> list[Link]:
-        return [Link.parse(b) for b in self.dump(RTM_GETLINK, ifinfomsg())]
+    def links(self, fresh: bool = False) -> list[Link]:
+        """Every link of the namespace (within a ``snapshot``: its dump unless ``fresh``)."""
+        return self._dumped(RTM_GETLINK, fresh, lambda: [Link.parse(b) for b in self.dump(RTM_GETLINK, ifinfomsg())])
 
     def link(self, name: str = "", index: int = 0) -> Link | None:
         body = ifinfomsg(index=index) + (nla(IFLA_IFNAME, pack_str(name)) if name and not index else b"")
@@ -200,10 +230,43 @@ class NL:
         self.ifindex.pop(name, None)
 
     def addrs(self) -> list[Addr]:
-        return [Addr.parse(b) for b in self.dump(RTM_GETADDR, struct.pack("BBBBI", 0, 0, 0, 0, 0))]
+        """Every address of the namespace (within a ``snapshot``: its dump)."""
+        return self._dumped(RTM_GETADDR, False,
+                            lambda: [Addr.parse(b) for b in self.dump(RTM_GETADDR, struct.pack("BBBBI", 0, 0, 0, 0, 0))])
 
-    def routes(self) -> list[Rt]:
-        return [Rt.parse(b) for b in self.dump(RTM_GETROUTE, struct.pack("BBBBBBBBI", 0, 0, 0, 0, 0, 0, 0, 0, 0))]
+    def routes(self, protocol: int | None = None) -> list[Rt]:
+        """Every route of the namespace (all tables), or only those of ``protocol``: selected by
+        the rtmsg header before their attributes are parsed (a namespace's local table alone
+        holds a dozen routes no caller of a filtered dump wants)."""
+        msgs = self.dump(RTM_GETROUTE, struct.pack("BBBBBBBBI", 0, 0, 0, 0, 0, 0, 0, 0, 0))
+        if protocol is not None:
+            msgs = [b for b in msgs if len(b) > 5 and b[5] == protocol]
+        return [Rt.parse(b) for b in msgs]
+
+
+_IFINFO = struct.Struct("BxHiII").unpack_from
+_U32 = struct.Struct("I").unpack_from
+# The attributes Link.parse reads: a link carries ~40 (statistics, queues, XDP ...), and every
+# observe parses each link of the host and of every namespace.
+_LINK_ATTRS = frozenset({IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER, IFLA_LINKINFO,
+                         IFLA_IFALIAS, IFLA_GROUP, IFLA_LINK_NETNSID})
+
+
+def _link_attrs(buf: bytes) -> dict[int, bytes]:
+    """``attrs(buf, 16)`` keeping only _LINK_ATTRS (the others are skipped, not sliced)."""
+    out: dict[int, bytes] = {}
+    end = len(buf)
+    off = 16
+    unpack, want = _HH, _LINK_ATTRS
+    while off + 4 <= end:
+        n, kind = unpack(buf, off)
+        if n < 4:
+            break
+        kind &= 0x3FFF
+        if kind in want:
+            out[kind] = buf[off + 4 : off + n]
+        off += (n + 3) & ~3
+    return out
 
 
 @dataclass
@@ -224,12 +287,12 @@ class Link:
 
     @classmethod
     def parse(cls, b: bytes) -> Link:
-        _fam, _type, index, flags, _change = struct.unpack_from("BxHiII", b)
-        a = attrs(b, 16)
+        _fam, _type, index, flags, _change = _IFINFO(b)
+        a = _link_attrs(b)
         info = attrs(a[IFLA_LINKINFO]) if IFLA_LINKINFO in a else {}
 
         def u32(k: int) -> int:
-            return struct.unpack("I", a[k][:4])[0] if k in a else 0
+            return _U32(a[k])[0] if k in a else 0
 
         return cls(
             index=index,

@@ -15,10 +15,10 @@ Must not: choose addresses (containers.py) or serve names (that is composenet/dn
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
+from composenet.core.desired.common import json_text
 from composenet.core.desired.containers import Container, Endpoint
 from composenet.core.desired.networks import NetPlan
 from composenet.core.resources import DnsRecords, NetnsFile, Resolver, resolver_listeners
@@ -180,7 +180,7 @@ def _resolver(project: str, listeners: list[dict[str, Any]], ns_listeners: list[
     }
     if ns_listeners:
         cfg["namespaces"] = ns_listeners
-    text = json.dumps(cfg, indent=1, sort_keys=True) + "\n"
+    text = json_text(cfg) + "\n"
     return Resolver(project, resolver_listeners(cfg), text, hashlib.sha256(text.encode()).hexdigest())
 
 
@@ -196,7 +196,7 @@ def _peer_records(project: str, containers: list[Container], upstreams: Upstream
         "project": project,
         "containers": [_container_record(c, eps, True, upstreams) for c, eps in foreign],
     }
-    text = json.dumps(records, indent=1, sort_keys=True) + "\n"
+    text = json_text(records) + "\n"
     networks = tuple(sorted({ep.network.net.name for _c, eps in foreign for ep in eps}))
     return DnsRecords(project, networks, text, hashlib.sha256(text.encode()).hexdigest(),
                       tuple(c.name for c, _eps in foreign))
