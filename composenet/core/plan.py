@@ -101,6 +101,9 @@ class Plan:
     # What the plan means for the host as a whole, in sentences (e.g. a global setting it turns on
     # and how it is guarded and restored): shown under "Host:"; empty for most plans.
     host: list[str] = field(default_factory=list)
+    # What `up` writes to the cluster store (core.desired.cluster.cluster_steps): rows {"op",
+    # "kind", "network", "what"}, shown after the kernel's changes; empty without a store.
+    cluster: list[dict[str, str]] = field(default_factory=list)
     observed_digest: str = ""  # digest of the observed owned state the plan was made against
 
     @property

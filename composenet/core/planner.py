@@ -36,7 +36,8 @@ def make_plan(project: Project | None, project_name: str, observed: ObservedStat
     changes = diff(desired, observed)
     steps = order(changes, set(desired.resources))
     plan = Plan(project_name, steps, desired.networks, desired.containers, desired.exposure,
-                list(desired.warnings), observed_digest=observed.digest(), host=list(desired.host))
+                list(desired.warnings), observed_digest=observed.digest(), host=list(desired.host),
+                cluster=list(desired.cluster))
     if project is None:
         plan.kept = sorted(f"{describe(r)} (host setting, left as is)" for r in observed.resources.values()
                            if isinstance(r, Sysctl) and not r.ns and not r.ifname and not is_forwarding(r))

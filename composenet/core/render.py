@@ -194,16 +194,20 @@ def counts(plan: Plan) -> dict[str, int]:
 def render_text(plan: Plan, show_ruleset: str | None = None) -> str:
     """The plan for review: header, networks, drift, changes by section, exposure, what the plan
     means for the host as a whole (global settings), warnings, what is kept on purpose, then the summary sentence (and the ruleset when asked)."""
-    lines = _header(plan) + _networks(plan) + _drift(plan) + _changes(plan) + _exposure(plan)
+    lines = _header(plan) + _networks(plan) + _drift(plan) + _changes(plan) + _cluster(plan) + _exposure(plan)
     lines += _notes("Host:", [f"  {n}" for n in plan.host])
     lines += _notes("Warnings:", [f"  ! {w}" for w in plan.warnings])
     lines += _notes("Kept on purpose:", [f"  {k}" for k in plan.kept])
-    if not plan.steps:
+    if not plan.steps and not plan.cluster:
         lines.append(NO_CHANGES)
     else:
         n = counts(plan)
+        store = ""
+        if plan.cluster:
+            w = sum(1 for r in plan.cluster if r["op"] == "+")
+            store = f"; cluster store: {w} to write, {len(plan.cluster) - w} to release"
         lines.append(
-            f"Plan: {n['add']} to add, {n['change']} to change, {n['replace']} to replace, {n['remove']} to remove."
+            f"Plan: {n['add']} to add, {n['change']} to change, {n['replace']} to replace, {n['remove']} to remove{store}."
         )
     if show_ruleset is not None:
         lines.append("")
@@ -311,6 +315,15 @@ def _exposure(plan: Plan) -> list[str]:
     return lines + [""]
 
 
+def _cluster(plan: Plan) -> list[str]:
+    """The cluster store's steps, after the kernel's: what `up` writes before its kernel steps
+    (records, memberships, leases) and after them (endpoints), and the leases it releases."""
+    if not plan.cluster:
+        return []
+    return ["Cluster store:"] + [f"  {r['op']}   {r['kind']:<8} {r['what']}  (missing)" if r["op"] == "+"
+                                 else f"  {r['op']}   {r['kind']:<8} {r['what']}" for r in plan.cluster] + [""]
+
+
 def _notes(title: str, items: list[str]) -> list[str]:
     return [title, *items, ""] if items else []
 
@@ -327,6 +340,7 @@ def plan_to_json(plan: Plan, ruleset: str | None) -> dict[str, Any]:
         "warnings": plan.warnings,
         "kept": plan.kept,
         **({"host": plan.host} if plan.host else {}),
+        **({"cluster": plan.cluster} if plan.cluster else {}),
         "steps": [{"index": s.index, "deps": list(s.deps), **s.change.to_json()} for s in plan.steps],
         "ruleset": ruleset,
     }

@@ -203,6 +203,7 @@ class DesiredState:
     exposure: list[dict[str, Any]] = field(default_factory=list)  # host_ip, port, proto, target, scope
     warnings: list[str] = field(default_factory=list)
     host: list[str] = field(default_factory=list)  # Plan.host: what the plan means for the host as a whole
+    cluster: list[dict[str, str]] = field(default_factory=list)  # Plan.cluster: the cluster store's steps
 
     def add(self, r: Resource) -> None:
         if r.key in self.resources and self.resources[r.key] != r:

@@ -151,3 +151,31 @@ def test_an_address_this_node_leased_to_the_container_is_kept_though_a_lower_one
     text = FABRIC.replace('command: "sleep 600"', 'command: "sleep 600"\n    deploy: {replicas: 2}')
     d = plan(tmp_path, text, base(networks={"shop_fabric": REC}, leases=leases))
     assert [c["endpoints"][0]["ipv4"] for c in d.containers] == ["10.0.3.7", "10.0.3.2"]
+
+
+def test_the_plan_lists_the_cluster_store_steps_and_none_once_the_store_holds_them(tmp_path):
+    from composenet.core.planner import make_plan
+    from composenet.core.render import render_text
+
+    members = {"shop_fabric": {"h1": "192.0.2.11", "h2": "192.0.2.12"}}
+    mine = {"shop_fabric": {"10.0.3.2": {"node": "h1", "container": "shop-client-1"}}}
+    d = plan(tmp_path, FABRIC, base(networks={"shop_fabric": REC}, members={"shop_fabric": {"h2": "192.0.2.12"}}))
+    assert [(r["op"], r["kind"]) for r in d.cluster] == [("+", "member"), ("+", "lease"), ("+", "endpoint")]
+    assert d.cluster[1]["what"] == "10.0.3.2 on shop_fabric to shop-client-1"
+    # The store holds this node's membership and the lease: nothing to write.
+    d = plan(tmp_path, FABRIC, base(networks={"shop_fabric": REC}, members=members, leases=mine))
+    assert d.cluster == []
+    # A static address replaces the one leased: the new one is leased, the old one released.
+    text = FABRIC.replace("networks: [fabric]", "networks:\n      fabric:\n        ipv4_address: 10.0.3.9")
+    text += "    ipam:\n      config:\n        - subnet: 10.0.3.0/24\n"
+    d = plan(tmp_path, text, base(networks={"shop_fabric": REC}, members=members, leases=mine))
+    assert [(r["op"], r["kind"], r["what"]) for r in d.cluster] == [
+        ("+", "lease", "10.0.3.9 on shop_fabric to shop-client-1"),
+        ("+", "endpoint", "shop-client-1 on shop_fabric  10.0.3.9  mac 02:42:0a:00:03:09  node h1"),
+        ("-", "lease", "10.0.3.2 on shop_fabric to shop-client-1  (moves to 10.0.3.9)")]
+    f = tmp_path / "compose.yaml"
+    p = make_plan(load(f), "shop", ObservedState(cluster=base(networks={"shop_fabric": REC}, members=members, leases=mine),
+                                         host_routes=("192.0.2.0/24",)), Upstreams(("192.0.2.53",))).plan
+    text_out = render_text(p)
+    assert "Cluster store:\n  +   lease    10.0.3.9 on shop_fabric to shop-client-1  (missing)\n" in text_out
+    assert text_out.rstrip().endswith("; cluster store: 2 to write, 1 to release.")

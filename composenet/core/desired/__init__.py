@@ -26,7 +26,7 @@ randomness: the same inputs give the same DesiredState, byte for byte.
 
 from __future__ import annotations
 
-from composenet.core.desired.cluster import host_lines as cluster_host_lines
+from composenet.core.desired.cluster import cluster_steps
 from composenet.core.desired.containers import (
     Container,
     Endpoint,
@@ -80,7 +80,7 @@ def desire(project: Project, observed: ObservedState, upstreams: Upstreams, run_
     add_processes(d, containers, port_maps)  # the supervisor holds every published host port
     add_ruleset(d, project.name, bridges, resolver_nets, port_maps)
 
-    d.host.extend(cluster_host_lines(nets, containers, observed))  # the cluster store's part, if any
+    d.cluster = cluster_steps(nets, containers, observed)  # the cluster store's part, if any
     d.networks = network_rows(nets)
     d.containers = container_rows(containers)
     d.exposure = exposure

@@ -264,26 +264,41 @@ def _check_statics(project: Project, n: Network, c: dict[str, Any], mine: set[st
                 hint="choose a free address, or leave it out to get one the cluster has not leased")])
 
 
-def host_lines(nets: dict[str, Any], containers: list[Any], observed: ObservedState) -> list[str]:
-    """What the plan does in the cluster store, in sentences for the plan's "Host:" section
+def cluster_steps(nets: dict[str, Any], containers: list[Any], observed: ObservedState) -> list[dict[str, str]]:
+    """What `up` writes to the cluster store (kernel/cluster.py), as the plan's cluster steps
     (``nets``: NetPlans by key; ``containers``: core.desired.containers.Container): only what the
-    store does not hold yet (a record to create, this node's membership, an address to lease)."""
+    store does not hold yet. Rows {"op": "+" or "-", "kind", "network", "what"}: the network's
+    record to create, this node's membership, each address to lease and the endpoint published
+    with it, and each address of the project's containers on this node the plan moves away from
+    (released once the kernel no longer holds it)."""
     c = observed.cluster
-    out = []
+    node = str(c.get("node", ""))
+    out: list[dict[str, str]] = []
+
+    def step(op: str, kind: str, network: str, what: str) -> None:
+        out.append({"op": op, "kind": kind, "network": network, "what": what})
+
     for np in (nets[k] for k in sorted(nets)):
         if np.vxlan is None or not np.vxlan.cluster:
             continue
         name = np.net.name
         rec = c.get("networks", {}).get(name)
-        what = f"subnet {np.subnet4}, gateway {np.gateway4}, VNI {np.vxlan.vni}"
         if rec is None or rec.get("subnet") != str(np.subnet4):
-            out.append(f"cluster store: creates the record of network {name} ({what})")
-        elif c.get("node") not in c.get("members", {}).get(name, {}):
-            out.append(f"cluster store: joins network {name}, created by node {rec.get('created_by')} ({what})")
+            step("+", "record", name, f"network {name}  subnet {np.subnet4}  gw {np.gateway4}  vni {np.vxlan.vni}")
+        if node not in c.get("members", {}).get(name, {}):
+            of = f"  (record of node {rec.get('created_by')})" if rec and rec.get("created_by") else ""
+            step("+", "member", name, f"{name}  node {node}  vtep {np.vxlan.local or '-'}{of}")
         leases = c.get("leases", {}).get(name, {})
-        new = sorted(f"{ep.ipv4} to {k.name}" for k in containers for ep in k.endpoints
-                     if ep.network is np and ep.ipv4 and leases.get(ep.ipv4) != {"node": c.get("node"),
-                                                                               "container": k.name})
-        if new:
-            out.append(f"cluster store: leases on {name} " + ", ".join(new) + " and publishes the endpoints")
+        planned = {}
+        for k in containers:
+            for ep in k.endpoints:
+                if ep.network is np and ep.ipv4:
+                    planned[k.name] = ep.ipv4
+                    if leases.get(ep.ipv4) != {"node": node, "container": k.name}:
+                        step("+", "lease", name, f"{ep.ipv4} on {name} to {k.name}")
+                        step("+", "endpoint", name, f"{k.name} on {name}  {ep.ipv4}  mac {ep.mac}  node {node}")
+        for ip, lease in sorted(leases.items()):
+            who = lease.get("container")
+            if lease.get("node") == node and who in planned and planned[who] != ip:
+                step("-", "lease", name, f"{ip} on {name} to {who}  (moves to {planned[who]})")
     return out
