@@ -67,7 +67,8 @@ def port(
              context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True},
              epilog=examples("composenet exec web ip -4 addr",
                              "composenet exec --index 1 db getent hosts web",
-                             "composenet exec -u root -w /tmp -e DEBUG=1 web env"))
+                             "composenet exec -u root -w /tmp -e DEBUG=1 web env",
+                             "composenet exec --privileged web ip route add 10.9.0.0/24 dev eth0"))
 def exec_(
     service: Annotated[str, typer.Argument(help="Service name.")],
     cmd: Annotated[list[str], typer.Argument(metavar="CMD [ARGS]...", help="Command to run (everything after SERVICE).")],
@@ -75,10 +76,12 @@ def exec_(
     user: Annotated[str | None, typer.Option("-u", "--user", help="Run as this user (default: the service's `user`).")] = None,
     workdir: Annotated[str | None, typer.Option("-w", "--workdir", help="Directory (default: the service's `working_dir`).")] = None,
     env: Annotated[list[str] | None, typer.Option("-e", "--env", help="Set KEY=VALUE (over the service's environment).")] = None,
+    privileged: Annotated[bool, typer.Option("--privileged", help="Every capability (default: the service's, as its command).")] = False,
 ) -> None:
     """Run a command in a container's namespace, with its resolv.conf, hosts and hostname, and,
     as `docker compose exec`, the service's environment (environment, env_file), working_dir and
-    user; in the foreground; exits with the command's status. Options go before SERVICE:
+    user, and with the service's capabilities (Docker's default set, its cap_add/cap_drop/privileged;
+    no_new_privs), not yours; in the foreground; exits with the command's status. Options go before SERVICE:
     everything after it is the command (`composenet exec web ip -4 addr`)."""
     from composenet.kernel import status  # deferred: the kernel layer
 
@@ -93,7 +96,7 @@ def exec_(
         extra[key] = value if eq else os.environ.get(key, "")
     ctx, _name = session().project_context()
     try:
-        rc = status.exec_in(ctx, service, argv, index, user, workdir, extra)
+        rc = status.exec_in(ctx, service, argv, index, user, workdir, extra, privileged)
     finally:
         ctx.close()
     raise typer.Exit(rc)

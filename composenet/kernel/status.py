@@ -21,6 +21,7 @@ from composenet.errors import ComposenetError
 from composenet.kernel.context import Context
 from composenet.kernel.observe import observe_project
 from composenet.kernel.processes import read_records
+from composenet.linux import caps
 from composenet.linux.spawn import spawn
 from composenet.paths import netns_path
 
@@ -45,12 +46,15 @@ def port_lines(ctx: Context, service: str, private_port: int | None, protocol: s
 
 
 def exec_in(ctx: Context, service: str, argv: list[str], index: int | None = None, user: str | None = None,
-            workdir: str | None = None, extra_env: dict[str, str] | None = None) -> int:
+            workdir: str | None = None, extra_env: dict[str, str] | None = None, privileged: bool = False) -> int:
     """Run ``argv`` in the container's namespace with its /etc/netns files and hostname, in the
     foreground with this terminal; returns its exit status (128+N when killed by signal N).
     As `docker compose exec`: with the service's environment (``environment``, ``env_file``),
     ``working_dir`` and ``user``, as its command runs (from its process record), over this
-    environment (for PATH, TERM, HOME); ``user``, ``workdir`` and ``extra_env`` override them."""
+    environment (for PATH, TERM, HOME); ``user``, ``workdir`` and ``extra_env`` override them.
+    With the service's capabilities and no_new_privs, as its command (linux.caps: Docker's
+    default set, its ``cap_add``/``cap_drop``/``privileged``), not the caller's;
+    ``privileged`` (`exec --privileged`) gives every capability, as `docker exec --privileged`."""
     if not argv:
         raise ComposenetError("no command given", hint="composenet exec SERVICE CMD [ARGS...]")
     observed, records = observe(ctx)
@@ -63,7 +67,9 @@ def exec_in(ctx: Context, service: str, argv: list[str], index: int | None = Non
     env.update(extra_env or {})
     p = spawn(argv, ns=c.namespace, hostname=c.hostname, env=env, stdin=None, stdout=None, stderr=None,
               cwd=workdir or rec.get("cwd") or None, user=user or rec.get("user") or None,
-              new_session=False, what=f"exec in {c.container}")
+              new_session=False, what=f"exec in {c.container}",
+              capabilities=caps.Request(tuple(rec.get("cap_add") or ()), tuple(rec.get("cap_drop") or ()),
+                                        privileged or bool(rec.get("privileged"))))
     # Ctrl-C goes to the command (same process group); we only wait for it.
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:

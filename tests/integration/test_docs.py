@@ -52,6 +52,7 @@ SCRIPT = [
     "composenet exec web ip -4 addr",
     "composenet exec --index 1 db getent hosts web",
     "composenet exec -u root -w /tmp -e DEBUG=1 web env",
+    "composenet exec --privileged web ip route add 10.9.0.0/24 dev eth0",
     "composenet logs web",
     FOLLOW,
     "composenet check  # everything the file implies",

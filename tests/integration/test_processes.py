@@ -280,6 +280,25 @@ def test_commands_run_with_least_privilege(sandbox: Sandbox, tmp_path: Path) -> 
     assert "10.99.0.0/24" not in routes and "10.99.0.0/24" in sb.ip(f"{p}-admin-1", "route show"), routes
     got = ps(sb, p)
     assert got[f"{p}-nobody-1"]["privileges"] == "user nobody, no capabilities", got[f"{p}-nobody-1"]
+
+    # `exec` runs with the service's capabilities, as its command, not with the caller's (all).
+    def exec_caps(*args: str) -> str:
+        r = sb.composenet("-p", p, "exec", *args, "grep", "-E", "CapEff|NoNewPrivs", "/proc/self/status",
+                          cwd=str(sb.empty_dir()))
+        return " ".join(r.stdout.split())
+
+    every = int(next(ln.split()[1] for ln in open("/proc/self/status") if ln.startswith("CapEff:")), 16)  # root's
+    assert exec_caps("root") == f"CapEff: {default:016x} NoNewPrivs: 1"
+    assert exec_caps("nobody") == "CapEff: 0000000000000000 NoNewPrivs: 1"
+    net_admin, net_raw = 1 << 12, 1 << 13
+    assert exec_caps("admin") == f"CapEff: {(default | net_admin) & ~net_raw:016x} NoNewPrivs: 1"
+    assert exec_caps("priv") == exec_caps("--privileged", "root") == f"CapEff: {every:016x} NoNewPrivs: 0"
+    r = sb.composenet("-p", p, "exec", "root", "ip", "route", "add", "10.97.0.0/24", "dev", "eth0", check=False,
+                      cwd=str(sb.empty_dir()))
+    assert r.returncode != 0 and "10.97.0.0/24" not in sb.ip(f"{p}-root-1", "route show"), r.stdout + r.stderr
+    sb.composenet("-p", p, "exec", "--privileged", "root", "ip", "route", "add", "10.97.0.0/24", "dev", "eth0",
+                  cwd=str(sb.empty_dir()))
+    assert "10.97.0.0/24" in sb.ip(f"{p}-root-1", "route show")
     sb.down(p)
     sb.assert_clean(p)
 
