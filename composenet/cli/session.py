@@ -39,19 +39,26 @@ class Session:
 
         return settings_from(*self.cluster_opts)
 
-    def load(self, publish_localhost_only: bool = False) -> Project:
+    def load(self, publish_localhost_only: bool | None = None) -> Project:
         """The project of the compose files (-f, COMPOSE_FILE or the default lookup). Documents
         that passed the schema in an earlier run are not validated again (cli.schemacache).
-        ``publish_localhost_only``: `up`/`plan --publish-localhost-only` (docker hook)."""
-        from composenet.compose.project import SchemaCache, load_project  # deferred: the loader (yaml)
+        ``publish_localhost_only``: `up`/`plan --publish-localhost-only` (True) or
+        `--no-publish-localhost-only` (False); None: COMPOSENET_PUBLISH_LOCALHOST_ONLY when set,
+        else what the project's last successful `up` recorded (so that a later `up`, `plan`,
+        `check` or `network connect` without the flag does not publish on every address again)."""
+        from composenet.compose.project import LOCALHOST_ONLY_ENV, SchemaCache, load_project  # deferred: yaml
 
         where = run_dir()
         known = read_keys(where)
         cache = SchemaCache(known=frozenset(known))
         project = load_project(self.opts, cache)
         store_keys(where, known, cache.passed)
-        if publish_localhost_only:
-            project = dataclasses.replace(project, publish_localhost_only=True)
+        if publish_localhost_only is None and not os.environ.get(LOCALHOST_ONLY_ENV, "").strip():
+            from composenet.kernel.netinfo import project_source  # deferred: the kernel layer
+
+            publish_localhost_only = bool((project_source(where, project.name) or {}).get("publish_localhost_only"))
+        if publish_localhost_only is not None:
+            project = dataclasses.replace(project, publish_localhost_only=publish_localhost_only)
         return project
 
     def context(self, project_name: str) -> Context:

@@ -77,7 +77,8 @@ def record_project_networks(ctx: Context, project: Project, rows: list[dict[str,
         }
         out[net.name]["created"] = out[net.name]["created"] or _now()
     atomic_write(path, json.dumps(out, indent=1, sort_keys=True) + "\n")
-    source = {"files": list(project.files), "working_dir": project.working_dir, "host_netns": host_netns()}
+    source = {"files": list(project.files), "working_dir": project.working_dir, "host_netns": host_netns(),
+              "publish_localhost_only": project.publish_localhost_only}
     atomic_write(ctx.paths / PROJECT_SOURCE, json.dumps(source, indent=1, sort_keys=True) + "\n")
 
 

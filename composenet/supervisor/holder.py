@@ -50,6 +50,12 @@ def bind(spec: str) -> socket.socket:
     return s
 
 
+def _slot(spec: str) -> tuple[str, bool, int]:
+    """(protocol, IPv6, port): two specs of one slot on different addresses can clash."""
+    proto, addr, port = parse(spec)
+    return proto, ":" in addr, port
+
+
 class Holder:
     """The sockets held now, by spec."""
 
@@ -61,20 +67,45 @@ class Holder:
 
     def hold(self, wanted: list[str]) -> list[tuple[str, str]]:
         """Hold exactly ``wanted``: bind what is new (before letting anything go), then close what
-        is no longer wanted. Returns (spec, reason) for each spec that could not be bound (the
-        others are held)."""
+        is no longer wanted. A port that moves to another address of its family (127.0.0.1:8081
+        -> 0.0.0.0:8081, which the kernel refuses while the old one is bound) is let go just
+        before, and taken back when the new one cannot be bound. Returns (spec, reason) for each
+        spec that could not be bound; then nothing that was held is let go (the caller rolls
+        back to it)."""
         failed: list[tuple[str, str]] = []
         for spec in sorted(set(wanted) - set(self.held)):
             try:
-                self.held[spec] = bind(spec)
+                self.held[spec] = self._bind_moving(spec, [h for h in self.held if h not in wanted])
             except (OSError, ValueError) as e:
                 reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
                 if isinstance(e, OSError) and e.errno == errno.EADDRINUSE:
                     reason = "address already in use"
                 failed.append((spec, reason))
-        for spec in sorted(set(self.held) - set(wanted)):
-            self.held.pop(spec).close()
+        if not failed:
+            for spec in sorted(set(self.held) - set(wanted)):
+                self.held.pop(spec).close()
         return failed
+
+    def _bind_moving(self, spec: str, unwanted: list[str]) -> socket.socket:
+        """``bind(spec)``; on EADDRINUSE, when an unwanted held spec has the same protocol,
+        family and port, close those and bind again (they are bound again if that fails)."""
+        try:
+            return bind(spec)
+        except OSError as e:
+            clash = [h for h in unwanted if _slot(h) == _slot(spec)]
+            if e.errno != errno.EADDRINUSE or not clash:
+                raise
+        for h in clash:
+            self.held.pop(h).close()
+        try:
+            return bind(spec)
+        except OSError:
+            for h in clash:
+                try:
+                    self.held[h] = bind(h)
+                except OSError:
+                    pass  # taken meanwhile: the caller's check reports the port as not held
+            raise
 
     def release(self) -> None:
         self.hold([])

@@ -227,6 +227,17 @@ def test_publish_localhost_only(sandbox: Sandbox, tmp_path: Path) -> None:
         # Blocked: 8081 from outside (it is not published there), and from the host's own address.
         assert tcp(sb.outside, HOST_ADDR, 8081, 0.5) is None
         assert tcp(sb.host, HOST_ADDR, 8081, 0.5) is None
+        if how == "flag":
+            # The choice is recorded: a later `plan`/`up` without the flag keeps it ...
+            r = sb.composenet("-f", str(compose), "-p", p, "plan", check=False, cwd=str(tmp_path))
+            assert "No changes" in r.stdout and "host loopback only, by --publish-localhost-only" in r.stdout, r.stdout
+            sb.up(compose, p)
+            assert tcp(sb.outside, HOST_ADDR, 8081, 0.5) is None
+            # ... until --no-publish-localhost-only, which publishes on every address again.
+            sb.up(compose, p, "--no-publish-localhost-only")
+            assert (tcp(sb.outside, HOST_ADDR, 8081) or "").split()[:1] == [OUTSIDE_ADDR]
+            r = sb.composenet("-f", str(compose), "-p", p, "plan", check=False, cwd=str(tmp_path))
+            assert "No changes" in r.stdout and "host loopback only" not in r.stdout, r.stdout
         sb.down(p, compose)
         sb.assert_clean(p)
 

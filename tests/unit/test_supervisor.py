@@ -130,6 +130,34 @@ def test_a_held_port_cannot_be_bound_even_with_reuseaddr():
     assert h.specs() == [] and holder.Holder().hold([spec]) == []
 
 
+def test_a_held_port_moves_to_another_address_and_stays_held_when_it_cannot():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    h = holder.Holder()
+    loop, anyaddr = f"tcp/127.0.0.1/{port}", f"tcp/0.0.0.0/{port}"
+    assert h.hold([loop]) == []
+    # --publish-localhost-only dropped: 127.0.0.1 -> 0.0.0.0, which cannot be bound beside it.
+    assert h.hold([anyaddr]) == [] and h.specs() == [anyaddr]
+    assert h.hold([loop]) == [] and h.specs() == [loop]
+    # Another program holds the port on another address: the move fails, the old one stays held.
+    other = socket.socket()
+    other.bind(("127.0.0.2", port))
+    try:
+        assert h.hold([anyaddr]) == [(anyaddr, "address already in use")]
+        assert h.specs() == [loop]
+        probe = socket.socket()
+        with pytest.raises(OSError) as ei:
+            probe.bind(("127.0.0.1", port))
+        probe.close()
+        assert ei.value.errno == errno.EADDRINUSE
+    finally:
+        other.close()
+        h.release()
+    assert h.specs() == []
+
+
 def test_held_port_specs():
     assert holder.parse("tcp/::/53") == ("tcp", "::", 53)
     with pytest.raises(ValueError):
