@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from composenet.core import ipam
 from composenet.core.desired import container_names
 from composenet.core.model import Project
 from composenet.core.state import DesiredState
@@ -94,6 +95,9 @@ def build(project: Project, desired: DesiredState, live: Live | None = None,
     for n in sorted(project.networks, key=lambda n: n.key):
         row = rows.get(n.name, {})
         subnet = row.get("subnet") if live is not None else next((ic.subnet for ic in n.ipam if ic.subnet), None)
+        size = ipam.size_request(subnet) if live is None else None
+        if size is not None:  # 0.0.0.0/24 asks for any free /24: `up` chooses it
+            subnet = f"a free /{size}"
         state = (live.networks.get(n.name, "external" if n.external else "missing") if live is not None else None)
         nets.append(GNetwork(n.key, n.name, n.driver, n.internal, n.external, subnet, state))
     containers = {c["name"]: c for c in desired.containers}

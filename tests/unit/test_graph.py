@@ -51,3 +51,18 @@ def test_svg_with_graphviz() -> None:
     assert shutil.which("dot"), "graphviz's `dot` is needed (make test installs it)"
     out = graph_cli.svg(render_dot(odd_graph()))
     assert out.lstrip().startswith("<?xml") and "<svg" in out and "1: running" in out and "80/tcp" in out
+
+
+def test_a_size_request_is_drawn_as_what_it_asks_for(tmp_path) -> None:
+    from composenet.core.desired import Upstreams, desire
+    from composenet.core.graph import build
+    from composenet.core.state import ObservedState
+    from tests.golden.harness import load
+
+    f = tmp_path / "compose.yaml"
+    f.write_text("name: p\nservices:\n  web:\n    networks: [n]\nnetworks:\n  n:\n    ipam:\n"
+                 "      config: [{subnet: 0.0.0.0/26}]\n")
+    project = load(f)
+    g = build(project, desire(project, ObservedState(), Upstreams(("192.0.2.53",))))
+    assert [n.subnet for n in g.networks] == ["a free /26"]
+    assert "a free /26" in render_mermaid(g) and "0.0.0.0/26" not in render_dot(g)
