@@ -12,14 +12,17 @@ from composenet.kernel.handlers import default_handlers
 from composenet.kernel.rtnl import nl
 
 
-def observe_project(ctx: Context, handlers: Handlers | None = None) -> ObservedState:
+def observe_project(ctx: Context, handlers: Handlers | None = None, cluster: bool = True) -> ObservedState:
     """What the kernel holds of the project, read by every handler of ``handlers`` (default: a
-    fresh ``default_handlers()``), plus the project's records of what it applied and connected."""
+    fresh ``default_handlers()``), plus the project's records of what it applied and connected,
+    and (``cluster``) the cluster store's view: `ps`, `port`, `exec` and `logs` do not need it
+    and do not wait for a store that does not answer."""
     observed = ObservedState()
     with nl(ctx, "").snapshot():  # the host's links and addresses, dumped once for every handler
         for h in handlers if handlers is not None else default_handlers():
             h.observe(ctx, observed)
-    observe_cluster(ctx, observed)  # with a cluster store only (ObservedState.cluster)
+    if cluster:
+        observe_cluster(ctx, observed)  # with a cluster store only (ObservedState.cluster)
     observed.applied = read_applied(ctx)
     observed.connections = read_connections(ctx)
     return observed

@@ -27,7 +27,7 @@ from composenet.paths import netns_path
 
 
 def observe(ctx: Context) -> tuple[ObservedState, dict[str, dict[str, Any]]]:
-    return observe_project(ctx), read_records(ctx)
+    return observe_project(ctx, cluster=False), read_records(ctx)
 
 
 def status(ctx: Context) -> list[ContainerStatus]:

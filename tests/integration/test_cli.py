@@ -12,10 +12,11 @@ import os
 import pty
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
-from tests.integration.sandbox import Sandbox, wait_for
+from tests.integration.sandbox import HOST_ADDR, Sandbox, wait_for
 from tests.integration.stacks import ECHO
 
 STACK = """
@@ -79,6 +80,29 @@ def test_exec_runs_with_the_services_environment_and_port_lists_mappings(sandbox
     assert r.returncode == 1 and "`composenet port web` lists every published port" in r.stderr, r.stderr
     r = cn("port", "web", "80/xyz", check=False)
     assert r.returncode == 1 and "PORT/PROTO" in r.stderr, r.stderr
+
+    # With a cluster store set, `ps`, `port` and `exec` do not ask it (a store that does not
+    # answer would make each wait): a listener standing for the store counts the connections.
+    count = tmp_path / "store-connections"
+    counter = ("import socket, sys, time\n"
+               "s = socket.socket(); s.bind((sys.argv[2], 23790)); s.listen(16); s.settimeout(0.2)\n"
+               "open(sys.argv[1], 'w').write('0')\n"
+               "n, held, end = 0, [], time.monotonic() + 60\n"
+               "while time.monotonic() < end:\n"
+               "    try:\n        c, _ = s.accept()\n    except OSError:\n        continue\n"
+               "    n += 1; held.append(c); open(sys.argv[1], 'w').write(str(n))\n")
+    sb.spawn_in(sb.host, sys.executable, "-c", counter, str(count), HOST_ADDR)
+    for _ in range(100):  # listening once it wrote its count
+        if count.exists():
+            break
+        time.sleep(0.05)
+    assert count.read_text() == "0"
+    store = {"COMPOSENET_STORE": f"etcd://{HOST_ADDR}:23790"}
+    for args in (("ps",), ("port", "web"), ("exec", "web", "true")):
+        sb.composenet("-p", p, *args, cwd=str(sb.empty_dir()), env=store)
+    assert count.read_text() == "0"
+    sb.composenet("-f", str(compose), "-p", p, "plan", cwd=str(tmp_path), env=store)  # the control: plan asks it
+    assert int(count.read_text()) > 0
 
     sb.down(p, compose)
     sb.assert_clean(p)
