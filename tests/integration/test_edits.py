@@ -386,3 +386,44 @@ def test_connections_of_untouched_services_survive_edits(sandbox: Sandbox, tmp_p
             c.close()
     sb.down(p, compose)
     sb.assert_clean(p)
+
+
+def _bridge_table(sb: Sandbox, p: str) -> tuple[int, str]:
+    """(handle, elements of set ports) of the project's bridge table, as the kernel lists them."""
+    import json
+
+    out = json.loads(sb.run_in(sb.host, "nft", "-j", "-a", "list", "table", "bridge", f"composenet_{p}").stdout)
+    items = out["nftables"]
+    handle = next(i["table"]["handle"] for i in items if "table" in i)
+    ports = next(i["set"] for i in items if "set" in i and i["set"]["name"] == "ports")
+    return handle, " ".join(sorted(str(e) for e in ports.get("elem", [])))
+
+
+def test_adding_and_removing_a_service_edits_the_anti_spoofing_sets_in_place(sandbox: Sandbox, tmp_path) -> None:
+    # The bridge table is not deleted and re-added for a new or removed container: the kernel
+    # activates a re-added table's set elements after its rules, so frames of the containers
+    # that were not changed could hit the final drop in between (a DNS query was lost).
+    sb, p = sandbox, project()
+    compose = write(tmp_path / "compose.yaml", "[a]")
+    sb.up(compose, p)
+    handle, ports = _bridge_table(sb, p)
+    peer_port = veth_ifname(p, f"{p}-peer-1", f"{p}_a")
+    assert peer_port in ports, ports
+    text = compose.read_text().replace("networks:\n  a:", "  extra:\n    networks: [a]\nnetworks:\n  a:")
+    compose.write_text(text)
+    plan = sb.plan(compose, p).stdout
+    assert "~   nft      table bridge" in plan and "+ set ports: " in plan, plan
+    sb.up(compose, p)
+    handle2, ports2 = _bridge_table(sb, p)
+    extra_port = veth_ifname(p, f"{p}-extra-1", f"{p}_a")
+    assert handle2 == handle and extra_port in ports2 and peer_port in ports2, (handle, handle2, ports2)
+    assert_no_changes(sb, compose, p)
+    # The new container's frames pass the pins: it reaches app.
+    assert wait_for(f"{p}-extra-1", sb.ipv4(f"{p}-app-1"), 80)
+    write(compose, "[a]")
+    sb.up(compose, p)
+    handle3, ports3 = _bridge_table(sb, p)
+    assert handle3 == handle and extra_port not in ports3 and peer_port in ports3, ports3
+    assert_no_changes(sb, compose, p)
+    sb.down(p, compose)
+    sb.assert_clean(p)

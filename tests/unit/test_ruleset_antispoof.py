@@ -125,3 +125,24 @@ def test_identities_read_back_as_nft_lists_them():
         "set port_nd: cnv-c8 . 0x10000000000000000",
         "set ports ifname", "set ports: cnv-c1",
     )
+
+
+def test_an_edit_of_the_pins_is_a_set_element_delta_not_a_new_table():
+    from composenet.kernel.nft import element_delta
+
+    one = [PortPin("cnv-aaaaaaaaaa", "02:42:0a:00:00:02", ("10.0.0.2",))]
+    two = [*one, PortPin("cnv-bbbbbbbbbb", "02:42:0a:00:00:03", ("10.0.0.3",))]
+    _t1, before = build_bridge("composenet_p", one)
+    _t2, after = build_bridge("composenet_p", two)
+    delta = element_delta("bridge", "composenet_p", before, after)
+    assert delta is not None
+    lines = delta.splitlines()
+    assert 'add element bridge composenet_p port_ip4 { "cnv-bbbbbbbbbb" . 10.0.0.3 }' in lines
+    assert 'add element bridge composenet_p ports { "cnv-bbbbbbbbbb" }' in lines
+    assert any(line.startswith("add element bridge composenet_p port_nd { \"cnv-bbbbbbbbbb\" . 0xfe80") for line in lines)
+    assert not any("cnv-aaaaaaaaaa" in line for line in lines)  # the other container is left alone
+    back = element_delta("bridge", "composenet_p", after, before)
+    assert back is not None and all(line.startswith("delete element") for line in back.splitlines())
+    assert element_delta("bridge", "composenet_p", after, after) == ""
+    # A changed rule (or chain, or set declaration) replaces the table whole.
+    assert element_delta("bridge", "composenet_p", before, (*before, "v4: cn:something new")) is None
