@@ -42,7 +42,8 @@ def test_offline_with_a_store_plans_the_record_up_would_create(tmp_path, monkeyp
         want.subnet, want.gateway, want.vni, True)
     vx = next(r for r in d.resources.values() if r.kind == "vxlan")
     assert (vx.learning, vx.peers, vx.local) == (False, (), "192.0.2.11")
-    assert any("creates the record of network shop_fabric" in line for line in d.host)
+    assert {"op": "+", "kind": "record", "network": "shop_fabric",
+            "what": f"network shop_fabric  subnet {want.subnet}  gw {want.gateway}  vni {want.vni}"} in d.cluster
     assert not [w for w in d.warnings if "local bridge" in w]
 
 
