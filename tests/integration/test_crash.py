@@ -8,8 +8,8 @@ processes, cgroup, run directory, /etc/netns).
 The stack (stacks/crash.yaml) has two networks, a service scaled to two replicas on both with
 published TCP and UDP ports and a command, and a second service with a command. A trace run
 (COMPOSENET_FAILPOINT_TRACE) lists the operations first; the sweep kills at each in turn.
-Cost: about 70 kill points of `up` and 30 of `down`, ~2-4 s each on a 2-core VM (see
-notes/crash.md for the measurement).
+Cost: about 70 kill points of `up` and 30 of `down`, ~2-4 s each on a 2-core VM (~5 min in
+all).
 """
 
 from __future__ import annotations
