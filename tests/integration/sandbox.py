@@ -488,7 +488,7 @@ def proc_state(pid: int) -> str:
         return ""
 
 
-def _still_running(procs: list[tuple[int, str, str]], grace: float = 3.0) -> list[tuple[int, str, str]]:
+def _still_running(procs: list[tuple[int, str, str]], grace: float = 5.0) -> list[tuple[int, str, str]]:
     """Those of ``procs`` (pid, start time, where) still alive after ``grace`` seconds at most: a
     process SIGKILLed by `down` may still be tearing down (its memory already released, an empty
     command line) on a loaded machine; one still there after the grace period is a leak."""

@@ -228,7 +228,13 @@ services:
     assert len(pids) == 2, pids  # the server and the escaped sleep
     starts = {pid: proc_start(pid) for pid in pids}
     sup = json.loads(Path(f"/run/composenet/{p}/supervisor.json").read_text())
+    sup_start = proc_start(sup["pid"])
     os.kill(sup["pid"], signal.SIGKILL)
+    for _ in range(200):  # its exit (the test's own kill) can take seconds on a loaded machine
+        if proc_start(sup["pid"]) != sup_start:
+            break
+        time.sleep(0.05)
+    assert proc_start(sup["pid"]) != sup_start, "the supervisor survived SIGKILL for 10 s"
     for d in ("proc", "states"):
         shutil.rmtree(f"/run/composenet/{p}/{d}")
     os.unlink(f"/run/composenet/{p}/supervisor.json")
