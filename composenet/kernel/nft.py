@@ -212,9 +212,9 @@ def element_delta(family: str, name: str, before: tuple[str, ...], after: tuple[
 
     Why not always replace: a table deleted and re-added in one transaction is not atomic for
     sets. The kernel flips the new rules live before it activates the elements of the sets they
-    use, so a packet in between misses them (the bridge table's ``ether type vmap`` lookup
-    failed and an IPv4 frame of a container that was not being changed hit the final drop:
-    one DNS query lost in a few `up`s). Adding and deleting elements leaves every other
+    use, so a packet in between misses them (the bridge table's anonymous ``ether type`` map,
+    now three jumps, came up empty and an IPv4 frame of a container that was not being changed
+    hit the final drop: one DNS query lost in a few `up`s). Adding and deleting elements leaves every other
     container's elements, and every rule, as they are."""
     def split(idents: tuple[str, ...]) -> tuple[set[str], dict[str, set[str]]]:
         other: set[str] = set()
