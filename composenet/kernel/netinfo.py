@@ -78,7 +78,12 @@ def record_project_networks(ctx: Context, project: Project, rows: list[dict[str,
         out[net.name]["created"] = out[net.name]["created"] or _now()
     atomic_write(path, json.dumps(out, indent=1, sort_keys=True) + "\n")
     source = {"files": list(project.files), "working_dir": project.working_dir, "host_netns": host_netns(),
-              "publish_localhost_only": project.publish_localhost_only}
+              "publish_localhost_only": project.publish_localhost_only,
+              # What `exec` runs with in a service without a command (no process record): as
+              # the file said at this `up`, as a container keeps the config it was created with.
+              "exec": {svc.name: {"env": [list(kv) for kv in svc.environment], "cwd": svc.working_dir,
+                                  "user": svc.user, "cap_add": list(svc.cap_add), "cap_drop": list(svc.cap_drop),
+                                  "privileged": svc.privileged} for svc in project.services}}
     atomic_write(ctx.paths / PROJECT_SOURCE, json.dumps(source, indent=1, sort_keys=True) + "\n")
 
 

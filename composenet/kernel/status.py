@@ -19,6 +19,7 @@ from composenet.core.state import ObservedState
 from composenet.core.status import ContainerStatus, container_index, containers, pick, port, render_ps
 from composenet.errors import ComposenetError
 from composenet.kernel.context import Context
+from composenet.kernel.netinfo import project_source
 from composenet.kernel.observe import observe_project
 from composenet.kernel.processes import read_records
 from composenet.linux import caps
@@ -61,7 +62,7 @@ def exec_in(ctx: Context, service: str, argv: list[str], index: int | None = Non
     c = pick(containers(observed, ctx.project, records), service, index)
     if c.namespace and not os.path.exists(netns_path(c.namespace)):
         raise ComposenetError(f"namespace {c.namespace} of {c.container} does not exist", hint="run `composenet up`")
-    rec = records.get(c.container) or {}
+    rec = records.get(c.container) or _exec_spec(ctx, c.service)
     env = dict(os.environ)
     env.update({str(k): str(v) for k, v in rec.get("env") or ()})
     env.update(extra_env or {})
@@ -77,6 +78,14 @@ def exec_in(ctx: Context, service: str, argv: list[str], index: int | None = Non
     finally:
         signal.signal(signal.SIGINT, old)
     return 128 - rc if rc < 0 else rc
+
+
+def _exec_spec(ctx: Context, service: str) -> dict[str, Any]:
+    """A service without a command has no process record: what its last `up` recorded for
+    `exec` (environment, working_dir, user, capabilities), or {} (Docker's defaults)."""
+    source = project_source(ctx.run_dir, ctx.project) or {}
+    spec = (source.get("exec") or {}).get(service)
+    return spec if isinstance(spec, dict) else {}
 
 
 def log_files(ctx: Context, service: str) -> list[tuple[str, str]]:

@@ -264,6 +264,7 @@ def test_commands_run_with_least_privilege(sandbox: Sandbox, tmp_path: Path) -> 
                     + "  nobody:\n" + svc + "    user: nobody\n"
                     + "  admin:\n" + svc + "    cap_add: [NET_ADMIN]\n    cap_drop: [CAP_NET_RAW]\n"
                     + "  priv:\n" + svc + "    privileged: true\n"
+                    + "  tool:\n    networks: [n]\n    cap_add: [NET_ADMIN]\n"  # no command: no process record
                     + "networks:\n  n:\n    ipam:\n      config: [{subnet: 10.55.0.0/24}]\n")
     plan = sb.plan(compose, p).stdout
     assert f"process  {p}-root-1 in {p}-root-1: sh -c" in plan and "[root, default capabilities]" in plan, plan
@@ -299,6 +300,7 @@ def test_commands_run_with_least_privilege(sandbox: Sandbox, tmp_path: Path) -> 
     net_admin, net_raw = 1 << 12, 1 << 13
     assert exec_caps("admin") == f"CapEff: {(default | net_admin) & ~net_raw:016x} NoNewPrivs: 1"
     assert exec_caps("priv") == exec_caps("--privileged", "root") == f"CapEff: {every:016x} NoNewPrivs: 0"
+    assert exec_caps("tool") == f"CapEff: {default | net_admin:016x} NoNewPrivs: 1"  # as its file says
     r = sb.composenet("-p", p, "exec", "root", "ip", "route", "add", "10.97.0.0/24", "dev", "eth0", check=False,
                       cwd=str(sb.empty_dir()))
     assert r.returncode != 0 and "10.97.0.0/24" not in sb.ip(f"{p}-root-1", "route show"), r.stdout + r.stderr
