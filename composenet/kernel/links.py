@@ -38,6 +38,7 @@ from composenet.linux.netlink import (
     IFLA_ADDRESS,
     IFLA_BR_STP_STATE,
     IFLA_BRPORT_ISOLATED,
+    IFLA_BRPORT_LEARNING,
     IFLA_BRPORT_MODE,
     IFLA_GROUP,
     IFLA_IFALIAS,
@@ -101,6 +102,17 @@ def _link_and_netns(host: NL, link: str, ns: str, what: str) -> tuple[int, int]:
 def _brport(hairpin: bool, isolated: bool) -> bytes:
     data = nla(IFLA_BRPORT_MODE, bytes([int(hairpin)])) + nla(IFLA_BRPORT_ISOLATED, bytes([int(isolated)]))
     return nla(IFLA_LINKINFO, nla(IFLA_INFO_SLAVE_KIND, pack_str("bridge")) + nla(IFLA_INFO_SLAVE_DATA, data))
+
+
+def _vxlan_port(r: Vxlan) -> tuple[bytes, ...]:
+    """A cluster VXLAN device's bridge port learns nothing: the agent's static entries say where
+    each remote MAC is. Learning there would let a frame from another host (or one still in
+    flight from a departed container) move a MAC, even a local container's, onto the VXLAN
+    port for the ageing time. The static-peer overlay learns, as before."""
+    if r.learning:
+        return ()
+    data = nla(IFLA_BRPORT_LEARNING, bytes([0]))
+    return (nla(IFLA_LINKINFO, nla(IFLA_INFO_SLAVE_KIND, pack_str("bridge")) + nla(IFLA_INFO_SLAVE_DATA, data)),)
 
 
 class KernelHandler(HandlerBase):
@@ -263,7 +275,7 @@ class KernelHandler(HandlerBase):
             for peer in r.peers:
                 ip.fdb("append", ifindex=index, lladdr=FLOOD_MAC, dst=peer)
             host.request(RTM_NEWLINK, ifinfomsg(index=index, flags=IFF_UP, change=IFF_UP)
-                         + nla(IFLA_IFALIAS, pack_str(r.label)))
+                         + nla(IFLA_IFALIAS, pack_str(r.label)) + b"".join(_vxlan_port(r)))
         except Exception as e:  # noqa: BLE001
             dellink(host, r.ifname)
             intents.done(ctx, intent)
@@ -275,7 +287,8 @@ class KernelHandler(HandlerBase):
         try:
             if before.bridge != after.bridge:
                 setlink(host, after.ifname, nla(IFLA_MASTER, pack_u32(host.index(after.bridge))))
-            setlink(host, after.ifname, nla(IFLA_MTU, pack_u32(after.mtu)), nla(IFLA_IFALIAS, pack_str(after.label)))
+            setlink(host, after.ifname, nla(IFLA_MTU, pack_u32(after.mtu)), nla(IFLA_IFALIAS, pack_str(after.label)),
+                    *_vxlan_port(after))
             index = host.index(after.ifname)
             ip = ipr(ctx, "")
             for peer in sorted(set(before.peers) - set(after.peers)):

@@ -403,8 +403,8 @@ def agent_log(h: Host) -> str:
 
 def build_overlay(h: Host, project: str, network: str, vni: int, gateway: str, prefix: int) -> None:
     """What part B's kernel steps make for a cluster network on ``h``: a bridge with the gateway
-    address, a VXLAN device (learning off, proxy) labelled composenet:<project>/<network>/vxlan
-    on it, and the project's nft table with the VTEP set and the VXLAN guard."""
+    address, a VXLAN device (learning off, proxy; its bridge port learning off too) labelled
+    composenet:<project>/<network>/vxlan on it, and the project's nft table with the VTEP set and the VXLAN guard."""
     br, vx = f"cnb-{network}"[:15], f"cnx-{network}"[:15]
     h.run("sh", "-ec", f"""
 ip link add {br} type bridge
@@ -412,6 +412,7 @@ ip link set {br} mtu 1450 up
 ip addr add {gateway}/{prefix} dev {br}
 ip link add {vx} type vxlan id {vni} local {h.addr} dev eth0 dstport 4789 nolearning proxy
 ip link set {vx} master {br} mtu 1450 alias composenet:{project}/{network}/vxlan
+bridge link set dev {vx} learning off
 ip link set {vx} up
 """)
     h.run("nft", "-f", "-", input=f"""

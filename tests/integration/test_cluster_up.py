@@ -164,6 +164,16 @@ def test_three_hosts_names_and_traffic_across_hosts(lab: Lab):
         assert udp_from(h1, "shop-client-1", api) == client
         assert tcp_from(h1, "shop-client-1", web3) == client
         assert udp_from(h3, "shop-web-1", api) == web3
+        # The VXLAN device learns nothing, neither itself nor as a bridge port: every remote MAC
+        # is a static entry of the agent, none was learned from the traffic above.
+        for h in lab.hosts:
+            links = json.loads(h.run("ip", "-d", "-j", "link", "show", "type", "vxlan").stdout)
+            assert len(links) == 1 and links[0]["linkinfo"]["info_data"]["learning"] is False, h.name
+            port = json.loads(h.run("bridge", "-d", "-j", "link", "show", "dev", links[0]["ifname"]).stdout)[0]
+            assert port["learning"] is False, (h.name, port)
+            learned = [e for e in json.loads(h.run("bridge", "-j", "fdb", "show", "dev", links[0]["ifname"]).stdout)
+                       if e.get("master") and e.get("state") != "static" and "permanent" not in str(e)]
+            assert learned == [], (h.name, learned)
         # `node ls` lists every host with its address, network and containers.
         rows = json.loads(composenet(lab, h1, None, "node", "ls", "--format", "json").stdout)
         assert {(r["node"], r["address"], tuple(r["networks"]), r["containers"]) for r in rows} == {
