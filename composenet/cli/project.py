@@ -14,6 +14,14 @@ from composenet.cli.app import app
 from composenet.cli.help import Format, echo_err, examples, fail, read_json, write_file
 from composenet.cli.session import session
 
+# `plan` and `up` take it alike (cli.session.Session.load: None keeps what the last `up` recorded).
+LocalhostOnly = Annotated[bool | None, typer.Option(
+    "--publish-localhost-only/--no-publish-localhost-only",
+    help="Publish every port without its own host_ip on 127.0.0.1 only (also COMPOSENET_PUBLISH_LOCALHOST_ONLY=1); "
+         "`up` records the choice, later runs keep it until --no-publish-localhost-only.",
+    show_default=False,
+)]
+
 
 class ConfigFormat(str, Enum):
     yaml = "yaml"
@@ -73,12 +81,7 @@ def plan(
     ] = None,
     out: Annotated[str | None, typer.Option("--out", help="Also save the plan as JSON, for `up --plan FILE`.")] = None,
     show_ruleset: Annotated[bool, typer.Option("--show-ruleset", help="Append the nftables ruleset `up` would load.")] = False,
-    publish_localhost_only: Annotated[bool | None, typer.Option(
-        "--publish-localhost-only/--no-publish-localhost-only",
-        help="Publish every port without its own host_ip on 127.0.0.1 only (also COMPOSENET_PUBLISH_LOCALHOST_ONLY=1); "
-             "`up` records the choice, later runs keep it until --no-publish-localhost-only.",
-        show_default=False,
-    )] = None,
+    publish_localhost_only: LocalhostOnly = None,
 ) -> None:
     """Show what `up` would change in this kernel, without changing anything (a dry run).
 
@@ -153,12 +156,7 @@ def up(
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Print every step as it runs.")] = False,
     timings: Annotated[bool, typer.Option("--timings", help="Print the time of each phase: load, observe, plan, "
                                                             "apply (by kind), verify.")] = False,
-    publish_localhost_only: Annotated[bool | None, typer.Option(
-        "--publish-localhost-only/--no-publish-localhost-only",
-        help="Publish every port without its own host_ip on 127.0.0.1 only (also COMPOSENET_PUBLISH_LOCALHOST_ONLY=1); "
-             "`up` records the choice, later runs keep it until --no-publish-localhost-only.",
-        show_default=False,
-    )] = None,
+    publish_localhost_only: LocalhostOnly = None,
 ) -> None:
     """Build the stack in the kernel: namespaces, bridges, veths, addresses, routes, nftables,
     DNS resolvers, then start the service commands. Running it again changes only what differs.
